@@ -1,0 +1,344 @@
+"""Training and evaluation throughput of every model, beside bare PyTorch loops in the same run.
+
+    make bench                                  # real Frappe_x1 from ../shared/data if present
+    python benchmarks/throughput.py --models deepfm dnn --repeats 5 --epochs 3
+
+For each model the framework (Lightning Trainer + RankingTask + RankDataModule, exactly as
+``ranklab-train`` runs it, minus the progress bar and checkpoint files) and a bare loop over the
+same nn.Module are timed alternately, ``--repeats`` times, and medians are reported. DeepFM is
+also compared with an independent bare implementation (one embedding table, FM, MLP, Adam:
+what one would write by hand), which is the reference for the framework-overhead ratio.
+Machines here are noisy: read the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from ranklab.config import compose
+from ranklab.data import RankDataModule, TensorSplit
+from ranklab.metrics import auc, logloss
+from ranklab.train import build
+
+ROOT = Path(__file__).resolve().parents[1]
+CTR_MODELS = ["lr", "fm", "dnn", "wide_deep", "deepfm", "dcn", "dcnv2"]
+# Frappe_x1 field cardinalities (distinct training values), for the synthetic stand-in
+FRAPPE_VOCABS = [957, 4082, 7, 7, 2, 3, 2, 10, 80, 233]
+
+
+class EpochTimer(L.Callback):
+    """Wall time of each training epoch (validation is disabled in the benchmark)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.samples: list[int] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._t0, self._n = time.perf_counter(), 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._n += len(batch)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.times.append(time.perf_counter() - self._t0)
+        self.samples.append(self._n)
+
+
+def data_overrides(data_dir: Path) -> tuple[list[str], str]:
+    if (data_dir / "frappe_x1" / "train.csv").is_file():
+        return ["data=frappe_x1", f"paths.data_dir={data_dir}"], "Frappe_x1 (real)"
+    vocab = ",".join(str(v) for v in FRAPPE_VOCABS)
+    return (
+        [
+            f"data.source.vocab_sizes=[{vocab}]",
+            "data.source.n_numeric=0",
+            "data.source.n_train=202027",
+            "data.source.n_val=57722",
+            "data.source.n_test=28860",
+            "data.source.triple_max_vocab=10",
+        ],
+        "synthetic, Frappe-shaped (no real data found)",
+    )
+
+
+def framework_train(cfg, epochs: int) -> float:
+    """Samples/s of Trainer.fit over epochs 2..N (epoch 1 warms up)."""
+    L.seed_everything(cfg.seed, verbose=False)
+    dm, _, task = build(cfg)
+    timer = EpochTimer()
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        deterministic=cfg.trainer.deterministic,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
+    trainer.fit(task, datamodule=dm)
+    return statistics.median(n / t for n, t in zip(timer.samples[1:], timer.times[1:]))
+
+
+def framework_eval(cfg, task, dm: RankDataModule, repeats: int = 2) -> float:
+    """Samples/s of Trainer.validate (metrics included), best of a warm-up and repeats."""
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    n = len(dm.split("val"))
+    rates = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        trainer.validate(task, datamodule=dm, verbose=False)
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates[1:])
+
+
+def bare_train(
+    model: nn.Module,
+    split: TensorSplit,
+    batch_size: int,
+    epochs: int,
+    lr: float,
+    emb_reg: float,
+    emb_params: list[nn.Parameter],
+    seed: int,
+) -> float:
+    """A plain loop: permutation, slice, forward, BCE (+ embedding L2), backward, Adam step."""
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    n = len(split)
+    rates = []
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+        for i in range(0, n, batch_size):
+            b = split.take(perm[i : i + batch_size])
+            opt.zero_grad(set_to_none=True)
+            loss = F.binary_cross_entropy_with_logits(model(b.features), b.label)
+            if emb_reg:
+                loss = loss + emb_reg / 2 * sum(p.pow(2).sum() for p in emb_params)
+            loss.backward()
+            opt.step()
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates[1:])
+
+
+@torch.no_grad()
+def bare_eval(model: nn.Module, split: TensorSplit, batch_size: int, repeats: int = 2) -> float:
+    """Inference over slices, then AUC and log loss of the concatenated predictions."""
+    model.eval()
+    n = len(split)
+    rates = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        probs = torch.cat(
+            [
+                torch.sigmoid(model(split.take(slice(i, i + batch_size)).features))
+                for i in range(0, n, batch_size)
+            ]
+        )
+        auc(probs, split.label), logloss(probs, split.label)
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates[1:])
+
+
+class BareDeepFM(nn.Module):
+    """DeepFM written by hand, independent of ranklab.nn: the reference for the overhead ratio.
+
+    ids (B, F) with per-field offsets into one table; logit = bias + sum w + FM + MLP.
+    """
+
+    def __init__(
+        self, vocab_sizes: list[int], dim: int, hidden: list[int], dropout: float, batch_norm: bool
+    ):
+        super().__init__()
+        offsets = torch.tensor([0, *vocab_sizes[:-1]]).cumsum(0)
+        self.register_buffer("offsets", offsets)
+        self.emb = nn.Embedding(sum(vocab_sizes), dim)
+        self.w = nn.Embedding(sum(vocab_sizes), 1)
+        self.bias = nn.Parameter(torch.zeros(1))
+        nn.init.normal_(self.emb.weight, std=1e-4)
+        nn.init.normal_(self.w.weight, std=1e-4)
+        layers, d = [], len(vocab_sizes) * dim
+        for h in hidden:
+            layers += [nn.Linear(d, h)] + ([nn.BatchNorm1d(h)] if batch_norm else []) + [nn.ReLU()]
+            layers += [nn.Dropout(dropout)] if dropout else []
+            d = h
+        self.mlp = nn.Sequential(*layers, nn.Linear(d, 1))
+        self.fields: list[str] = []
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        ids = torch.stack([features[f] for f in self.fields], 1) + self.offsets  # (B, F)
+        e = self.emb(ids)  # (B, F, D)
+        fm = 0.5 * (e.sum(1).pow(2) - e.pow(2).sum(1)).sum(1)
+        return self.bias + self.w(ids).sum((1, 2)) + fm + self.mlp(e.flatten(1)).squeeze(-1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--models", nargs="+", default=CTR_MODELS)
+    ap.add_argument(
+        "--epochs", type=int, default=3, help="epochs per timing (the first is warm-up)"
+    )
+    ap.add_argument("--repeats", type=int, default=3, help="alternating framework/bare repeats")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench")
+    ap.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data_ov, data_desc = data_overrides(args.data_dir)
+    console = Console()
+    console.print(
+        f"[bold]ranklab bench[/] · data: {data_desc} · torch threads {torch.get_num_threads()} · "
+        f"{args.repeats} repeats, medians"
+    )
+    rows, results = [], {}
+    for name in args.models:
+        cfg = compose(
+            [*data_ov, f"model={name}", "paths.cache_dir=" + str(ROOT / "cache"), *args.overrides]
+        )
+        fw_tr, bare_tr, fw_ev, bare_ev, ind_tr, ind_ev = [], [], [], [], [], []
+        for r in range(args.repeats):
+            fw_tr.append(framework_train(cfg, args.epochs))
+            dm, model, task = build(cfg)
+            train_split = dm.split("train")
+            bare_tr.append(
+                bare_train(
+                    model,
+                    train_split,
+                    dm.batch_size,
+                    args.epochs,
+                    cfg.task.lr,
+                    cfg.task.embedding_regularizer,
+                    task.emb_params,
+                    cfg.seed + r,
+                )
+            )
+            fw_ev.append(framework_eval(cfg, task, dm))
+            bare_ev.append(bare_eval(model, dm.split("val"), dm.eval_batch_size))
+            if (
+                name == "deepfm" and not dm.schema.numeric
+            ):  # the hand-written one is categorical-only
+                vocabs = [f.vocab_size for f in dm.schema.categorical]
+                ref = BareDeepFM(
+                    vocabs,
+                    cfg.model.embedding_dim,
+                    list(cfg.model.hidden_units),
+                    cfg.model.dropout,
+                    cfg.model.batch_norm,
+                )
+                ref.fields = [f.name for f in dm.schema.categorical]
+                ind_tr.append(
+                    bare_train(
+                        ref,
+                        train_split,
+                        dm.batch_size,
+                        args.epochs,
+                        cfg.task.lr,
+                        cfg.task.embedding_regularizer,
+                        [ref.emb.weight, ref.w.weight],
+                        cfg.seed + r,
+                    )
+                )
+                ind_ev.append(bare_eval(ref, dm.split("val"), dm.eval_batch_size))
+        med = statistics.median
+        res = {
+            "framework_train": med(fw_tr),
+            "bare_train_same_module": med(bare_tr),
+            "framework_eval": med(fw_ev),
+            "bare_eval_same_module": med(bare_ev),
+            "raw": {
+                "framework_train": fw_tr,
+                "bare_train": bare_tr,
+                "framework_eval": fw_ev,
+                "bare_eval": bare_ev,
+            },
+        }
+        if ind_tr:
+            res.update(
+                {
+                    "bare_train_independent": med(ind_tr),
+                    "bare_eval_independent": med(ind_ev),
+                    "raw_independent": {"train": ind_tr, "eval": ind_ev},
+                }
+            )
+        results[name] = res
+        rows.append((name, res))
+        console.print(f"  {name}: done")
+    table = Table(title="samples/s (median) and framework / bare ratio")
+    for col in (
+        "model",
+        "train: ranklab",
+        "bare (same module)",
+        "ratio",
+        "eval: ranklab",
+        "bare (same module)",
+        "ratio",
+    ):
+        table.add_column(col, justify="right")
+    for name, r in rows:
+        table.add_row(
+            name,
+            f"{r['framework_train']:,.0f}",
+            f"{r['bare_train_same_module']:,.0f}",
+            f"{r['framework_train'] / r['bare_train_same_module']:.2f}",
+            f"{r['framework_eval']:,.0f}",
+            f"{r['bare_eval_same_module']:,.0f}",
+            f"{r['framework_eval'] / r['bare_eval_same_module']:.2f}",
+        )
+        if "bare_train_independent" in r:
+            table.add_row(
+                f"{name} vs hand-written",
+                "",
+                f"{r['bare_train_independent']:,.0f}",
+                f"{r['framework_train'] / r['bare_train_independent']:.2f}",
+                "",
+                f"{r['bare_eval_independent']:,.0f}",
+                f"{r['framework_eval'] / r['bare_eval_independent']:.2f}",
+            )
+    console.print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"throughput-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "data": data_desc,
+                "threads": torch.get_num_threads(),
+                "epochs": args.epochs,
+                "repeats": args.repeats,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+    console.print(f"written {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""User-facing errors: each names what is wrong and where (file, line, column or config key)."""
+
+from __future__ import annotations
+
+
+class RanklabError(Exception):
+    """Base class of the errors a user can fix; the CLI prints them without a traceback."""
+
+
+class ConfigError(RanklabError):
+    """A config value is wrong; the message names the key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"config key '{key}': {message}")
+
+
+class DataError(RanklabError):
+    """Input data is wrong; the message names the file and, where known, line and column."""
+
+    def __init__(
+        self,
+        message: str,
+        path: str | None = None,
+        line: int | None = None,
+        column: str | None = None,
+    ) -> None:
+        self.path, self.line, self.column = path, line, column
+        where = []
+        if path is not None:
+            where.append(str(path))
+        if line is not None:
+            where.append(f"line {line}")
+        if column is not None:
+            where.append(f"column '{column}'")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+class SchemaError(RanklabError):
+    """A model needs a field the data does not have (or has with the wrong kind)."""

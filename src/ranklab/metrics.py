@@ -1,0 +1,186 @@
+"""Metrics for CTR and ranking, as torchmetrics ``Metric`` objects (DDP-aware) plus functionals.
+
+torchmetrics provides AUROC; it has no log loss, normalized entropy, calibration ratio or a
+grouped AUC that skips one-class groups (its ``RetrievalAUROC`` scores such groups 0, which
+biases the mean), so those are written here on the same ``Metric`` base.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import BinaryAUROC
+from torchmetrics.functional.classification import binary_auroc
+from torchmetrics.utilities import dim_zero_cat
+
+EPS = 1e-7  # probability clipping for log loss, as scikit-learn and FuxiCTR do
+
+
+def auc(preds: Tensor, target: Tensor) -> float:
+    """Exact ROC AUC of scores ``preds`` (N,) for binary ``target`` (N,)."""
+    return float(binary_auroc(preds.double(), target.long()))
+
+
+def logloss(probs: Tensor, target: Tensor) -> float:
+    """Mean binary cross-entropy of probabilities ``probs`` (N,)."""
+    p = probs.double().clamp(EPS, 1 - EPS)
+    t = target.double()
+    return float(-(t * p.log() + (1 - t) * (1 - p).log()).mean())
+
+
+def grouped_auc(preds: Tensor, target: Tensor, groups: Tensor) -> float:
+    """Impression-weighted mean AUC over groups that hold both classes (DIN paper, eq. 9).
+
+    Vectorised: sort by (group, score), give tied scores their mid-rank inside the group, and
+    apply the Mann-Whitney formula per group. preds, target, groups: (N,). Returns NaN when
+    no group holds both classes.
+    """
+    p, y, g = preds.double(), target.double(), groups.long()
+    order = torch.argsort(p, stable=True)
+    order = order[torch.argsort(g[order], stable=True)]  # lexicographic (group, score)
+    p, y, g = p[order], y[order], g[order]
+    n = p.numel()
+    if n == 0:
+        return math.nan
+    first = torch.ones(n, dtype=torch.bool, device=p.device)
+    new_group = first.clone()
+    new_group[1:] = g[1:] != g[:-1]
+    new_block = new_group.clone()
+    new_block[1:] |= p[1:] != p[:-1]
+    idx = torch.arange(n, device=p.device)
+    group_start = torch.cummax(torch.where(new_group, idx, torch.zeros_like(idx)), 0).values
+    rank = (idx - group_start + 1).double()  # 1-based rank inside the group
+    block = torch.cumsum(new_block.long(), 0) - 1
+    n_blocks = int(block[-1]) + 1
+    lo = torch.full((n_blocks,), math.inf, dtype=torch.double, device=p.device)
+    hi = torch.full((n_blocks,), -math.inf, dtype=torch.double, device=p.device)
+    lo = lo.scatter_reduce(0, block, rank, "amin")
+    hi = hi.scatter_reduce(0, block, rank, "amax")
+    midrank = ((lo + hi) / 2)[block]
+    gid = torch.cumsum(new_group.long(), 0) - 1
+    n_groups = int(gid[-1]) + 1
+    size = torch.bincount(gid, minlength=n_groups).double()
+    pos = torch.zeros(n_groups, dtype=torch.double, device=p.device).index_add_(0, gid, y)
+    rank_pos = torch.zeros(n_groups, dtype=torch.double, device=p.device).index_add_(
+        0, gid, midrank * y
+    )
+    neg = size - pos
+    ok = (pos > 0) & (neg > 0)
+    if not bool(ok.any()):
+        return math.nan
+    auc_g = (rank_pos[ok] - pos[ok] * (pos[ok] + 1) / 2) / (pos[ok] * neg[ok])
+    return float((auc_g * size[ok]).sum() / size[ok].sum())
+
+
+class _SumMetric(Metric):
+    """Sums of the few statistics log loss, NE and calibration need (cheap, exact under DDP)."""
+
+    full_state_update = False
+    higher_is_better: bool | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("bce", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("pred", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("pos", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("n", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, probs: Tensor, target: Tensor) -> None:
+        p = probs.detach().double().clamp(EPS, 1 - EPS)
+        t = target.detach().double()
+        self.bce += -(t * p.log() + (1 - t) * (1 - p).log()).sum()
+        self.pred += p.sum()
+        self.pos += t.sum()
+        self.n += t.numel()
+
+
+class LogLoss(_SumMetric):
+    """Mean binary cross-entropy of predicted probabilities."""
+
+    higher_is_better = False
+
+    def compute(self) -> Tensor:
+        return self.bce / self.n
+
+
+class NormalizedEntropy(_SumMetric):
+    """Log loss divided by the entropy of the evaluated set's click rate (He et al., 2014).
+
+    Below 1 means better than predicting the base rate for every impression.
+    """
+
+    higher_is_better = False
+
+    def compute(self) -> Tensor:
+        r = (self.pos / self.n).clamp(EPS, 1 - EPS)
+        return (self.bce / self.n) / -(r * r.log() + (1 - r) * (1 - r).log())
+
+
+class Calibration(_SumMetric):
+    """Mean prediction / mean label: 1 is calibrated, above 1 over-predicts clicks."""
+
+    def compute(self) -> Tensor:
+        return self.pred / self.pos
+
+
+class GroupedAUC(Metric):
+    """Impression-weighted AUC over groups (e.g. users) with both classes; see grouped_auc."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+        self.add_state("groups", default=[], dist_reduce_fx="cat")
+
+    def update(self, probs: Tensor, target: Tensor, groups: Tensor) -> None:
+        self.preds.append(probs.detach())
+        self.target.append(target.detach())
+        self.groups.append(groups.detach())
+
+    def compute(self) -> Tensor:
+        v = grouped_auc(
+            dim_zero_cat(self.preds), dim_zero_cat(self.target), dim_zero_cat(self.groups)
+        )
+        return torch.tensor(v, dtype=torch.float64)
+
+
+class CTRMetrics(torch.nn.Module):
+    """AUC, log loss, NE, calibration and (when groups are given) grouped AUC, together.
+
+    ``update(probs (B,), target (B,), groups (B,) | None)``; ``compute()`` -> name -> float.
+    """
+
+    def __init__(self, grouped: bool = False) -> None:
+        super().__init__()
+        self.collection = MetricCollection(
+            {
+                "auc": BinaryAUROC(validate_args=False),
+                "logloss": LogLoss(),
+                "ne": NormalizedEntropy(),
+                "calibration": Calibration(),
+            },
+            compute_groups=False,
+        )
+        self.gauc = GroupedAUC() if grouped else None
+
+    def update(self, probs: Tensor, target: Tensor, groups: Tensor | None = None) -> None:
+        self.collection.update(probs, target.long())
+        if self.gauc is not None and groups is not None:
+            self.gauc.update(probs, target, groups)
+
+    def compute(self) -> dict[str, float]:
+        out = {k: float(v) for k, v in self.collection.compute().items()}
+        if self.gauc is not None and self.gauc.update_count > 0:
+            out["gauc"] = float(self.gauc.compute())
+        return out
+
+    def reset(self) -> None:
+        self.collection.reset()
+        if self.gauc is not None:
+            self.gauc.reset()

@@ -1,0 +1,59 @@
+"""Shared fixtures: small configs composed with Hydra's compose API, shrunk for speed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from ranklab.config import compose
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RANKLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+# A small synthetic instance: big enough to learn something, small enough for seconds.
+TINY_DATA = [
+    "data.source.n_train=6000",
+    "data.source.n_val=2000",
+    "data.source.n_test=2000",
+    "data.source.vocab_sizes=[30,20,10,5,5]",
+    "data.source.n_numeric=2",
+    "data.source.n_pairs=3",
+    "data.source.n_triples=1",
+    "data.batch_size=512",
+    "data.eval_batch_size=1024",
+]
+FAST_TRAINER = [
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "print_summary=false",
+    "logger=csv",
+]
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., object]:
+    """make_cfg(*overrides, tiny=True) -> a composed config writing under tmp_path."""
+
+    def _make(*overrides: str, tiny: bool = True):
+        base = [f"paths.output_dir={tmp_path}/run", f"paths.cache_dir={tmp_path}/cache"]
+        if tiny:
+            base += TINY_DATA + FAST_TRAINER
+        return compose(base + list(overrides))
+
+    return _make
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "frappe_x1" / "train.csv").is_file():
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (set RANKLAB_SHARED_DATA)")
+    return SHARED_DATA

@@ -1,0 +1,184 @@
+"""train(cfg) end to end: outputs, determinism, checkpoints, config errors, CLI exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+from ranklab.config import compose
+from ranklab.train import train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_run_writes_outputs_and_metrics(make_cfg, tmp_path: Path) -> None:
+    metrics = train(make_cfg("model=deepfm", "model.hidden_units=[32,32]"))
+    run = tmp_path / "run"
+    on_disk = json.loads((run / "metrics.json").read_text())
+    assert on_disk["test"]["auc"] == metrics["test"]["auc"]
+    for key in (
+        "val",
+        "test",
+        "best_epoch",
+        "seed",
+        "git_commit",
+        "config_hash",
+        "data_fingerprint",
+        "wall_time_s",
+        "train_samples_per_s",
+        "bayes",
+        "n_params",
+    ):
+        assert key in on_disk, key
+    assert set(on_disk["test"]) >= {"auc", "logloss", "ne", "calibration", "gauc"}
+    assert (
+        on_disk["bayes"]["test"]["auc"] > on_disk["test"]["auc"] - 0.02
+    )  # the ceiling is a ceiling
+    assert (run / "config.yaml").is_file() and (run / "csv" / "metrics.csv").is_file()
+    ckpt = run / "checkpoints" / "best.ckpt"
+    assert ckpt.is_file()
+    state = torch.load(ckpt, weights_only=True, map_location="cpu")  # no pickled objects inside
+    assert state["hyper_parameters"]["hparams"]["model"]["_target_"] == "ranklab.models.DeepFM"
+    assert any(k.startswith("model.") for k in state["state_dict"])
+
+
+def test_same_config_and_seed_give_identical_metrics(make_cfg, tmp_path: Path) -> None:
+    a = train(
+        make_cfg(
+            "model=dcnv2", "model.hidden_units=[32]", "paths.output_dir=" + str(tmp_path / "a")
+        )
+    )
+    b = train(
+        make_cfg(
+            "model=dcnv2", "model.hidden_units=[32]", "paths.output_dir=" + str(tmp_path / "b")
+        )
+    )
+    assert a["val"] == b["val"] and a["test"] == b["test"] and a["history"] == b["history"]
+    assert a["config_hash"] == b["config_hash"]
+    c = train(
+        make_cfg(
+            "model=dcnv2",
+            "model.hidden_units=[32]",
+            "seed=7",
+            "paths.output_dir=" + str(tmp_path / "c"),
+        )
+    )
+    assert c["test"]["auc"] != a["test"]["auc"] and c["config_hash"] != a["config_hash"]
+
+
+def test_best_checkpoint_is_restored_before_test(make_cfg) -> None:
+    m = train(make_cfg("model=lr", "trainer.max_epochs=6", "task.lr=0.05"))
+    best = next(h for h in m["history"] if h["epoch"] == m["best_epoch"])
+    assert m["val"]["auc"] == pytest.approx(best["auc"], abs=1e-7)
+
+
+def test_bars_lr_decay_and_early_stopping(make_cfg) -> None:
+    # BARS: each non-improving validation epoch multiplies the lr by 0.1; two in a row stop
+    m = train(make_cfg("model=lr", "trainer.max_epochs=40", "task.lr=0.3"))
+    hist = m["history"]
+    best, bad_streak, decays = -1.0, 0, 0
+    for e, h in enumerate(hist):
+        improved = h["auc"] > best + 1e-6
+        best = max(best, h["auc"]) if improved else best
+        bad_streak = 0 if improved else bad_streak + 1
+        if e + 1 < len(hist):
+            expected = h["lr"] if improved else max(h["lr"] * 0.1, 1e-6)
+            decays += not improved
+            assert hist[e + 1]["lr"] == pytest.approx(expected, rel=1e-9), (e, hist)
+    assert decays >= 1
+    if len(hist) < 40:
+        assert bad_streak == 2  # stopped exactly at the second non-improving epoch in a row
+
+
+def test_unknown_key_and_option_fail_with_hydra_errors() -> None:
+    with pytest.raises(
+        (ConfigCompositionException, ConfigAttributeError, ConfigKeyError), match="embeding_dim"
+    ):
+        compose(["model.embeding_dim=3"])
+    with pytest.raises((MissingConfigException, ConfigCompositionException), match="nosuchmodel"):
+        compose(["model=nosuchmodel"])
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ranklab.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_bad_inputs_exit_nonzero_with_clear_messages(tmp_path: Path) -> None:
+    base = [
+        f"paths.output_dir={tmp_path}/out",
+        f"paths.cache_dir={tmp_path}/cache",
+        "trainer.enable_progress_bar=false",
+    ]
+    r = run_cli("model=nosuchmodel", *base, cwd=tmp_path)
+    assert r.returncode != 0 and "nosuchmodel" in r.stderr
+    r = run_cli("data=frappe_x1", f"paths.data_dir={tmp_path}/nowhere", *base, cwd=tmp_path)
+    assert r.returncode == 2
+    assert "nowhere/frappe_x1/train.csv" in r.stderr and "paths.data_dir" in r.stderr
+    r = run_cli("trainer.max_epocs=1", *base, cwd=tmp_path)
+    assert r.returncode != 0 and "max_epocs" in r.stderr
+
+
+def test_frappe_rows_with_bad_label_fail_with_line(tmp_path: Path, shared_data: Path) -> None:
+    d = tmp_path / "data" / "frappe_x1"
+    d.mkdir(parents=True)
+    # small excerpts of the real files (written to tmp, never into the repository)
+    for name in ("train.csv", "valid.csv", "test.csv"):
+        lines = (shared_data / "frappe_x1" / name).read_bytes().split(b"\r\n")[:200]
+        (d / name).write_bytes(b"\r\n".join(lines) + b"\r\n")
+    lines = (d / "valid.csv").read_bytes().split(b"\r\n")
+    lines[5] = b"3" + lines[5][1:]
+    (d / "valid.csv").write_bytes(b"\r\n".join(lines))
+    r = run_cli(
+        "data=frappe_x1",
+        f"paths.data_dir={tmp_path}/data",
+        f"paths.output_dir={tmp_path}/o",
+        f"paths.cache_dir={tmp_path}/c",
+        "trainer.enable_progress_bar=false",
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2
+    assert "valid.csv, line 6, column 'label': label must be 0 or 1, found '3'" in r.stderr
+    assert not list((tmp_path / "c").glob("frappe_x1-*"))  # no cache left behind
+
+
+def test_crosses_matter_on_synthetic_data(make_cfg, tmp_path: Path) -> None:
+    """The ordering the default data is built for, on a small instance: models that cross
+    features beat LR clearly, and get close to the Bayes-optimal ceiling."""
+    data = [
+        "data.source.n_train=40000",
+        "data.source.n_val=10000",
+        "data.source.n_test=10000",
+        "data.source.vocab_sizes=[20,10,10,5,5,5]",
+        "data.source.n_numeric=1",
+        "data.source.n_pairs=4",
+        "data.source.n_triples=1",
+        "data.source.triple_max_vocab=10",
+        "data.batch_size=1024",
+        "trainer.max_epochs=25",
+    ]
+    small = ["model.hidden_units=[64,64]"]
+    out = {}
+    for name, extra in (("lr", ["task.lr=0.01"]), ("deepfm", small), ("dcnv2", small)):
+        out[name] = train(
+            make_cfg(f"model={name}", *data, *extra, f"paths.output_dir={tmp_path}/{name}")
+        )
+    bayes = out["lr"]["bayes"]["test"]["auc"]
+    for name in ("deepfm", "dcnv2"):
+        assert out[name]["test"]["auc"] >= out["lr"]["test"]["auc"] + 0.02, (
+            name,
+            out[name]["test"],
+        )
+        assert out[name]["test"]["auc"] >= bayes - 0.02, (name, out[name]["test"], bayes)
