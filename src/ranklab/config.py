@@ -54,14 +54,16 @@ def to_plain(cfg: Any) -> Any:
     return cfg
 
 
-def config_hash(cfg: DictConfig) -> str:
+def config_hash(cfg: DictConfig, ignore_seed: bool = False) -> str:
     """Hash of everything that changes results: paths (and values built from them, such as the
-    checkpoint directory), loggers and the run's name are left out."""
+    checkpoint directory), loggers and the run's name are left out. ``ignore_seed`` gives the
+    experiment's hash, shared by its runs over several seeds."""
     cfg = copy.deepcopy(cfg)
-    if "paths" in cfg:
-        with open_dict(cfg):
-            for k in list(cfg.paths):
-                cfg.paths[k] = f"<paths.{k}>"
+    with open_dict(cfg):
+        for k in list(cfg.get("paths") or {}):
+            cfg.paths[k] = f"<paths.{k}>"
+        if ignore_seed and "seed" in cfg:
+            cfg.seed = 0
     plain = to_plain(cfg)
     return hash_object({k: v for k, v in plain.items() if k not in NON_RESULT_KEYS})[:16]
 

@@ -61,11 +61,13 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
     return datamodule, model, task
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Train, restore the best checkpoint, validate and test; write ``metrics.json``.
 
+    ``callbacks`` are added to those the config names (e.g. a sweep's pruning callback).
     Returns the metrics dict (also written to ``<paths.output_dir>/metrics.json``).
     """
+    extra_callbacks = list(callbacks or [])
     t_start = time.perf_counter()
     _quiet_lightning()
     run_dir = Path(cfg.paths.output_dir)
@@ -78,6 +80,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule, model, task = build(cfg)
     throughput = Throughput()
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks += extra_callbacks
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it cannot show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     callbacks.append(throughput)
@@ -110,6 +113,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "wall_time_s": time.perf_counter() - t_start,
         "git_commit": git_commit(),
         "config_hash": config_hash(cfg),
+        "experiment_hash": config_hash(cfg, ignore_seed=True),
         "data_fingerprint": datamodule.meta.get("fingerprint"),
         "checkpoint": ckpt,
         "run_dir": str(run_dir),

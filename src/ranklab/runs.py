@@ -1,0 +1,56 @@
+"""Run many experiments in one process (models x seeds), resumably, for studies and tables."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from ranklab.config import compose, config_hash
+
+console = Console()
+
+
+def run_grid(
+    base: Sequence[str],
+    variants: Iterable[tuple[str, Sequence[str]]],
+    seeds: Sequence[int],
+    out: str | Path,
+) -> list[Path]:
+    """Train every (variant, seed) under ``out/<variant>/seed<seed>``; return the run dirs.
+
+    A run whose directory already holds a metrics.json for the same configuration (same
+    config hash) is not trained again, so an interrupted study resumes where it stopped.
+    """
+    from ranklab.train import train
+
+    out = Path(out)
+    runs = []
+    for name, overrides in variants:
+        for seed in seeds:
+            run = out / name / f"seed{seed}"
+            cfg = compose(
+                [
+                    *base,
+                    *overrides,
+                    f"seed={seed}",
+                    f"paths.output_dir={run}",
+                    "trainer.enable_progress_bar=false",
+                    "print_summary=false",
+                ]
+            )
+            done = run / "metrics.json"
+            if done.is_file() and json.loads(done.read_text()).get("config_hash") == config_hash(
+                cfg
+            ):
+                console.print(f"[dim]{name} seed {seed}: done already ({run})[/]")
+            else:
+                m = train(cfg)
+                console.print(
+                    f"{name} seed {seed}: test AUC {m['test']['auc']:.5f} logloss "
+                    f"{m['test']['logloss']:.5f} (best epoch {m['best_epoch']}, {m['wall_time_s']:.0f}s)"
+                )
+            runs.append(run)
+    return runs
