@@ -10,8 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import polars as pl
-
 from ranklab.report.plots import bar_plot
 from ranklab.report.tables import aggregate, collect_runs, significance, to_latex, to_markdown
 
