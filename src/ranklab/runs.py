@@ -50,7 +50,8 @@ def run_grid(
                 m = train(cfg)
                 console.print(
                     f"{name} seed {seed}: test AUC {m['test']['auc']:.5f} logloss "
-                    f"{m['test']['logloss']:.5f} (best epoch {m['best_epoch']}, {m['wall_time_s']:.0f}s)"
+                    f"{m['test']['logloss']:.5f} (best epoch {m['best_epoch']}, "
+                    f"{m['wall_time_s']:.0f}s)"
                 )
             runs.append(run)
     return runs

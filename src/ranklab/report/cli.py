@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     if args.baseline:
         print(
-            f"* p < 0.05 against {args.baseline} on {args.metrics[0]} (paired t-test over shared seeds)"
+            f"* p < 0.05 against {args.baseline} on {args.metrics[0]} "
+            "(paired t-test over shared seeds)"
         )
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -51,13 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "table.tex").write_text(to_latex(table, args.metrics, args.by, args.digits))
         df.write_csv(args.out / "runs.csv")
         table.write_csv(args.out / "summary.csv")
-        ceiling = (
-            df["bayes/test/auc"].mean()
-            if "bayes/test/auc" in df.columns and args.metrics[0] == "test/auc"
-            else None
-        )
-        if isinstance(ceiling, float) and pl.Series([ceiling]).is_nan().any():
-            ceiling = None
+        ceiling = None
+        if "bayes/test/auc" in df.columns and args.metrics[0] == "test/auc":
+            ceiling = df["bayes/test/auc"].drop_nulls().drop_nans().mean()
         bar_plot(
             table, args.metrics[0], args.out / "metric.png", label=args.by[-1], ceiling=ceiling
         )
