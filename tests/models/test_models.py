@@ -1,33 +1,64 @@
-"""Every model config in conf/model/: builds, forward/backward, shapes, learns a planted signal.
+"""Every model config in conf/model/: builds, forward/backward, shapes, learns a planted signal,
+ignores left padding, names missing fields.
 
-The list is the glob of conf/model/*.yaml, so a new model is tested the moment its config exists.
+The list is the glob of conf/model/*.yaml, so a new model is tested the moment its config
+exists. A model class declares its family (``family = "ctr" | "sequence" | "retrieval"``,
+default ctr); ranking families are tested here, retrieval models in test_retrieval_models.py.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import inspect
 
 import pytest
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 
 from ranklab.config import compose, conf_dir
-from ranklab.data import BatchLoader, RankDataModule, SyntheticCTR
+from ranklab.data import BatchLoader, RankDataModule, SyntheticCTR, SyntheticSeq
+from ranklab.data.schema import Feature, Schema
 from ranklab.errors import SchemaError
 from ranklab.metrics import auc
 
 MODELS = sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
 
 
+def model_class(name: str) -> type:
+    return get_class(compose([f"model={name}"]).model._target_)
+
+
+def family(name: str) -> str:
+    return getattr(model_class(name), "family", "ctr")
+
+
+RANKING = [m for m in MODELS if family(m) in ("ctr", "sequence")]
+SEQUENCE = [m for m in MODELS if family(m) == "sequence"]
+
+
 def small_overrides(name: str) -> list[str]:
-    """Shrink a model config: tiny widths, so the whole parametrised suite runs in seconds."""
+    """Shrink a model config (tiny widths) so the whole parametrised suite runs in seconds."""
     cfg = compose([f"model={name}"]).model
     out = []
-    if "embedding_dim" in cfg:
-        out.append("model.embedding_dim=8")
-    if "hidden_units" in cfg:
-        out.append("model.hidden_units=[32,16]")
+    for key, value in (
+        ("embedding_dim", 8),
+        ("hidden_units", "[32,16]"),
+        ("attention_units", "[16]"),
+        ("num_heads", 2),
+        ("dim_feedforward", 32),
+        ("ranker_hidden_units", "[32]"),
+    ):
+        if key in cfg:
+            out.append(f"model.{key}={value}")
     return out
+
+
+def build(name: str, schema: Schema) -> torch.nn.Module:
+    cfg = compose([f"model={name}", *small_overrides(name)]).model
+    return instantiate(cfg, _partial_=True)(schema=schema)
+
+
+def logits_of(out: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+    return out["logits"] if isinstance(out, dict) else out
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +72,7 @@ def ctr_data() -> RankDataModule:
         n_pairs=3,
         pair_rank=2,
         n_triples=1,
-        std_first=1.0,
-        std_pairs=1.0,
-        std_triples=0.5,
+        triple_max_vocab=8,
         seed=1,
     )
     dm = RankDataModule(src, batch_size=256)
@@ -51,93 +80,131 @@ def ctr_data() -> RankDataModule:
     return dm
 
 
-def build(name: str, schema) -> torch.nn.Module:
-    cfg = compose([f"model={name}", *small_overrides(name)]).model
-    return instantiate(cfg, _partial_=True)(schema=schema)
+@pytest.fixture(scope="module")
+def seq_data() -> RankDataModule:
+    src = SyntheticSeq(
+        n_train=12000,
+        n_val=2000,
+        n_test=3000,
+        n_users=3000,
+        n_items=200,
+        n_categories=8,
+        max_len=12,
+        seed=1,
+    )
+    dm = RankDataModule(src, batch_size=256)
+    dm.setup()
+    return dm
+
+
+@pytest.fixture
+def data_for(ctr_data: RankDataModule, seq_data: RankDataModule):
+    return lambda name: seq_data if family(name) == "sequence" else ctr_data
 
 
 def test_model_list_is_complete() -> None:
     assert {"lr", "fm", "dnn", "wide_deep", "deepfm", "dcn", "dcnv2"} <= set(MODELS)
+    assert {family(m) for m in MODELS} <= {"ctr", "sequence", "retrieval"}
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_forward_backward_shapes(name: str, ctr_data: RankDataModule) -> None:
-    model = build(name, ctr_data.schema)
-    batch = next(iter(BatchLoader(ctr_data.split("train"), 64)))
+@pytest.mark.parametrize("name", RANKING)
+def test_forward_backward_shapes(name: str, data_for) -> None:
+    dm = data_for(name)
+    model = build(name, dm.schema)
+    batch = next(iter(BatchLoader(dm.split("train"), 64)))
     out = model(batch.features)
-    logits = out["logits"] if isinstance(out, dict) else out
+    logits = logits_of(out)
     assert logits.shape == (64,) and logits.dtype == torch.float32
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
+    if isinstance(out, dict):
+        loss = loss + sum(v for k, v in out.items() if k.endswith("_loss"))
     loss.backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_learns_planted_signal_better_than_constant(name: str, ctr_data: RankDataModule) -> None:
+@pytest.mark.parametrize("name", RANKING)
+def test_learns_planted_signal_better_than_constant(name: str, data_for) -> None:
+    dm = data_for(name)
     torch.manual_seed(0)
-    model = build(name, ctr_data.schema)
+    model = build(name, dm.schema)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    loader = BatchLoader(ctr_data.split("train"), 256, shuffle=True, seed=0)
     model.train()
-    for _ in range(4):
-        for b in loader:
-            opt.zero_grad()
-            out = model(b.features)
-            logits = out["logits"] if isinstance(out, dict) else out
-            torch.nn.functional.binary_cross_entropy_with_logits(logits, b.label).backward()
-            opt.step()
+    for b in [
+        b for _ in range(3) for b in BatchLoader(dm.split("train"), 256, shuffle=True, seed=0)
+    ]:
+        opt.zero_grad()
+        out = model(b.features)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits_of(out), b.label)
+        if isinstance(out, dict):
+            loss = loss + sum(v for k, v in out.items() if k.endswith("_loss"))
+        loss.backward()
+        opt.step()
     model.eval()
-    test = ctr_data.split("test")
+    test = dm.split("test")
     with torch.no_grad():
-        out = model(test.features)
-        logits = out["logits"] if isinstance(out, dict) else out
-    # a constant predictor has AUC 0.5; the planted first-order effects alone give far more
+        logits = logits_of(model(test.features))
+    # a constant predictor has AUC 0.5; the planted effects give far more
     assert auc(logits, test.label) > 0.62, name
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_missing_field_is_named(name: str) -> None:
-    from ranklab.data.schema import Feature, Schema
+@pytest.mark.parametrize("name", RANKING)
+def test_left_padding_changes_nothing(name: str, seq_data: RankDataModule) -> None:
+    """Histories (B, L) and the same histories with 4 fewer columns of left padding give the
+    same output: the model masks padding and counts positions from the most recent event."""
+    torch.manual_seed(0)
+    model = build(name, seq_data.schema).eval()
+    split = seq_data.split("val")
+    seqs = [f.name for f in seq_data.schema.sequences]
+    short = (split.features["hist_item"][:, :4] == 0).all(1)  # rows with >= 4 padding columns
+    rows = short.nonzero().squeeze(1)[:64]
+    assert len(rows) >= 16
+    feats = {k: v[rows] for k, v in split.features.items()}
+    trimmed = {k: (v[:, 4:] if k in seqs else v) for k, v in feats.items()}
+    with torch.no_grad():
+        a, b = logits_of(model(feats)), logits_of(model(trimmed))
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
-    # only a sequence: nothing for a CTR model to embed, and no history for a sequence model
-    # unless it is the one named; either way the error names what is missing
+
+@pytest.mark.parametrize("name", SEQUENCE)
+def test_sequence_model_without_history_names_the_field(
+    name: str, ctr_data: RankDataModule
+) -> None:
+    with pytest.raises(SchemaError, match=r"needs feature|has no sequence|history"):
+        build(name, ctr_data.schema)
+
+
+@pytest.mark.parametrize("name", RANKING)
+def test_missing_fields_are_named(name: str) -> None:
+    # only a sequence: nothing for a CTR model to embed, and no target for a sequence model
     only_seq = Schema((Feature("other_hist", "sequence", vocab_size=5, max_len=3),))
     cfg = compose([f"model={name}"]).model
-    with pytest.raises(SchemaError, match=r"no categorical or numeric fields|needs feature"):
+    with pytest.raises(SchemaError, match=r"no categorical or numeric fields|needs feature|has no"):
         instantiate(cfg, _partial_=True)(schema=only_seq)
 
 
 def test_dcnv2_variants(ctr_data: RankDataModule) -> None:
     for structure in ("stacked", "parallel"):
         for low_rank in (0, 4):
-            cfg = compose(
-                [
-                    "model=dcnv2",
-                    f"model.structure={structure}",
-                    f"model.low_rank={low_rank}",
-                    "model.hidden_units=[16]",
-                ]
-            ).model
-            m = instantiate(cfg, _partial_=True)(schema=ctr_data.schema)
+            over = [
+                f"model.structure={structure}",
+                f"model.low_rank={low_rank}",
+                "model.hidden_units=[16]",
+            ]
+            m = instantiate(compose(["model=dcnv2", *over]).model, _partial_=True)(
+                schema=ctr_data.schema
+            )
             b = next(iter(BatchLoader(ctr_data.split("val"), 32)))
             assert m(b.features).shape == (32,)
     with pytest.raises(ValueError, match="structure"):
-        instantiate(compose(["model=dcnv2", "model.structure=diagonal"]).model, _partial_=True)(
-            schema=ctr_data.schema
-        )
+        cfg = compose(["model=dcnv2", "model.structure=diagonal"]).model
+        instantiate(cfg, _partial_=True)(schema=ctr_data.schema)
 
 
-def test_model_configs_are_one_target_with_real_arguments() -> None:
-    import inspect
-
-    for name in MODELS:
-        cfg = compose([f"model={name}"]).model
-        cls = instantiate({"_target_": "hydra.utils.get_class", "path": cfg._target_})
-        params = inspect.signature(cls).parameters
-        unknown = [k for k in cfg if k != "_target_" and k not in params]
-        assert not unknown, (
-            f"conf/model/{name}.yaml has keys {unknown} that {cls.__name__} does not take"
-        )
-        assert Path(conf_dir() / "model" / f"{name}.yaml").is_file()
+@pytest.mark.parametrize("name", MODELS)
+def test_model_config_is_one_target_with_real_arguments(name: str) -> None:
+    cfg = compose([f"model={name}"]).model
+    params = inspect.signature(model_class(name)).parameters
+    unknown = [k for k in cfg if k != "_target_" and k not in params]
+    assert not unknown, f"conf/model/{name}.yaml has keys {unknown} the class does not take"

@@ -1,0 +1,115 @@
+"""The LightningDataModule: load or build once, hold tensors in memory, cut batches by slicing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from ranklab.data.batch import BatchLoader, TensorSplit
+from ranklab.data.dataset import DataSource, EncodedData, load_or_build
+from ranklab.data.schema import Schema
+from ranklab.errors import ConfigError
+
+
+class RankDataModule(L.LightningDataModule):
+    """Serves one dataset to the trainer.
+
+    The data is prepared once (``setup`` is idempotent) and kept as tensors; each epoch's
+    loaders are cheap iterables over them, so validation passes never rebuild data or start
+    worker processes. With ``device_resident`` the tensors move to the accelerator once and
+    batches are sliced there.
+
+    Args:
+        source: a DataSource (synthetic generator or file reader).
+        batch_size: training batch size; ``eval_batch_size`` defaults to it.
+        cache_dir: root of the preprocessing cache (None disables caching).
+        seed: seeds the shuffling permutation (epoch e uses seed + e).
+        device_resident: "auto" (on an accelerator, yes), true or false.
+    """
+
+    def __init__(
+        self,
+        source: DataSource,
+        batch_size: int = 4096,
+        eval_batch_size: int | None = None,
+        cache_dir: str | None = None,
+        seed: int = 0,
+        device_resident: bool | str = "auto",
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError("data.batch_size", f"must be >= 1, got {batch_size}")
+        self.source = source
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.seed = seed
+        self.device_resident = device_resident
+        self.name = name or source.name
+        self.data: EncodedData | None = None
+        self._splits: dict[str, TensorSplit] = {}
+        self._loaders: dict[str, BatchLoader] = {}
+
+    # -- preparation ------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is None:
+            self.data = load_or_build(self.source, self.cache_dir)
+            self._splits = {s: self.data.tensors(s) for s in self.data.splits}
+
+    @property
+    def schema(self) -> Schema:
+        if self.data is None:
+            self.setup()
+        return self.data.schema
+
+    @property
+    def meta(self) -> dict:
+        if self.data is None:
+            self.setup()
+        return self.data.meta
+
+    def split(self, name: str) -> TensorSplit:
+        self.setup()
+        return self._splits[name]
+
+    # -- loaders ----------------------------------------------------------------------
+    def _device(self) -> torch.device | None:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return None
+        device = trainer.strategy.root_device
+        wanted = self.device_resident
+        if wanted == "auto":
+            wanted = device.type != "cpu"
+        return device if wanted else None
+
+    def _loader(self, split: str, train: bool) -> BatchLoader:
+        self.setup()
+        if split not in self._loaders:
+            device = self._device()
+            if device is not None and self._splits[split].label.device != device:
+                self._splits[split] = self._splits[split].to(device)
+            trainer = getattr(self, "trainer", None)
+            rank = trainer.global_rank if trainer is not None else 0
+            world = trainer.world_size if trainer is not None else 1
+            self._loaders[split] = BatchLoader(
+                self._splits[split],
+                self.batch_size if train else self.eval_batch_size,
+                shuffle=train,
+                seed=self.seed,
+                rank=rank,
+                world_size=world,
+            )
+        return self._loaders[split]
+
+    def train_dataloader(self) -> BatchLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> BatchLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> BatchLoader:
+        return self._loader("test", train=False)

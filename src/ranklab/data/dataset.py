@@ -1,0 +1,111 @@
+"""Encoded datasets, the source interface, and the fingerprinted on-disk cache."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ranklab.data.batch import TensorSplit
+from ranklab.data.schema import Schema
+from ranklab.utils import atomic_directory, atomic_write_json
+
+log = logging.getLogger(__name__)
+CACHE_FORMAT = 1  # bump when the on-disk layout or preprocessing semantics change
+GROUP_KEY = "__group__"
+
+
+@dataclass
+class EncodedData:
+    """A dataset after preprocessing: arrays per split, ready to become tensors.
+
+    ``splits[name]`` maps each feature name, the label name and (optionally) ``__group__``
+    to an (N,) or (N, L) array. ``meta`` carries provenance and, for synthetic data, the
+    Bayes-optimal metrics under ``meta["bayes"][split]``.
+    """
+
+    schema: Schema
+    splits: dict[str, dict[str, np.ndarray]]
+    meta: dict = field(default_factory=dict)
+
+    def tensors(self, split: str) -> TensorSplit:
+        arrays = self.splits[split]
+        def tensor(a: np.ndarray, dtype: type | None = None) -> torch.Tensor:
+            return torch.from_numpy(np.require(a, dtype=dtype, requirements=["C", "W"]))
+
+        feats = {f.name: tensor(arrays[f.name]) for f in self.schema.features}
+        group = arrays.get(GROUP_KEY)
+        label = tensor(arrays[self.schema.label], np.float32)
+        return TensorSplit(feats, label, None if group is None else tensor(group))
+
+    def rows(self, split: str) -> int:
+        return len(self.splits[split][self.schema.label])
+
+
+class DataSource(ABC):
+    """Where a dataset comes from. ``fingerprint`` keys the cache; ``build`` does the work."""
+
+    name: str = "data"
+    cacheable: bool = True
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Hash of the raw inputs and every option that changes the encoded result."""
+
+    @abstractmethod
+    def build(self) -> EncodedData:
+        """Read, validate and encode; fit everything on the training split only."""
+
+
+def save_encoded(data: EncodedData, directory: Path) -> None:
+    for split, arrays in data.splits.items():
+        (directory / split).mkdir(parents=True, exist_ok=True)
+        for key, arr in arrays.items():
+            np.save(directory / split / f"{key}.npy", arr, allow_pickle=False)
+    data.schema.save(directory / "schema.json")
+    # meta.json is written last: its presence marks a complete cache
+    atomic_write_json(directory / "meta.json", {**data.meta, "splits": list(data.splits)})
+
+
+def load_encoded(directory: Path) -> EncodedData:
+    meta = json.loads((directory / "meta.json").read_text())
+    schema = Schema.load(directory / "schema.json")
+    splits = {
+        s: {p.stem: np.load(p, allow_pickle=False) for p in sorted((directory / s).glob("*.npy"))}
+        for s in meta.pop("splits")
+    }
+    return EncodedData(schema, splits, meta)
+
+
+def load_or_build(source: DataSource, cache_dir: str | Path | None) -> EncodedData:
+    """Return the cached encoding of ``source`` or build it and cache it atomically.
+
+    The cache directory is ``<cache_dir>/<source.name>-<fingerprint>``; it is created by
+    renaming a completed temporary directory, so an interrupted build leaves nothing a later
+    run would trust.
+    """
+    fp = source.fingerprint()
+    if not source.cacheable or cache_dir is None:
+        data = source.build()
+        data.meta.setdefault("fingerprint", fp)
+        return data
+    final = Path(cache_dir) / f"{source.name}-{fp}"
+    if (final / "meta.json").is_file():
+        log.info("data: cache hit %s", final)
+        return load_encoded(final)
+    if final.exists():  # not made by us (we only rename complete directories): distrust it
+        shutil.rmtree(final)
+    t0 = time.perf_counter()
+    data = source.build()
+    data.meta["fingerprint"] = fp
+    with atomic_directory(final) as tmp:
+        save_encoded(data, tmp)
+    log.info("data: built %s in %.1fs", final, time.perf_counter() - t0)
+    return data

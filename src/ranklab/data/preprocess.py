@@ -1,0 +1,280 @@
+"""Preprocessing fit on the training split only: vocabularies, numeric scaling, label checks.
+
+Everything here is a polars expression over whole columns; nothing loops over rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ranklab.data.schema import OOV, PAD, Feature, Schema
+from ranklab.errors import ConfigError, DataError
+
+
+@dataclass
+class FeatureSpec:
+    """How to build one feature from a raw column (the config's view of a Feature).
+
+    ``min_count``: training-split values seen fewer times map to OOV. ``hash_buckets`` > 0
+    replaces the vocabulary by hashing into that many buckets (for huge vocabularies).
+    ``transform`` (numeric): ``standard`` (train mean/std), ``log`` (log1p of max(x, 0), then
+    standardised) or ``none``. ``separator`` (sequence): splits a string column into items.
+    """
+
+    name: str
+    kind: str = "categorical"
+    column: str | None = None
+    min_count: int = 1
+    hash_buckets: int = 0
+    table: str | None = None
+    role: str = "context"
+    max_len: int = 0
+    separator: str | None = None
+    sequence: str | None = None
+    transform: str = "standard"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.column = self.column or self.name
+        if self.kind != "numeric":
+            self.table = self.table or self.name
+
+
+def parse_feature_specs(cfg: Mapping[str, Any], key: str = "data.source.features") -> list[FeatureSpec]:
+    """Parse ``{categorical: [...], numeric: [...], sequence: [...], min_count: 1}``.
+
+    Entries are a column name or a mapping of FeatureSpec fields. Unknown fields fail with
+    the config key that holds them.
+    """
+    allowed = {f.name for f in fields(FeatureSpec)}
+    defaults = {k: v for k, v in cfg.items() if k not in ("categorical", "numeric", "sequence")}
+    bad = set(defaults) - allowed
+    if bad:
+        raise ConfigError(f"{key}.{sorted(bad)[0]}", f"unknown option (known: {sorted(allowed)})")
+    specs: list[FeatureSpec] = []
+    for kind in ("categorical", "numeric", "sequence"):
+        for i, entry in enumerate(cfg.get(kind) or []):
+            if isinstance(entry, str):
+                entry = {"name": entry}
+            entry = dict(entry)
+            unknown = set(entry) - allowed
+            if unknown:
+                raise ConfigError(
+                    f"{key}.{kind}[{i}].{sorted(unknown)[0]}",
+                    f"unknown option (known: {sorted(allowed)})",
+                )
+            if "name" not in entry:
+                raise ConfigError(f"{key}.{kind}[{i}]", "needs a 'name'")
+            merged = {k: v for k, v in defaults.items() if k in allowed and k != "kind"}
+            merged.update(entry)
+            merged["kind"] = kind
+            if kind == "sequence" and int(merged.get("max_len", 0)) < 1:
+                raise ConfigError(
+                    f"{key}.sequence[{i}].max_len", f"must be >= 1, got {merged.get('max_len', 0)}"
+                )
+            specs.append(FeatureSpec(**merged))
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(key, f"duplicate feature names in {names}")
+    return specs
+
+
+def check_binary_label(df: pl.DataFrame, label: str, path: str, line_offset: int = 2) -> pl.Series:
+    """Return the label as float32, failing at the first row that is not 0 or 1.
+
+    ``line_offset`` converts a 0-based row index to a file line (2 = one header line).
+    """
+    if label not in df.columns:
+        raise DataError(f"label column '{label}' not found (columns: {df.columns})", path=path)
+    raw = df[label]
+    as_num = raw.cast(pl.Float64, strict=False) if raw.dtype == pl.String else raw.cast(pl.Float64)
+    bad = (as_num.is_null() | ~as_num.is_in([0.0, 1.0])).arg_true()
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(
+            f"label must be 0 or 1, found {raw[i]!r}", path=path, line=i + line_offset, column=label
+        )
+    return as_num.cast(pl.Float32)
+
+
+def _as_key(s: pl.Series) -> pl.Series:
+    """Categorical values as strings (nulls become the empty string, their own token)."""
+    if s.dtype != pl.String:
+        s = s.cast(pl.String)
+    return s.fill_null("")
+
+
+@dataclass
+class Vocabulary:
+    """Values of one embedding table, ordered by training count (desc) then value; ids from 2."""
+
+    values: list[str]
+    hash_buckets: int = 0
+
+    @property
+    def size(self) -> int:
+        return (self.hash_buckets or len(self.values)) + 2
+
+    def encode(self, s: pl.Series) -> np.ndarray:
+        """(N,) strings -> (N,) int64 ids; unseen values -> OOV."""
+        s = _as_key(s)
+        if self.hash_buckets:
+            return (s.hash(seed=0) % self.hash_buckets + 2).cast(pl.Int64).to_numpy()
+        ids = s.replace_strict(
+            self.values, list(range(2, len(self.values) + 2)), default=OOV, return_dtype=pl.Int64
+        )
+        return ids.to_numpy()
+
+
+def fit_vocabulary(values: pl.Series, min_count: int, hash_buckets: int = 0) -> Vocabulary:
+    if hash_buckets:
+        return Vocabulary([], hash_buckets)
+    counts = (
+        _as_key(values)
+        .value_counts(name="n")
+        .filter(pl.col("n") >= min_count)
+        .sort(["n", values.name or ""], descending=[True, False])
+    )
+    return Vocabulary(counts[:, 0].to_list())
+
+
+def split_sequence(s: pl.Series, separator: str) -> pl.Series:
+    """'a^b^c' -> ['a','b','c']; null or '' -> []."""
+    return s.cast(pl.String).fill_null("").str.split(separator).list.eval(
+        pl.element().filter(pl.element() != "")
+    )
+
+
+def pad_left(lists: pl.Series, max_len: int, vocab: Vocabulary) -> np.ndarray:
+    """List column of raw values -> (N, max_len) int64 ids, last max_len items, left-padded."""
+    tail = lists.list.tail(max_len)
+    lengths = tail.list.len().to_numpy().astype(np.int64)
+    flat = vocab.encode(tail.explode(empty_as_null=False).drop_nulls())
+    out = np.zeros((len(lengths), max_len), dtype=np.int64)
+    starts = np.cumsum(lengths) - lengths
+    pos = np.arange(len(flat)) - np.repeat(starts, lengths)  # index of each item in its row
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    out[rows, np.repeat(max_len - lengths, lengths) + pos] = flat  # right-aligned
+    return out
+
+
+class TabularEncoder:
+    """Fits vocabularies and scalers on the training frame, then encodes any split.
+
+    Features sharing a table (e.g. ``item`` and the history ``hist_item``) get one vocabulary,
+    fit on the union of their training values.
+    """
+
+    def __init__(self, specs: Sequence[FeatureSpec]) -> None:
+        self.specs = list(specs)
+        self.vocabs: dict[str, Vocabulary] = {}
+        self.scalers: dict[str, tuple[float, float]] = {}
+
+    def _column(self, df: pl.DataFrame, spec: FeatureSpec, path: str) -> pl.Series:
+        if spec.column not in df.columns:
+            raise DataError(
+                f"feature '{spec.name}' reads column '{spec.column}', which is missing "
+                f"(columns: {df.columns})",
+                path=path,
+            )
+        return df[spec.column]
+
+    def _numeric(self, df: pl.DataFrame, spec: FeatureSpec, path: str) -> pl.Series:
+        s = self._column(df, spec, path)
+        x = s.cast(pl.Float64, strict=False)
+        bad = (x.is_null() & s.is_not_null() & (s.cast(pl.String) != "")).arg_true()
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(
+                f"numeric feature '{spec.name}' cannot parse {s[i]!r}",
+                path=path,
+                line=i + 2,
+                column=spec.column,
+            )
+        if spec.transform == "log":
+            x = x.clip(lower_bound=0.0).log1p()
+        return x
+
+    def fit(self, train: pl.DataFrame, path: str = "train") -> TabularEncoder:
+        by_table: dict[str, list[pl.Series]] = {}
+        min_count: dict[str, int] = {}
+        hashing: dict[str, int] = {}
+        for spec in self.specs:
+            if spec.kind == "numeric":
+                x = self._numeric(train, spec, path)
+                if spec.transform == "none":
+                    self.scalers[spec.name] = (0.0, 1.0)
+                else:
+                    mean, std = x.mean(), x.std()
+                    self.scalers[spec.name] = (
+                        float(mean or 0.0),
+                        float(std) if std is not None and std > 0 else 1.0,
+                    )
+                continue
+            col = self._column(train, spec, path)
+            if spec.kind == "sequence":
+                col = self._as_list(col, spec).explode().drop_nulls()
+            by_table.setdefault(spec.table, []).append(_as_key(col).alias("v"))
+            min_count[spec.table] = min(min_count.get(spec.table, spec.min_count), spec.min_count)
+            hashing[spec.table] = max(hashing.get(spec.table, 0), spec.hash_buckets)
+        for table, cols in by_table.items():
+            self.vocabs[table] = fit_vocabulary(
+                pl.concat(cols).alias("v"), min_count[table], hashing[table]
+            )
+        return self
+
+    @staticmethod
+    def _as_list(col: pl.Series, spec: FeatureSpec) -> pl.Series:
+        if col.dtype == pl.List(pl.String) or isinstance(col.dtype, pl.List):
+            return col.cast(pl.List(pl.String))
+        return split_sequence(col, spec.separator or ",")
+
+    def transform(self, df: pl.DataFrame, path: str = "") -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for spec in self.specs:
+            if spec.kind == "numeric":
+                mean, std = self.scalers[spec.name]
+                x = (self._numeric(df, spec, path) - mean) / std
+                out[spec.name] = x.fill_null(0.0).fill_nan(0.0).cast(pl.Float32).to_numpy()
+            elif spec.kind == "categorical":
+                out[spec.name] = self.vocabs[spec.table].encode(self._column(df, spec, path))
+            else:
+                lists = self._as_list(self._column(df, spec, path), spec)
+                out[spec.name] = pad_left(lists, spec.max_len, self.vocabs[spec.table])
+        return out
+
+    def schema(self, label: str, group: str | None, meta: dict | None = None) -> Schema:
+        feats = []
+        for spec in self.specs:
+            if spec.kind == "numeric":
+                feats.append(Feature(spec.name, "numeric", role=spec.role))
+            else:
+                feats.append(
+                    Feature(
+                        spec.name,
+                        spec.kind,
+                        vocab_size=self.vocabs[spec.table].size,
+                        table=spec.table,
+                        max_len=spec.max_len,
+                        role=spec.role,
+                        sequence=spec.sequence,
+                    )
+                )
+        return Schema(tuple(feats), label=label, group=group, meta=meta or {})
+
+
+__all__ = [
+    "OOV",
+    "PAD",
+    "FeatureSpec",
+    "TabularEncoder",
+    "Vocabulary",
+    "check_binary_label",
+    "fit_vocabulary",
+    "parse_feature_specs",
+]

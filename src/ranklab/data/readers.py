@@ -1,0 +1,231 @@
+"""Readers: one small interface that every on-disk format joins.
+
+A reader turns one file into a polars DataFrame with the file's own column names, and fails
+with a :class:`DataError` naming the file, line and column when the file is malformed.
+Register a new format with ``@register("name")``; ``read_table(path, format=...)`` looks it up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from ranklab.errors import DataError
+
+Reader = Callable[..., pl.DataFrame]
+READERS: dict[str, Reader] = {}
+
+
+def register(name: str) -> Callable[[Reader], Reader]:
+    def deco(fn: Reader) -> Reader:
+        READERS[name] = fn
+        return fn
+
+    return deco
+
+
+def read_table(path: str | Path, format: str = "csv", **options: Any) -> pl.DataFrame:
+    """Read ``path`` with the reader registered as ``format``."""
+    path = Path(path)
+    if format not in READERS:
+        raise DataError(f"unknown format '{format}' (known: {sorted(READERS)})", path=str(path))
+    if not path.is_file():
+        raise DataError(
+            "file not found (set paths.data_dir=/dir/holding/the/dataset, "
+            "or check the data config's file names)",
+            path=str(path),
+        )
+    return READERS[format](path, **options)
+
+
+def check_field_counts(
+    path: Path, separator: str, expected: int, has_header: bool, quote_char: str | None = '"'
+) -> None:
+    """Raise DataError at the first line whose number of fields differs from ``expected``.
+
+    Lines are read whole (one string column) and counted with a vectorised polars expression,
+    so this costs one extra pass over the bytes, not a Python loop. Lines holding a quote
+    character are skipped (a quoted separator would be miscounted); the CSV parser checks those.
+    """
+    lines = pl.read_csv(
+        path,
+        has_header=False,
+        separator="\x1f",
+        quote_char=None,
+        schema={"line": pl.String},
+        comment_prefix=None,
+    ).with_row_index("lineno", offset=1)
+    bad = (
+        lines.lazy()
+        .filter(
+            (
+                pl.lit(quote_char is None)
+                | ~pl.col("line").str.contains(quote_char or '"', literal=True)
+            )
+            & (pl.col("line").str.strip_chars_end("\r").str.len_bytes() > 0)
+            & (pl.col("line").str.count_matches(separator, literal=True) != expected - 1)
+        )
+        .head(1)
+        .collect()
+    )
+    if bad.height:
+        lineno, line = bad["lineno"][0], bad["line"][0].rstrip("\r")
+        got = line.count(separator) + 1
+        raise DataError(
+            f"expected {expected} fields, found {got}: {line[:120]!r}", path=str(path), line=lineno
+        )
+
+
+@register("csv")
+def read_csv(
+    path: Path,
+    separator: str = ",",
+    has_header: bool = True,
+    columns: list[str] | None = None,
+    dtypes: dict[str, str] | None = None,
+    null_values: list[str] | None = None,
+    quote_char: str | None = '"',
+) -> pl.DataFrame:
+    """Delimited text with a header row (or ``columns`` naming the fields when there is none).
+
+    Every column is read as a string unless ``dtypes`` says otherwise ("int", "float", "str"),
+    so ids keep their exact spelling ("05db9164", "007") and typing is the preprocessor's job.
+    """
+    if has_header:
+        header = pl.read_csv(path, n_rows=0, separator=separator).columns
+        if not header:
+            raise DataError("empty file (no header line)", path=str(path))
+        header = [h.strip() for h in header]
+    else:
+        if not columns:
+            raise DataError("a header-less file needs `columns`", path=str(path))
+        header = list(columns)
+    check_field_counts(path, separator, len(header), has_header, quote_char)
+    types = {"int": pl.Int64, "float": pl.Float64, "str": pl.String}
+    schema = {c: types[(dtypes or {}).get(c, "str")] for c in header}
+    try:
+        df = pl.read_csv(
+            path,
+            has_header=has_header,
+            new_columns=header if not has_header else None,
+            separator=separator,
+            schema=schema if has_header else None,
+            schema_overrides=None if has_header else schema,
+            null_values=null_values,
+            quote_char=quote_char,
+            truncate_ragged_lines=False,
+        )
+    except pl.exceptions.PolarsError as e:  # quoted lines that the field count skipped
+        raise DataError(f"cannot parse: {str(e).splitlines()[0]}", path=str(path)) from e
+    df.columns = header
+    # CRLF files: polars keeps the '\r' on the last field when it is read as a string
+    last = header[-1]
+    if df.schema[last] == pl.String:
+        df = df.with_columns(pl.col(last).str.strip_chars_end("\r"))
+    return df
+
+
+def require_columns(df: pl.DataFrame, columns: list[str], path: str | Path, key: str) -> None:
+    """Fail naming the config key when the file lacks a column the config asks for."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"columns {missing} named by config key '{key}' are not in the file "
+            f"(it has {df.columns})",
+            path=str(path),
+        )
+
+
+RECBOLE_TYPES = {
+    "token": pl.String,
+    "float": pl.Float64,
+    "token_seq": pl.List(pl.String),
+    "float_seq": pl.List(pl.Float64),
+}
+
+
+@register("recbole")
+def read_recbole(path: Path, separator: str = "\t") -> pl.DataFrame:
+    """RecBole atomic file (.inter/.user/.item): tab-separated, header ``name:type``.
+
+    Types: ``token`` -> string, ``float`` -> float64, ``token_seq`` / ``float_seq`` -> lists
+    (space-separated in the file). Columns are named without the type suffix.
+    """
+    header = pl.read_csv(path, n_rows=0, separator=separator, quote_char=None).columns
+    names, types = [], []
+    for col, h in enumerate(header, start=1):
+        name, sep, typ = h.strip().rpartition(":")
+        if not sep or typ not in RECBOLE_TYPES:
+            raise DataError(
+                f"header field {col} is {h!r}; RecBole headers are name:type with type in "
+                f"{sorted(RECBOLE_TYPES)}",
+                path=str(path),
+                line=1,
+            )
+        names.append(name)
+        types.append(typ)
+    df = read_csv(path, separator=separator, quote_char=None)
+    df.columns = names
+    out = []
+    for name, typ in zip(names, types):
+        col = pl.col(name).str.strip_chars()
+        if typ == "float":
+            bad = df.select(
+                (
+                    col.cast(pl.Float64, strict=False).is_null() & col.is_not_null() & (col != "")
+                ).arg_true()
+            )
+            if bad.height:
+                i = int(bad[0, 0])
+                raise DataError(
+                    f"cannot parse {df[name][i]!r} as float",
+                    path=str(path),
+                    line=i + 2,
+                    column=name,
+                )
+            out.append(col.cast(pl.Float64, strict=False))
+        elif typ.endswith("_seq"):
+            inner = RECBOLE_TYPES[typ].inner
+            out.append(
+                col.fill_null("")
+                .str.split(" ")
+                .list.eval(pl.element().filter(pl.element() != ""))
+                .cast(pl.List(inner))
+            )
+        else:
+            out.append(col)
+    return df.select(out)
+
+
+@register("interactions")
+def read_interactions(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
+    """Whitespace-separated ``user item [timestamp]`` lines, no header (e.g. BERT4Rec's files).
+
+    Without a timestamp column the line order within each user is the time order: a
+    ``timestamp`` column is added holding each line's position in the file.
+    """
+    lines = pl.read_csv(
+        path, has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String}
+    )
+    parts = lines.with_row_index("lineno", offset=1).with_columns(
+        pl.col("line").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
+    )
+    counts = parts["line"].list.len()
+    expected = len(columns) if columns else None
+    n = int(counts[0]) if len(counts) else 0
+    bad = (counts != (expected or n)) | (counts < 2) | (counts > 3)
+    if bool(bad.any()):
+        i = int(bad.arg_true()[0])
+        raise DataError(
+            f"expected {'user item [timestamp]' if expected is None else expected} fields, found {counts[i]}",
+            path=str(path),
+            line=i + 1,
+        )
+    names = list(columns) if columns else ["user", "item", "timestamp"][:n]
+    df = parts.select([pl.col("line").list.get(i).alias(c) for i, c in enumerate(names)])
+    if "timestamp" not in names:
+        df = df.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("timestamp"))
+    return df

@@ -1,0 +1,289 @@
+"""Behaviour sequences built from interaction logs, without leakage.
+
+For every scored event the history holds the same user's earlier events only (strictly before
+it in time), most recent last at position L-1, left-padded with 0, truncated to ``max_len``.
+Histories are gathered with index arithmetic over the log sorted by (user, time): one
+``searchsorted`` gives where each event's strictly-earlier events end, and a (N, L) index
+matrix picks them; no Python loop over rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ranklab.data.dataset import CACHE_FORMAT, GROUP_KEY, DataSource, EncodedData
+from ranklab.data.preprocess import FeatureSpec, TabularEncoder, parse_feature_specs
+from ranklab.data.readers import read_table
+from ranklab.data.schema import Feature, Schema
+from ranklab.data.sources import _plain
+from ranklab.errors import ConfigError, DataError
+from ranklab.utils import hash_files, hash_object
+
+
+def dense_rank(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Values -> 0-based dense ranks (equal values, equal rank), and the number of ranks."""
+    uniq, inv = np.unique(values, return_inverse=True)
+    return inv.astype(np.int64), len(uniq)
+
+
+def gather_histories(
+    hist_user: np.ndarray,
+    hist_time: np.ndarray,
+    hist_columns: Mapping[str, np.ndarray],
+    query_user: np.ndarray,
+    query_time: np.ndarray,
+    max_len: int,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each query's history: the same user's events with time strictly before the query's.
+
+    Args:
+        hist_user, hist_time: (H,) the events histories are drawn from (any order).
+        hist_columns: name -> (H,) int64 ids to gather (0 is reserved for padding).
+        query_user, query_time: (N,) the scored events.
+        max_len: L.
+
+    Returns:
+        name -> (N, L) int64, most recent event at L-1, left-padded with 0; and the (N, L)
+        int64 index into the history events (-1 where padded), for side computations.
+    """
+    if max_len < 1:
+        raise ConfigError("data.source.history.max_len", f"must be >= 1, got {max_len}")
+    # one key orders (user, time) lexicographically: user * n_times + time rank
+    times, n_times = dense_rank(np.concatenate([hist_time, query_time]))
+    h_key = hist_user.astype(np.int64) * n_times + times[: len(hist_time)]
+    q_key = query_user.astype(np.int64) * n_times + times[len(hist_time) :]
+    order = np.argsort(h_key, kind="stable")
+    h_sorted = h_key[order]
+    end = np.searchsorted(h_sorted, q_key, side="left")  # first event at or after the query
+    start = np.searchsorted(h_sorted, query_user.astype(np.int64) * n_times, side="left")
+    idx = end[:, None] - max_len + np.arange(max_len)[None, :]  # (N, L) positions in sorted log
+    valid = idx >= start[:, None]
+    src = np.where(valid, order[np.clip(idx, 0, max(len(order) - 1, 0))], -1) if len(order) else np.full(idx.shape, -1)
+    out = {name: np.where(valid, col[np.clip(src, 0, None)], 0).astype(np.int64) for name, col in hist_columns.items()}
+    return out, src
+
+
+def gap_buckets(query_time: np.ndarray, event_time: np.ndarray, valid: np.ndarray, unit: float) -> np.ndarray:
+    """Time gaps as categorical ids: 2 + floor(log2(1 + gap / unit)); 0 where padded."""
+    gap = np.maximum(query_time[:, None] - event_time, 0) / unit
+    return np.where(valid, 2 + np.floor(np.log2(1 + gap)).astype(np.int64), 0)
+
+
+def split_events(df: pl.DataFrame, method: str, val: float, test: float, user: str, time: str) -> pl.Series:
+    """Assign each event to train/val/test.
+
+    ``time``: the global timeline is cut at the (1 - val - test) and (1 - test) quantiles of the
+    events, so every test event happens after every training event. ``leave_last_out``: per
+    user, the last event is test, the one before it val, the rest train (users with fewer than 3
+    events keep everything in train).
+    """
+    if method == "time":
+        if not 0 <= val < 1 or not 0 < test < 1 or val + test >= 1:
+            raise ConfigError("data.source.split", f"val ({val}) and test ({test}) must be fractions summing below 1")
+        rank = df[time].rank("ordinal") - 1
+        n = df.height
+        cut_val, cut_test = int(round(n * (1 - val - test))), int(round(n * (1 - test)))
+        return pl.Series("split", np.where(rank.to_numpy() >= cut_test, "test", np.where(rank.to_numpy() >= cut_val, "val", "train")))
+    if method == "leave_last_out":
+        pos = df.select(
+            (pl.int_range(pl.len()).sort_by(pl.col(time), maintain_order=True).over(user)).alias("r"),
+            pl.len().over(user).alias("n"),
+        )
+        from_end = (pos["n"] - 1 - pos["r"]).to_numpy()
+        enough = pos["n"].to_numpy() >= 3
+        return pl.Series("split", np.where(enough & (from_end == 0), "test", np.where(enough & (from_end == 1), "val", "train")))
+    raise ConfigError("data.source.split.method", f"must be 'time' or 'leave_last_out', got '{method}'")
+
+
+class SequenceLog(DataSource):
+    """Ranking samples with behaviour histories, from an interaction log (+ user/item tables).
+
+    Every event of the log is one sample (label from a column); its history is the same user's
+    earlier events (optionally only the positive ones), strictly before it in time.
+
+    Args:
+        events: ``{path, format, ...reader options}`` of the log (``recbole``, ``interactions``,
+            ``csv``).
+        user, item, time: column names in the log; ``time`` must be numeric or a date-time.
+        label: ``{column, min}``: label = column >= min (e.g. rating >= 4 is a click); with
+            ``min`` null the column must already hold 0/1.
+        users, items: optional side tables ``{path, format, key}`` joined on ``key``.
+        features: feature specs of a sample (see ``parse_feature_specs``); a list-valued column
+            used as categorical contributes its first token.
+        history: ``{max_len, positives_only, fields: {hist_name: feature_name}, time_gap_unit,
+            action: column}``: each history field shares the table of the feature it names;
+            ``time_gap_unit`` (seconds) adds ``hist_gap`` (log2 buckets of the gap to the scored
+            event); ``action`` adds ``hist_action`` from that log column.
+        split: ``{method: time | leave_last_out, val, test}``.
+        group: column for grouped AUC (default: the user).
+    """
+
+    def __init__(
+        self,
+        events: Mapping[str, Any],
+        user: str,
+        item: str,
+        time: str,
+        label: Mapping[str, Any],
+        features: Mapping[str, Any],
+        history: Mapping[str, Any],
+        split: Mapping[str, Any],
+        users: Mapping[str, Any] | None = None,
+        items: Mapping[str, Any] | None = None,
+        group: str | None = None,
+        name: str = "sequence_log",
+    ) -> None:
+        self.events, self.users, self.items = dict(_plain(events)), _plain(users), _plain(items)
+        self.user, self.item, self.time = user, item, time
+        self.label = dict(_plain(label))
+        self.features_cfg = _plain(features)
+        self.specs = parse_feature_specs(self.features_cfg)
+        self.history = dict(_plain(history))
+        self.split = dict(_plain(split))
+        self.group = group or user
+        self.name = name
+        max_len = self.history.get("max_len", 0)
+        if not isinstance(max_len, int) or max_len < 1:
+            raise ConfigError("data.source.history.max_len", f"must be an integer >= 1, got {max_len!r}")
+        spec_names = {s.name for s in self.specs}
+        for hist_name, feat in (self.history.get("fields") or {}).items():
+            if feat not in spec_names:
+                raise ConfigError(
+                    f"data.source.history.fields.{hist_name}",
+                    f"names feature '{feat}', which is not a feature (features: {sorted(spec_names)})",
+                )
+
+    def _files(self) -> list[Path]:
+        files = [Path(self.events["path"])]
+        files += [Path(t["path"]) for t in (self.users, self.items) if t]
+        for f in files:
+            if not f.is_file():
+                raise DataError("file not found (set paths.data_dir to the directory holding the dataset)", path=str(f))
+        return files
+
+    def fingerprint(self) -> str:
+        opts = [CACHE_FORMAT, self.events, self.users, self.items, self.user, self.item, self.time,
+                self.label, self.features_cfg, self.history, self.split, self.group]
+        return hash_object([opts, hash_files(self._files())])[:16]
+
+    @staticmethod
+    def _read(table: Mapping[str, Any]) -> pl.DataFrame:
+        opts = {k: v for k, v in table.items() if k not in ("path", "format", "key")}
+        return read_table(table["path"], table.get("format", "csv"), **opts)
+
+    def _load_frame(self) -> pl.DataFrame:
+        path = self.events["path"]
+        df = self._read(self.events)
+        for col, key in ((self.user, "data.source.user"), (self.item, "data.source.item"), (self.time, "data.source.time")):
+            if col not in df.columns:
+                raise DataError(f"column '{col}' (config key {key}) not in the log (columns: {df.columns})", path=path)
+        t = df[self.time]
+        if t.dtype == pl.String:
+            parsed = t.cast(pl.Float64, strict=False)
+            if parsed.null_count() > t.null_count():
+                parsed = t.str.to_datetime(strict=False).dt.epoch("s").cast(pl.Float64)
+        elif t.dtype.is_temporal():
+            parsed = t.dt.epoch("s").cast(pl.Float64)
+        else:
+            parsed = t.cast(pl.Float64)
+        bad = parsed.is_null().arg_true()
+        if len(bad):
+            i = int(bad[0])
+            line = i + (1 if self.events.get("format") == "interactions" else 2)
+            raise DataError(f"timestamp {t[i]!r} is missing or unparsable", path=path, line=line, column=self.time)
+        df = df.with_columns(parsed.alias("__time__"), pl.int_range(pl.len()).alias("__row__"))
+        for table, what in ((self.users, "users"), (self.items, "items")):
+            if table:
+                side = self._read(table)
+                key = table["key"]
+                if key not in side.columns:
+                    raise DataError(f"key column '{key}' (data.source.{what}.key) not found", path=table["path"])
+                df = df.join(side.unique(key, keep="first"), on=key, how="left", maintain_order="left")
+        # list-valued columns used as categorical features contribute their first token
+        firsts = [s.column for s in self.specs if s.kind == "categorical" and isinstance(df.schema.get(s.column), pl.List)]
+        df = df.with_columns([pl.col(c).list.first() for c in firsts])
+        return df.sort([self.user, "__time__", "__row__"])
+
+    def build(self) -> EncodedData:
+        df = self._load_frame()
+        path = str(self.events["path"])
+        col, threshold = self.label.get("column"), self.label.get("min")
+        if col not in df.columns:
+            raise DataError(f"label column '{col}' (data.source.label.column) not found", path=path)
+        if threshold is None:
+            y = df[col].cast(pl.Float64, strict=False)
+            bad = (y.is_null() | ~y.is_in([0.0, 1.0])).arg_true()
+            if len(bad):
+                raise DataError(f"label must be 0 or 1, found {df[col][int(bad[0])]!r}", path=path, column=col)
+        else:
+            y = (df[col].cast(pl.Float64) >= float(threshold)).cast(pl.Float64)
+        df = df.with_columns(y.cast(pl.Float32).alias("__label__"))
+        split = split_events(
+            df, self.split.get("method", "time"), float(self.split.get("val", 0.1)),
+            float(self.split.get("test", 0.1)), self.user, "__time__",
+        )
+        df = df.with_columns(split)
+        encoder = TabularEncoder(self.specs).fit(df.filter(pl.col("split") == "train"), path)
+        enc = encoder.transform(df, path)
+        # groups (users) as dense ids over the whole log
+        users = df[self.user].cast(pl.String)
+        user_ids = users.rank("dense").cast(pl.Int64).to_numpy()
+        group_ids = df[self.group].cast(pl.String).rank("dense").cast(pl.Int64).to_numpy()
+        times = df["__time__"].to_numpy()
+        # the history pool: positives only, or every event
+        pool = df["__label__"].to_numpy() > 0.5 if self.history.get("positives_only", False) else np.ones(df.height, bool)
+        max_len = int(self.history["max_len"])
+        fields = dict(self.history.get("fields") or {})
+        cols = {h: enc[f][pool] for h, f in fields.items()}
+        action_col = self.history.get("action")
+        action_vocab = None
+        if action_col:
+            if action_col not in df.columns:
+                raise DataError(f"action column '{action_col}' (data.source.history.action) not found", path=path)
+            action_spec = FeatureSpec("hist_action", column=action_col)
+            action_enc = TabularEncoder([action_spec]).fit(df.filter(pl.col("split") == "train"))
+            cols["hist_action"] = action_enc.transform(df)["hist_action"][pool]
+            action_vocab = action_enc.vocabs["hist_action"].size
+        hist, src = gather_histories(user_ids[pool], times[pool], cols, user_ids, times, max_len)
+        valid = src >= 0
+        gap_unit = self.history.get("time_gap_unit")
+        if gap_unit:
+            pool_times = times[pool]
+            hist["hist_gap"] = gap_buckets(times, pool_times[np.clip(src, 0, None)] if pool.any() else np.zeros_like(src, float), valid, float(gap_unit))
+        split_arr = df["split"].to_numpy()
+        splits: dict[str, dict[str, np.ndarray]] = {}
+        for s in ("train", "val", "test"):
+            m = split_arr == s
+            arrays = {k: v[m] for k, v in enc.items()}
+            arrays.update({k: v[m] for k, v in hist.items()})
+            arrays["label"] = df["__label__"].to_numpy()[m]
+            arrays[GROUP_KEY] = group_ids[m]
+            arrays["__time__"] = times[m]
+            splits[s] = arrays
+        base = encoder.schema("label", group=self.group)
+        first_hist = next(iter(fields), None)
+        extra = []
+        for h, f in fields.items():
+            ref = base[f]
+            extra.append(Feature(h, "sequence", vocab_size=ref.vocab_size, table=ref.table, max_len=max_len,
+                                 role="user", sequence=None if h == first_hist else first_hist))
+        if action_vocab:
+            extra.append(Feature("hist_action", "sequence", vocab_size=action_vocab, table="action",
+                                 max_len=max_len, role="user", sequence=first_hist))
+        if gap_unit:
+            extra.append(Feature("hist_gap", "sequence", vocab_size=int(hist["hist_gap"].max()) + 2, table="time_gap",
+                                 max_len=max_len, role="user", sequence=first_hist))
+        meta = {
+            "source": self.name,
+            "rows": {s: int(len(a["label"])) for s, a in splits.items()},
+            "base_rate": {s: float(a["label"].mean()) if len(a["label"]) else None for s, a in splits.items()},
+            "mean_history_length": {s: float((splits[s][first_hist] > 0).sum(1).mean()) if first_hist and len(splits[s]["label"]) else 0.0 for s in splits},
+            "split": self.split,
+        }
+        schema = Schema(tuple(base.features) + tuple(extra), label="label", group=self.group, meta=meta)
+        return EncodedData(schema, splits, meta)

@@ -1,0 +1,171 @@
+"""Readers, preprocessing fit on train only, the cache, and the errors bad input must give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ranklab.data import CSVSplits, load_or_build
+from ranklab.data.preprocess import FeatureSpec, TabularEncoder, pad_left, parse_feature_specs
+from ranklab.data.readers import read_table
+from ranklab.data.schema import OOV, PAD
+from ranklab.errors import ConfigError, DataError
+
+
+def write(path: Path, lines: list[str], eol: str = "\n") -> Path:
+    path.write_text(eol.join(lines) + eol)
+    return path
+
+
+def make_splits(d: Path, eol: str = "\n") -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    write(d / "train.csv", ["label,user,item,price", "1,u1,a,1.0", "0,u1,b,2.0", "1,u2,a,3.0", "0,u3,c,"], eol)
+    write(d / "valid.csv", ["label,user,item,price", "1,u1,a,1.5", "0,u9,z,2.5"], eol)
+    write(d / "test.csv", ["label,user,item,price", "0,u2,b,0.5", "1,u1,q,1.0"], eol)
+    return d
+
+
+def source(d: Path, **kw) -> CSVSplits:
+    features = kw.pop("features", {"categorical": ["user", "item"], "numeric": ["price"], "min_count": 1})
+    return CSVSplits(
+        dir=str(d),
+        files={"train": "train.csv", "val": "valid.csv", "test": "test.csv"},
+        label="label",
+        features=features,
+        group="user",
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("eol", ["\n", "\r\n"])
+def test_vocab_fit_on_train_only_and_unseen_values_are_oov(tmp_path: Path, eol: str) -> None:
+    data = load_or_build(source(make_splits(tmp_path / "d", eol)), tmp_path / "cache")
+    s = data.schema
+    assert s["user"].vocab_size == 3 + 2 and s["item"].vocab_size == 3 + 2
+    # train counts: user u1 x2 -> id 2; items: a x2 -> id 2
+    assert data.splits["train"]["user"].tolist() == [2, 2, 3, 4]
+    assert data.splits["train"]["item"].tolist() == [2, 3, 2, 4]
+    assert data.splits["val"]["user"].tolist() == [2, OOV]  # u9 unseen in train
+    assert data.splits["test"]["item"].tolist() == [3, OOV]
+    # numeric standardised with the train mean/std; the missing value becomes 0 (the mean)
+    price = data.splits["train"]["price"]
+    assert price[3] == 0.0 and abs(price[:3].mean()) < 1e-6
+    assert data.splits["val"]["label"].dtype == np.float32
+
+
+def test_min_count_maps_rare_values_to_oov(tmp_path: Path) -> None:
+    d = make_splits(tmp_path / "d")
+    data = load_or_build(source(d, features={"categorical": ["user", "item"], "min_count": 2}), None)
+    assert data.splits["train"]["user"].tolist() == [2, 2, OOV, OOV]
+
+
+def test_cache_hit_and_fingerprint_changes_with_content(tmp_path: Path) -> None:
+    d = make_splits(tmp_path / "d")
+    src = source(d)
+    load_or_build(src, tmp_path / "cache")
+    dirs = list((tmp_path / "cache").iterdir())
+    assert len(dirs) == 1 and (dirs[0] / "meta.json").is_file()
+    fp = src.fingerprint()
+    write(d / "train.csv", ["label,user,item,price", "1,u1,a,1.0", "0,u2,b,2.0"])
+    assert source(d).fingerprint() != fp
+    assert source(d, features={"categorical": ["user"]}).fingerprint() != source(d).fingerprint()
+
+
+def test_interrupted_build_leaves_no_trusted_cache(tmp_path: Path, monkeypatch) -> None:
+    import ranklab.data.dataset as ds
+
+    d = make_splits(tmp_path / "d")
+
+    def boom(data, directory):  # dies half-way through writing
+        (directory / "train").mkdir()
+        np.save(directory / "train" / "user.npy", np.zeros(3))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ds, "save_encoded", boom)
+    with pytest.raises(KeyboardInterrupt):
+        load_or_build(source(d), tmp_path / "cache")
+    assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
+    assert not list((tmp_path / "cache").iterdir())  # the temporary is removed too
+    monkeypatch.undo()
+    data = load_or_build(source(d), tmp_path / "cache")
+    assert data.rows("train") == 4
+
+
+def test_ragged_row_names_file_and_line(tmp_path: Path) -> None:
+    d = make_splits(tmp_path / "d")
+    write(d / "valid.csv", ["label,user,item,price", "1,u1,a,1.5", "0,u9,z", "1,u1,a,1.0"])
+    with pytest.raises(DataError, match=r"valid\.csv, line 3: expected 4 fields, found 3"):
+        load_or_build(source(d), None)
+    write(d / "valid.csv", ["label,user,item,price", "1,u1,a,1.5,9"])
+    with pytest.raises(DataError, match=r"valid\.csv, line 2: expected 4 fields, found 5"):
+        load_or_build(source(d), None)
+
+
+def test_label_outside_01_names_file_line_column(tmp_path: Path) -> None:
+    d = make_splits(tmp_path / "d")
+    write(d / "test.csv", ["label,user,item,price", "0,u2,b,0.5", "2,u1,q,1.0"])
+    with pytest.raises(DataError, match=r"test\.csv, line 3, column 'label': label must be 0 or 1, found '2'"):
+        load_or_build(source(d), None)
+
+
+def test_missing_file_and_missing_column(tmp_path: Path) -> None:
+    d = make_splits(tmp_path / "d")
+    (d / "test.csv").unlink()
+    with pytest.raises(DataError, match=r"test\.csv: test file not found; set paths.data_dir"):
+        load_or_build(source(d), None)
+    make_splits(d)
+    with pytest.raises(DataError, match=r"columns \['nope'\] named by config key"):
+        load_or_build(source(d, features={"categorical": ["nope"]}), None)
+
+
+def test_unparsable_numeric_names_line(tmp_path: Path) -> None:
+    d = make_splits(tmp_path / "d")
+    write(d / "train.csv", ["label,user,item,price", "1,u1,a,1.0", "0,u1,b,abc"])
+    with pytest.raises(DataError, match=r"train\.csv, line 3, column 'price'.*'abc'"):
+        load_or_build(source(d), None)
+
+
+def test_feature_spec_typos_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"data.source.features.categorical\[0\].mincount"):
+        parse_feature_specs({"categorical": [{"name": "a", "mincount": 2}]})
+    with pytest.raises(ConfigError, match=r"sequence\[0\].max_len.*>= 1"):
+        parse_feature_specs({"sequence": [{"name": "h", "max_len": 0}]})
+
+
+def test_shared_table_vocab_and_left_padding() -> None:
+    train = pl.DataFrame({"item": ["a", "b", "a"], "hist": ["b^c", "", "a^b^c^d"]})
+    specs = [
+        FeatureSpec("item"),
+        FeatureSpec("hist", kind="sequence", table="item", max_len=3, separator="^"),
+    ]
+    enc = TabularEncoder(specs).fit(train)
+    out = enc.transform(train)
+    vocab = enc.vocabs["item"].values  # union of item and history values, by count
+    assert set(vocab) == {"a", "b", "c", "d"}
+    ids = {v: i + 2 for i, v in enumerate(vocab)}
+    assert out["hist"].tolist() == [
+        [PAD, ids["b"], ids["c"]],
+        [PAD, PAD, PAD],
+        [ids["b"], ids["c"], ids["d"]],  # the most recent max_len items, last at L-1
+    ]
+    assert enc.schema("label", None)["hist"].vocab_size == enc.schema("label", None)["item"].vocab_size
+
+
+def test_pad_left_matches_loop() -> None:
+    lists = pl.Series("h", [["x", "y"], [], ["z"], ["x", "y", "z", "x"]])
+    enc_vocab = TabularEncoder([FeatureSpec("h", kind="sequence", max_len=3)]).fit(pl.DataFrame({"h": lists}))
+    v = enc_vocab.vocabs["h"]
+    got = pad_left(lists, 3, v)
+    mapping = dict(zip(v.values, range(2, 2 + len(v.values))))
+    for row, items in zip(got.tolist(), lists.to_list()):
+        tail = items[-3:]
+        assert row == [0] * (3 - len(tail)) + [mapping[x] for x in tail]
+
+
+def test_read_table_unknown_format(tmp_path: Path) -> None:
+    p = write(tmp_path / "a.csv", ["a"])
+    with pytest.raises(DataError, match="unknown format 'parquetx'"):
+        read_table(p, "parquetx")
