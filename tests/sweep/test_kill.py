@@ -1,0 +1,66 @@
+"""A worker killed in the middle of a trial: rerunning the command completes the study."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+from conftest import cli_env, sweep_cmd, sweep_config
+from optuna.trial import TrialState
+
+from ranklab.sweep import load_spec
+from ranklab.sweep.study import superseded
+
+
+def test_killed_worker_trial_is_failed_retried_and_the_study_completes(
+    tmp_path: Path, run_cli
+) -> None:
+    # 8 epochs without early stopping: long enough to be killed in the middle
+    path = sweep_config(
+        tmp_path,
+        {"task.lr": "tag(log, interval(1e-3, 1e-2))"},
+        trials=2,
+        fixed=["trainer.max_epochs=8", "callbacks.early_stopping.patience=100"],
+    )
+    spec = load_spec(str(path))
+    first_run = spec.dir / "trials" / "0000"
+    proc = subprocess.Popen(
+        sweep_cmd(f"sweep={path}"),
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (first_run / "config.yaml").exists():  # train() has started trial 0
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (first_run / "metrics.json").exists()  # killed mid-trial
+    storage = spec.storage_url
+    killed = optuna.load_study(study_name=spec.study_name, storage=storage).trials
+    assert [t.state for t in killed] == [TrialState.RUNNING]  # nothing else can fix it
+
+    rerun = run_cli(f"sweep={path}", timeout=180)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    trials = optuna.load_study(study_name=spec.study_name, storage=storage).trials
+    gone = superseded(trials)
+    assert gone == {0}
+    assert trials[0].state == TrialState.FAIL  # no longer "running"
+    counted = [t for t in trials if t.number not in gone]
+    assert len(counted) == 2 and all(t.state == TrialState.COMPLETE for t in counted)
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retries) == 1  # retried once, with the same parameters
+    assert retries[0].params == trials[0].params
+    assert "retry of 0" in rerun.stdout
+    retried_run = Path(retries[0].user_attrs["run_dir"])
+    assert json.loads((retried_run / "metrics.json").read_text())["val"]["auc"] == retries[0].value
+    assert "0 (retried)" not in (spec.dir / "trials.csv").read_text()
+    assert "fail (retried)" in (spec.dir / "trials.csv").read_text()

@@ -1,0 +1,154 @@
+"""Sweep configs: the search-space vocabulary, and errors that stop a sweep before any trial."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import sweep_config
+
+from ranklab.config import conf_dir
+from ranklab.errors import ConfigError
+from ranklab.sweep import check_spec, load_spec
+from ranklab.sweep.space import parse_param, parse_value
+
+PARAMS = {"task.lr": "tag(log, interval(1e-3, 1e-2))", "task.optimizer": "choice(adam, adamw)"}
+
+
+class FakeTrial:
+    """Records what a parameter asks Optuna for."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def suggest_categorical(self, *a, **kw):
+        self.calls.append(("categorical", a, kw))
+        return a[1][-1]
+
+    def suggest_int(self, *a, **kw):
+        self.calls.append(("int", a, kw))
+        return a[2]
+
+    def suggest_float(self, *a, **kw):
+        self.calls.append(("float", a, kw))
+        return a[1]
+
+
+@pytest.mark.parametrize(
+    ("expr", "call", "args", "kwargs"),
+    [
+        ("choice(4, 8, 16)", "categorical", ("k", [4, 8, 16]), {}),
+        ("4,8", "categorical", ("k", [4, 8]), {}),
+        ("choice([16],[32,32])", "categorical", ("k", ["[16]", "[32,32]"]), {}),
+        ("range(1, 5)", "int", ("k", 1, 4), {"step": 1, "log": False}),
+        ("range(2, 11, 4)", "int", ("k", 2, 10), {"step": 4, "log": False}),
+        ("range(0.1, 0.5, 0.1)", "float", ("k", 0.1, 0.4), {"step": 0.1, "log": False}),
+        ("interval(0, 0.5)", "float", ("k", 0.0, 0.5), {"step": None, "log": False}),
+        ("tag(log, interval(1e-4, 1e-2))", "float", ("k", 1e-4, 1e-2), {"step": None, "log": True}),
+        ("tag(int, interval(1, 100))", "int", ("k", 1, 100), {"step": 1, "log": False}),
+        ("tag(log, int, interval(1, 64))", "int", ("k", 1, 64), {"step": 1, "log": True}),
+    ],
+)
+def test_sweep_expressions_become_optuna_suggestions(expr, call, args, kwargs) -> None:
+    trial = FakeTrial()
+    parse_param("k", expr).suggest(trial)
+    assert len(trial.calls) == 1
+    got_call, got_args, got_kwargs = trial.calls[0]
+    assert got_call == call
+    assert got_args[0] == args[0]
+    for got, want in zip(got_args[1:], args[1:]):
+        assert got == pytest.approx(want)
+    for k, want in kwargs.items():
+        assert got_kwargs[k] == (pytest.approx(want) if isinstance(want, float) else want)
+
+
+def test_values_turn_back_into_overrides() -> None:
+    hidden = parse_param("model.hidden_units", "choice([16],[32,32])")
+    assert hidden.override("[32,32]") == "model.hidden_units=[32,32]"
+    assert hidden.decode("[32,32]") == [32, 32]
+    group = parse_param("model", "choice(lr, deepfm)")
+    assert group.override("deepfm") == "model=deepfm"
+    flag = parse_param("x", "choice(true, 1)")  # True == 1 in Python: kept apart
+    assert parse_value(flag.text(True)) is True and type(parse_value(flag.text(1))) is int
+    spaced = parse_param("x", "choice('a b', [1,'x y'])")
+    assert [spaced.decode(v) for v in spaced.choices] == ["a b", [1, "x y"]]
+    lr = parse_param("task.lr", "tag(log, interval(1e-5, 1e-2))")
+    assert float(lr.text(3.3e-5)) == 3.3e-5
+    assert parse_param("k", "range(0, 10, 5)").grid() == [0, 5]
+    assert parse_param("k", "choice(a, b)").grid() == ["a", "b"]
+    assert parse_param("k", "range(0.0, 1.0, 0.25)").grid() == [0.0, 0.25, 0.5, 0.75]
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "words"),
+    [
+        ("params.model.init_sd=choice(0.1,1)", "params.model.init_sd", "compose"),
+        ("params.task.lr=choice()", "params.task.lr", "empty choice"),
+        ("params.trainer.max_epochs=range(5,1)", "params.trainer.max_epochs", "empty"),
+        ("params.model.dropout=interval(0.5,0.1)", "params.model.dropout", "above its high"),
+        ("params.task.lr=tag(log,interval(0,1))", "params.task.lr", "low > 0"),
+        ("params.task.lr=tag(loq,interval(1e-3,1))", "params.task.lr", "unknown tag"),
+        ("params.model=choice(lr,nosuch)", "params.model", "model/nosuch"),
+        ("params.task.lr=0.1", "params.task.lr", "not a sweep"),
+        ("trails=4", "'trails'", "not a sweep setting"),
+        ("sampler.sed=1", "sampler.sed", "not a sweep key"),
+        ("sampler.name=bayes", "sampler.name", "tpe"),
+        ("pruner.name=asha", "pruner.name", "hyperband"),
+        ("metric=test/auc", "metric", "validation"),
+        ("direction=max", "direction", "maximize"),
+        ("experiment=nosuch", "experiment", "experiment/nosuch"),
+        ("storage.grace_period=1", "storage.grace_period", "heartbeat_interval"),
+        ("storage.url=sqlite://", "storage.url", "in-memory"),
+    ],
+)
+def test_bad_sweep_configs_fail_naming_the_key(
+    tmp_path: Path, override: str, key: str, words: str
+) -> None:
+    path = sweep_config(tmp_path, PARAMS, trials=2)
+    with pytest.raises(ConfigError) as err:
+        check_spec(load_spec(str(path), [override]))
+    assert key in str(err.value) and words in str(err.value)
+
+
+def test_grid_sampler_refuses_continuous_parameters(tmp_path: Path) -> None:
+    path = sweep_config(tmp_path, PARAMS, trials=2, sampler={"name": "grid"})
+    with pytest.raises(ConfigError, match=r"params\.task\.lr.*grid sampler"):
+        load_spec(str(path))
+
+
+def test_typo_in_the_sweep_file_names_the_key(tmp_path: Path) -> None:
+    path = sweep_config(tmp_path, PARAMS, trials=2, pruner={"name": "median", "n_warmup": 1})
+    with pytest.raises(ConfigError, match=r"pruner\.n_warmup.*not a sweep key"):
+        load_spec(str(path))
+    with pytest.raises(ConfigError, match="no sweep config"):
+        load_spec("no_such_sweep")
+
+
+def test_typo_fails_before_any_trial_with_exit_code_2(tmp_path: Path, run_cli) -> None:
+    path = sweep_config(tmp_path, PARAMS, trials=2)
+    proc = run_cli(f"sweep={path}", "params.model.init_sd=choice(0.1,1)", timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "params.model.init_sd" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "sweeps").exists()  # no study, no trial
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (conf_dir() / "sweep").glob("*.yaml")))
+def test_shipped_sweep_configs_compose(name: str) -> None:
+    spec = load_spec(name)
+    check_spec(spec)  # every parameter path and group option exists (no data needed)
+    assert spec.params and spec.trials >= 1
+
+
+def test_command_line_routes_sweep_keys_and_training_overrides(tmp_path: Path) -> None:
+    path = sweep_config(tmp_path, PARAMS, trials=2)
+    spec = load_spec(
+        str(path),
+        ["trials=7", "paths.data_dir=../data", "~params.task.optimizer", "study_name=s2"],
+    )
+    assert spec.trials == 7 and spec.study_name == "s2"
+    assert "paths.data_dir=../data" in list(spec.conf.fixed)
+    assert [p.key for p in spec.params] == ["task.lr"]
+    assert spec.storage_url == f"sqlite:///{tmp_path}/sweeps/tiny/study.db"
+    pg = load_spec(str(path), ["storage.url=postgresql://u:p@db.example/sweeps"])
+    assert pg.storage_url.startswith("postgresql+psycopg")  # a driver that is installed
