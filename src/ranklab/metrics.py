@@ -184,3 +184,46 @@ class CTRMetrics(torch.nn.Module):
         self.collection.reset()
         if self.gauc is not None:
             self.gauc.reset()
+
+
+def target_ranks(scores: Tensor, target_score: Tensor) -> Tensor:
+    """0-based rank of each row's target among its candidates, ties counted against it.
+
+    scores: (B, C) candidate scores with the target's own entry already removed or set to
+    -inf; target_score: (B,). rank = #candidates scoring >= the target (pessimistic on ties,
+    so a constant scorer cannot look good).
+    """
+    return (scores >= target_score.unsqueeze(1)).sum(dim=1)
+
+
+class RankingMetrics(Metric):
+    """HR@K, NDCG@K (one relevant item) and MRR from 0-based target ranks; sums, DDP-exact."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, ks: tuple[int, ...] = (5, 10, 20)) -> None:
+        super().__init__()
+        self.ks = tuple(int(k) for k in ks)
+        for k in self.ks:
+            self.add_state(f"hr{k}", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state(f"ndcg{k}", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("rr", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("n", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, ranks: Tensor) -> None:
+        r = ranks.detach().double()
+        for k in self.ks:
+            hit = r < k
+            setattr(self, f"hr{k}", getattr(self, f"hr{k}") + hit.sum())
+            setattr(self, f"ndcg{k}", getattr(self, f"ndcg{k}") + (hit / torch.log2(r + 2)).sum())
+        self.rr += (1.0 / (r + 1)).sum()
+        self.n += r.numel()
+
+    def compute(self) -> dict[str, Tensor]:
+        out = {}
+        for k in self.ks:
+            out[f"hr@{k}"] = getattr(self, f"hr{k}") / self.n
+            out[f"ndcg@{k}"] = getattr(self, f"ndcg{k}") / self.n
+        out["mrr"] = self.rr / self.n
+        return out

@@ -50,14 +50,14 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
     datamodule.setup()
     # _partial_: objects (schema, model) are passed to the constructor as they are, not
     # merged into the config first (Hydra would turn a dataclass into a DictConfig)
-    model = instantiate(cfg.model, _partial_=True)(schema=datamodule.schema)
+    model = instantiate(cfg.model, _partial_=True, _convert_="all")(schema=datamodule.schema)
     hparams = {
         "model": to_plain(cfg.model),
         "data": str(datamodule.name),
         "schema": datamodule.schema.to_dict(),
         "seed": int(cfg.seed),
     }
-    task = instantiate(cfg.task, _partial_=True)(model=model, hparams=hparams)
+    task = instantiate(cfg.task, _partial_=True, _convert_="all")(model=model, hparams=hparams)
     return datamodule, model, task
 
 
@@ -91,7 +91,10 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     for lg in loggers:
         lg.log_hyperparams(to_plain(cfg))
 
-    trainer.fit(task, datamodule=datamodule)
+    if task.trainable:
+        trainer.fit(task, datamodule=datamodule)
+    else:  # nothing to learn (e.g. the most-popular baseline): evaluate as it is
+        log.info("model %s has no trainable parameters: skipping fit", model_name(cfg))
     ckpt_cb = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
     ckpt = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
     trainer.validate(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
@@ -108,6 +111,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         "epochs": int(trainer.current_epoch),
         "history": task.history,
         "bayes": {s: bayes[s] for s in ("val", "test") if s in bayes} if bayes else None,
+        "protocol": getattr(task, "protocol", None),
         "n_params": int(sum(p.numel() for p in model.parameters())),
         "train_samples_per_s": throughput.samples_per_s,
         "wall_time_s": time.perf_counter() - t_start,

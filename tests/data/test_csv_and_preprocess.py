@@ -22,14 +22,20 @@ def write(path: Path, lines: list[str], eol: str = "\n") -> Path:
 
 def make_splits(d: Path, eol: str = "\n") -> Path:
     d.mkdir(parents=True, exist_ok=True)
-    write(d / "train.csv", ["label,user,item,price", "1,u1,a,1.0", "0,u1,b,2.0", "1,u2,a,3.0", "0,u3,c,"], eol)
+    write(
+        d / "train.csv",
+        ["label,user,item,price", "1,u1,a,1.0", "0,u1,b,2.0", "1,u2,a,3.0", "0,u3,c,"],
+        eol,
+    )
     write(d / "valid.csv", ["label,user,item,price", "1,u1,a,1.5", "0,u9,z,2.5"], eol)
     write(d / "test.csv", ["label,user,item,price", "0,u2,b,0.5", "1,u1,q,1.0"], eol)
     return d
 
 
 def source(d: Path, **kw) -> CSVSplits:
-    features = kw.pop("features", {"categorical": ["user", "item"], "numeric": ["price"], "min_count": 1})
+    features = kw.pop(
+        "features", {"categorical": ["user", "item"], "numeric": ["price"], "min_count": 1}
+    )
     return CSVSplits(
         dir=str(d),
         files={"train": "train.csv", "val": "valid.csv", "test": "test.csv"},
@@ -58,7 +64,9 @@ def test_vocab_fit_on_train_only_and_unseen_values_are_oov(tmp_path: Path, eol: 
 
 def test_min_count_maps_rare_values_to_oov(tmp_path: Path) -> None:
     d = make_splits(tmp_path / "d")
-    data = load_or_build(source(d, features={"categorical": ["user", "item"], "min_count": 2}), None)
+    data = load_or_build(
+        source(d, features={"categorical": ["user", "item"], "min_count": 2}), None
+    )
     assert data.splits["train"]["user"].tolist() == [2, 2, OOV, OOV]
 
 
@@ -107,7 +115,9 @@ def test_ragged_row_names_file_and_line(tmp_path: Path) -> None:
 def test_label_outside_01_names_file_line_column(tmp_path: Path) -> None:
     d = make_splits(tmp_path / "d")
     write(d / "test.csv", ["label,user,item,price", "0,u2,b,0.5", "2,u1,q,1.0"])
-    with pytest.raises(DataError, match=r"test\.csv, line 3, column 'label': label must be 0 or 1, found '2'"):
+    with pytest.raises(
+        DataError, match=r"test\.csv, line 3, column 'label': label must be 0 or 1, found '2'"
+    ):
         load_or_build(source(d), None)
 
 
@@ -151,12 +161,16 @@ def test_shared_table_vocab_and_left_padding() -> None:
         [PAD, PAD, PAD],
         [ids["b"], ids["c"], ids["d"]],  # the most recent max_len items, last at L-1
     ]
-    assert enc.schema("label", None)["hist"].vocab_size == enc.schema("label", None)["item"].vocab_size
+    assert (
+        enc.schema("label", None)["hist"].vocab_size == enc.schema("label", None)["item"].vocab_size
+    )
 
 
 def test_pad_left_matches_loop() -> None:
     lists = pl.Series("h", [["x", "y"], [], ["z"], ["x", "y", "z", "x"]])
-    enc_vocab = TabularEncoder([FeatureSpec("h", kind="sequence", max_len=3)]).fit(pl.DataFrame({"h": lists}))
+    enc_vocab = TabularEncoder([FeatureSpec("h", kind="sequence", max_len=3)]).fit(
+        pl.DataFrame({"h": lists})
+    )
     v = enc_vocab.vocabs["h"]
     got = pad_left(lists, 3, v)
     mapping = dict(zip(v.values, range(2, 2 + len(v.values))))

@@ -4,7 +4,7 @@ from ranklab.data.batch import Batch, BatchLoader, TensorSplit
 from ranklab.data.datamodule import RankDataModule
 from ranklab.data.dataset import DataSource, EncodedData, load_or_build
 from ranklab.data.schema import OOV, PAD, Feature, Schema
-from ranklab.data.sequences import SequenceLog, gather_histories
+from ranklab.data.sequences import SequenceLog, UserSequences, gather_histories
 from ranklab.data.sources import CSVSplits
 from ranklab.data.synthetic import SyntheticCTR
 from ranklab.data.synthetic_seq import SyntheticSeq
@@ -24,6 +24,7 @@ __all__ = [
     "SyntheticCTR",
     "SyntheticSeq",
     "TensorSplit",
+    "UserSequences",
     "gather_histories",
     "load_or_build",
 ]

@@ -18,7 +18,7 @@ from ranklab.data.schema import Schema
 from ranklab.utils import atomic_directory, atomic_write_json
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 1  # bump when the on-disk layout or preprocessing semantics change
+CACHE_FORMAT = 2  # bump when the on-disk layout or preprocessing semantics change
 GROUP_KEY = "__group__"
 
 
@@ -37,6 +37,7 @@ class EncodedData:
 
     def tensors(self, split: str) -> TensorSplit:
         arrays = self.splits[split]
+
         def tensor(a: np.ndarray, dtype: type | None = None) -> torch.Tensor:
             return torch.from_numpy(np.require(a, dtype=dtype, requirements=["C", "W"]))
 

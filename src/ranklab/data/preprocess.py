@@ -45,7 +45,9 @@ class FeatureSpec:
             self.table = self.table or self.name
 
 
-def parse_feature_specs(cfg: Mapping[str, Any], key: str = "data.source.features") -> list[FeatureSpec]:
+def parse_feature_specs(
+    cfg: Mapping[str, Any], key: str = "data.source.features"
+) -> list[FeatureSpec]:
     """Parse ``{categorical: [...], numeric: [...], sequence: [...], min_count: 1}``.
 
     Entries are a column name or a mapping of FeatureSpec fields. Unknown fields fail with
@@ -145,8 +147,11 @@ def fit_vocabulary(values: pl.Series, min_count: int, hash_buckets: int = 0) -> 
 
 def split_sequence(s: pl.Series, separator: str) -> pl.Series:
     """'a^b^c' -> ['a','b','c']; null or '' -> []."""
-    return s.cast(pl.String).fill_null("").str.split(separator).list.eval(
-        pl.element().filter(pl.element() != "")
+    return (
+        s.cast(pl.String)
+        .fill_null("")
+        .str.split(separator)
+        .list.eval(pl.element().filter(pl.element() != ""))
     )
 
 

@@ -220,7 +220,7 @@ def read_interactions(path: Path, columns: list[str] | None = None) -> pl.DataFr
     if bool(bad.any()):
         i = int(bad.arg_true()[0])
         raise DataError(
-            f"expected {'user item [timestamp]' if expected is None else expected} fields, found {counts[i]}",
+            f"expected {expected or 'user item [timestamp]'} fields, found {counts[i]}",
             path=str(path),
             line=i + 1,
         )

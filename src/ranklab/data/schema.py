@@ -47,7 +47,9 @@ class Feature:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise SchemaError(f"feature '{self.name}': kind must be one of {KINDS}, not {self.kind}")
+            raise SchemaError(
+                f"feature '{self.name}': kind must be one of {KINDS}, not {self.kind}"
+            )
         if self.kind != "numeric" and self.table is None:
             object.__setattr__(self, "table", self.name)
         if self.kind == "sequence" and self.max_len < 1:

@@ -63,18 +63,81 @@ def gather_histories(
     start = np.searchsorted(h_sorted, query_user.astype(np.int64) * n_times, side="left")
     idx = end[:, None] - max_len + np.arange(max_len)[None, :]  # (N, L) positions in sorted log
     valid = idx >= start[:, None]
-    src = np.where(valid, order[np.clip(idx, 0, max(len(order) - 1, 0))], -1) if len(order) else np.full(idx.shape, -1)
-    out = {name: np.where(valid, col[np.clip(src, 0, None)], 0).astype(np.int64) for name, col in hist_columns.items()}
+    src = (
+        np.where(valid, order[np.clip(idx, 0, max(len(order) - 1, 0))], -1)
+        if len(order)
+        else np.full(idx.shape, -1)
+    )
+    out = {
+        name: np.where(valid, col[np.clip(src, 0, None)], 0).astype(np.int64)
+        for name, col in hist_columns.items()
+    }
     return out, src
 
 
-def gap_buckets(query_time: np.ndarray, event_time: np.ndarray, valid: np.ndarray, unit: float) -> np.ndarray:
+def gap_buckets(
+    query_time: np.ndarray, event_time: np.ndarray, valid: np.ndarray, unit: float
+) -> np.ndarray:
     """Time gaps as categorical ids: 2 + floor(log2(1 + gap / unit)); 0 where padded."""
     gap = np.maximum(query_time[:, None] - event_time, 0) / unit
     return np.where(valid, 2 + np.floor(np.log2(1 + gap)).astype(np.int64), 0)
 
 
-def split_events(df: pl.DataFrame, method: str, val: float, test: float, user: str, time: str) -> pl.Series:
+def parse_time(df: pl.DataFrame, column: str, path: str, line_offset: int = 2) -> pl.Series:
+    """A timestamp column as float seconds: numbers as they are, date-times since the epoch.
+
+    Fails at the first missing or unparsable value, naming file, line and column.
+    """
+    t = df[column]
+    if t.dtype == pl.String:
+        parsed = t.cast(pl.Float64, strict=False)
+        if parsed.null_count() > t.null_count():
+            parsed = t.str.to_datetime(strict=False).dt.epoch("s").cast(pl.Float64)
+    elif t.dtype.is_temporal():
+        parsed = t.dt.epoch("s").cast(pl.Float64)
+    else:
+        parsed = t.cast(pl.Float64)
+    bad = parsed.is_null().arg_true()
+    if len(bad):
+        i = int(bad[0])
+        raise DataError(
+            f"timestamp {t[i]!r} is missing or unparsable",
+            path=path,
+            line=i + line_offset,
+            column=column,
+        )
+    return parsed
+
+
+def read_side_table(table: Mapping[str, Any]) -> pl.DataFrame:
+    """Read ``{path, format, ...reader options}`` (``key`` is the join key, not an option)."""
+    opts = {k: v for k, v in table.items() if k not in ("path", "format", "key")}
+    return read_table(table["path"], table.get("format", "csv"), **opts)
+
+
+def read_log(events: Mapping[str, Any], user: str, item: str, time: str) -> pl.DataFrame:
+    """An interaction log with its time parsed into ``__time__`` and its line order in
+    ``__row__`` (the tie-breaker for events with equal times)."""
+    path = str(events["path"])
+    df = read_side_table(events)
+    for col, key in (
+        (user, "data.source.user"),
+        (item, "data.source.item"),
+        (time, "data.source.time"),
+    ):
+        if col not in df.columns:
+            raise DataError(
+                f"column '{col}' (config key {key}) not in the log (columns: {df.columns})",
+                path=path,
+            )
+    line_offset = 1 if events.get("format") == "interactions" else 2
+    parsed = parse_time(df, time, path, line_offset=line_offset)
+    return df.with_columns(parsed.alias("__time__"), pl.int_range(pl.len()).alias("__row__"))
+
+
+def split_events(
+    df: pl.DataFrame, method: str, val: float, test: float, user: str, time: str
+) -> pl.Series:
     """Assign each event to train/val/test.
 
     ``time``: the global timeline is cut at the (1 - val - test) and (1 - test) quantiles of the
@@ -84,20 +147,39 @@ def split_events(df: pl.DataFrame, method: str, val: float, test: float, user: s
     """
     if method == "time":
         if not 0 <= val < 1 or not 0 < test < 1 or val + test >= 1:
-            raise ConfigError("data.source.split", f"val ({val}) and test ({test}) must be fractions summing below 1")
+            raise ConfigError(
+                "data.source.split",
+                f"val ({val}) and test ({test}) must be fractions summing below 1",
+            )
         rank = df[time].rank("ordinal") - 1
         n = df.height
-        cut_val, cut_test = int(round(n * (1 - val - test))), int(round(n * (1 - test)))
-        return pl.Series("split", np.where(rank.to_numpy() >= cut_test, "test", np.where(rank.to_numpy() >= cut_val, "val", "train")))
+        cut_val, cut_test = round(n * (1 - val - test)), round(n * (1 - test))
+        return pl.Series(
+            "split",
+            np.where(
+                rank.to_numpy() >= cut_test,
+                "test",
+                np.where(rank.to_numpy() >= cut_val, "val", "train"),
+            ),
+        )
     if method == "leave_last_out":
         pos = df.select(
-            (pl.int_range(pl.len()).sort_by(pl.col(time), maintain_order=True).over(user)).alias("r"),
+            (pl.int_range(pl.len()).sort_by(pl.col(time), maintain_order=True).over(user)).alias(
+                "r"
+            ),
             pl.len().over(user).alias("n"),
         )
         from_end = (pos["n"] - 1 - pos["r"]).to_numpy()
         enough = pos["n"].to_numpy() >= 3
-        return pl.Series("split", np.where(enough & (from_end == 0), "test", np.where(enough & (from_end == 1), "val", "train")))
-    raise ConfigError("data.source.split.method", f"must be 'time' or 'leave_last_out', got '{method}'")
+        return pl.Series(
+            "split",
+            np.where(
+                enough & (from_end == 0), "test", np.where(enough & (from_end == 1), "val", "train")
+            ),
+        )
+    raise ConfigError(
+        "data.source.split.method", f"must be 'time' or 'leave_last_out', got '{method}'"
+    )
 
 
 class SequenceLog(DataSource):
@@ -149,13 +231,15 @@ class SequenceLog(DataSource):
         self.name = name
         max_len = self.history.get("max_len", 0)
         if not isinstance(max_len, int) or max_len < 1:
-            raise ConfigError("data.source.history.max_len", f"must be an integer >= 1, got {max_len!r}")
+            raise ConfigError(
+                "data.source.history.max_len", f"must be an integer >= 1, got {max_len!r}"
+            )
         spec_names = {s.name for s in self.specs}
         for hist_name, feat in (self.history.get("fields") or {}).items():
             if feat not in spec_names:
                 raise ConfigError(
                     f"data.source.history.fields.{hist_name}",
-                    f"names feature '{feat}', which is not a feature (features: {sorted(spec_names)})",
+                    f"names '{feat}', which is not a feature (features: {sorted(spec_names)})",
                 )
 
     def _files(self) -> list[Path]:
@@ -163,49 +247,48 @@ class SequenceLog(DataSource):
         files += [Path(t["path"]) for t in (self.users, self.items) if t]
         for f in files:
             if not f.is_file():
-                raise DataError("file not found (set paths.data_dir to the directory holding the dataset)", path=str(f))
+                raise DataError(
+                    "file not found (set paths.data_dir to the directory holding the dataset)",
+                    path=str(f),
+                )
         return files
 
     def fingerprint(self) -> str:
-        opts = [CACHE_FORMAT, self.events, self.users, self.items, self.user, self.item, self.time,
-                self.label, self.features_cfg, self.history, self.split, self.group]
+        opts = [
+            CACHE_FORMAT,
+            self.events,
+            self.users,
+            self.items,
+            self.user,
+            self.item,
+            self.time,
+            self.label,
+            self.features_cfg,
+            self.history,
+            self.split,
+            self.group,
+        ]
         return hash_object([opts, hash_files(self._files())])[:16]
 
-    @staticmethod
-    def _read(table: Mapping[str, Any]) -> pl.DataFrame:
-        opts = {k: v for k, v in table.items() if k not in ("path", "format", "key")}
-        return read_table(table["path"], table.get("format", "csv"), **opts)
-
     def _load_frame(self) -> pl.DataFrame:
-        path = self.events["path"]
-        df = self._read(self.events)
-        for col, key in ((self.user, "data.source.user"), (self.item, "data.source.item"), (self.time, "data.source.time")):
-            if col not in df.columns:
-                raise DataError(f"column '{col}' (config key {key}) not in the log (columns: {df.columns})", path=path)
-        t = df[self.time]
-        if t.dtype == pl.String:
-            parsed = t.cast(pl.Float64, strict=False)
-            if parsed.null_count() > t.null_count():
-                parsed = t.str.to_datetime(strict=False).dt.epoch("s").cast(pl.Float64)
-        elif t.dtype.is_temporal():
-            parsed = t.dt.epoch("s").cast(pl.Float64)
-        else:
-            parsed = t.cast(pl.Float64)
-        bad = parsed.is_null().arg_true()
-        if len(bad):
-            i = int(bad[0])
-            line = i + (1 if self.events.get("format") == "interactions" else 2)
-            raise DataError(f"timestamp {t[i]!r} is missing or unparsable", path=path, line=line, column=self.time)
-        df = df.with_columns(parsed.alias("__time__"), pl.int_range(pl.len()).alias("__row__"))
+        df = read_log(self.events, self.user, self.item, self.time)
         for table, what in ((self.users, "users"), (self.items, "items")):
             if table:
-                side = self._read(table)
+                side = read_side_table(table)
                 key = table["key"]
                 if key not in side.columns:
-                    raise DataError(f"key column '{key}' (data.source.{what}.key) not found", path=table["path"])
-                df = df.join(side.unique(key, keep="first"), on=key, how="left", maintain_order="left")
+                    raise DataError(
+                        f"key column '{key}' (data.source.{what}.key) not found", path=table["path"]
+                    )
+                df = df.join(
+                    side.unique(key, keep="first"), on=key, how="left", maintain_order="left"
+                )
         # list-valued columns used as categorical features contribute their first token
-        firsts = [s.column for s in self.specs if s.kind == "categorical" and isinstance(df.schema.get(s.column), pl.List)]
+        firsts = [
+            s.column
+            for s in self.specs
+            if s.kind == "categorical" and isinstance(df.schema.get(s.column), pl.List)
+        ]
         df = df.with_columns([pl.col(c).list.first() for c in firsts])
         return df.sort([self.user, "__time__", "__row__"])
 
@@ -219,13 +302,19 @@ class SequenceLog(DataSource):
             y = df[col].cast(pl.Float64, strict=False)
             bad = (y.is_null() | ~y.is_in([0.0, 1.0])).arg_true()
             if len(bad):
-                raise DataError(f"label must be 0 or 1, found {df[col][int(bad[0])]!r}", path=path, column=col)
+                raise DataError(
+                    f"label must be 0 or 1, found {df[col][int(bad[0])]!r}", path=path, column=col
+                )
         else:
             y = (df[col].cast(pl.Float64) >= float(threshold)).cast(pl.Float64)
         df = df.with_columns(y.cast(pl.Float32).alias("__label__"))
         split = split_events(
-            df, self.split.get("method", "time"), float(self.split.get("val", 0.1)),
-            float(self.split.get("test", 0.1)), self.user, "__time__",
+            df,
+            self.split.get("method", "time"),
+            float(self.split.get("val", 0.1)),
+            float(self.split.get("test", 0.1)),
+            self.user,
+            "__time__",
         )
         df = df.with_columns(split)
         encoder = TabularEncoder(self.specs).fit(df.filter(pl.col("split") == "train"), path)
@@ -236,7 +325,11 @@ class SequenceLog(DataSource):
         group_ids = df[self.group].cast(pl.String).rank("dense").cast(pl.Int64).to_numpy()
         times = df["__time__"].to_numpy()
         # the history pool: positives only, or every event
-        pool = df["__label__"].to_numpy() > 0.5 if self.history.get("positives_only", False) else np.ones(df.height, bool)
+        pool = (
+            df["__label__"].to_numpy() > 0.5
+            if self.history.get("positives_only", False)
+            else np.ones(df.height, bool)
+        )
         max_len = int(self.history["max_len"])
         fields = dict(self.history.get("fields") or {})
         cols = {h: enc[f][pool] for h, f in fields.items()}
@@ -244,7 +337,10 @@ class SequenceLog(DataSource):
         action_vocab = None
         if action_col:
             if action_col not in df.columns:
-                raise DataError(f"action column '{action_col}' (data.source.history.action) not found", path=path)
+                raise DataError(
+                    f"action column '{action_col}' (data.source.history.action) not found",
+                    path=path,
+                )
             action_spec = FeatureSpec("hist_action", column=action_col)
             action_enc = TabularEncoder([action_spec]).fit(df.filter(pl.col("split") == "train"))
             cols["hist_action"] = action_enc.transform(df)["hist_action"][pool]
@@ -254,7 +350,12 @@ class SequenceLog(DataSource):
         gap_unit = self.history.get("time_gap_unit")
         if gap_unit:
             pool_times = times[pool]
-            hist["hist_gap"] = gap_buckets(times, pool_times[np.clip(src, 0, None)] if pool.any() else np.zeros_like(src, float), valid, float(gap_unit))
+            hist["hist_gap"] = gap_buckets(
+                times,
+                pool_times[np.clip(src, 0, None)] if pool.any() else np.zeros_like(src, float),
+                valid,
+                float(gap_unit),
+            )
         split_arr = df["split"].to_numpy()
         splits: dict[str, dict[str, np.ndarray]] = {}
         for s in ("train", "val", "test"):
@@ -270,20 +371,274 @@ class SequenceLog(DataSource):
         extra = []
         for h, f in fields.items():
             ref = base[f]
-            extra.append(Feature(h, "sequence", vocab_size=ref.vocab_size, table=ref.table, max_len=max_len,
-                                 role="user", sequence=None if h == first_hist else first_hist))
+            extra.append(
+                Feature(
+                    h,
+                    "sequence",
+                    vocab_size=ref.vocab_size,
+                    table=ref.table,
+                    max_len=max_len,
+                    role="user",
+                    sequence=None if h == first_hist else first_hist,
+                )
+            )
         if action_vocab:
-            extra.append(Feature("hist_action", "sequence", vocab_size=action_vocab, table="action",
-                                 max_len=max_len, role="user", sequence=first_hist))
+            extra.append(
+                Feature(
+                    "hist_action",
+                    "sequence",
+                    vocab_size=action_vocab,
+                    table="action",
+                    max_len=max_len,
+                    role="user",
+                    sequence=first_hist,
+                )
+            )
         if gap_unit:
-            extra.append(Feature("hist_gap", "sequence", vocab_size=int(hist["hist_gap"].max()) + 2, table="time_gap",
-                                 max_len=max_len, role="user", sequence=first_hist))
+            extra.append(
+                Feature(
+                    "hist_gap",
+                    "sequence",
+                    vocab_size=int(hist["hist_gap"].max()) + 2,
+                    table="time_gap",
+                    max_len=max_len,
+                    role="user",
+                    sequence=first_hist,
+                )
+            )
         meta = {
             "source": self.name,
-            "rows": {s: int(len(a["label"])) for s, a in splits.items()},
-            "base_rate": {s: float(a["label"].mean()) if len(a["label"]) else None for s, a in splits.items()},
-            "mean_history_length": {s: float((splits[s][first_hist] > 0).sum(1).mean()) if first_hist and len(splits[s]["label"]) else 0.0 for s in splits},
+            "rows": {s: len(a["label"]) for s, a in splits.items()},
+            "base_rate": {
+                s: float(a["label"].mean()) if len(a["label"]) else None for s, a in splits.items()
+            },
+            "mean_history_length": {
+                s: float((splits[s][first_hist] > 0).sum(1).mean())
+                if first_hist and len(splits[s]["label"])
+                else 0.0
+                for s in splits
+            },
             "split": self.split,
         }
-        schema = Schema(tuple(base.features) + tuple(extra), label="label", group=self.group, meta=meta)
+        schema = Schema(
+            tuple(base.features) + tuple(extra), label="label", group=self.group, meta=meta
+        )
         return EncodedData(schema, splits, meta)
+
+
+class UserSequences(DataSource):
+    """Next-item retrieval data by leave-one-out: per user, the last item is the test target,
+    the one before it the validation target, and the rest is training data.
+
+    Every split has, per user: ``history`` (U, L) the items before the target (left-padded,
+    most recent at L-1), ``target`` (U,), ``seen`` (U, S) every item the user had before the
+    target (for excluding them from the candidates), and ``neg_uniform`` / ``neg_popularity``
+    (U, n_eval_negatives): fixed negatives for sampled evaluation, drawn uniformly or by
+    training popularity among items the user never interacted with (as in the SASRec paper).
+    The training split's target is the last training item; the retrieval task also trains on
+    every earlier position (the next item of each history prefix).
+
+    ``catalog="all"`` (default) gives every item of the log an id, the published protocol of
+    SASRec/BERT4Rec (the candidate set is the whole catalogue, including items that occur only
+    as a held-out target); ``catalog="train"`` fits item ids on training events only (with
+    ``min_count``), so such targets become OOV (counted in the metadata). Users with fewer than
+    3 events are dropped (they have no validation and test target).
+    """
+
+    def __init__(
+        self,
+        events: Mapping[str, Any],
+        user: str,
+        item: str,
+        time: str,
+        max_len: int = 50,
+        min_count: int = 1,
+        n_eval_negatives: int = 100,
+        catalog: str = "all",
+        label: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        name: str = "user_sequences",
+    ) -> None:
+        if catalog not in ("all", "train"):
+            raise ConfigError("data.source.catalog", f"must be 'all' or 'train', got '{catalog}'")
+        self.catalog = catalog
+        if not isinstance(max_len, int) or max_len < 1:
+            raise ConfigError("data.source.max_len", f"must be an integer >= 1, got {max_len!r}")
+        if n_eval_negatives < 1:
+            raise ConfigError(
+                "data.source.n_eval_negatives", f"must be >= 1, got {n_eval_negatives}"
+            )
+        self.events = dict(_plain(events))
+        self.user, self.item, self.time = user, item, time
+        self.max_len, self.min_count, self.n_neg = max_len, min_count, n_eval_negatives
+        self.label = dict(_plain(label)) if label else None
+        self.seed, self.name = seed, name
+
+    def fingerprint(self) -> str:
+        path = Path(self.events["path"])
+        if not path.is_file():
+            raise DataError(
+                "file not found (set paths.data_dir to the directory holding the dataset)",
+                path=str(path),
+            )
+        opts = [
+            CACHE_FORMAT,
+            self.events,
+            self.user,
+            self.item,
+            self.time,
+            self.max_len,
+            self.min_count,
+            self.n_neg,
+            self.catalog,
+            self.label,
+            self.seed,
+        ]
+        return hash_object([opts, hash_files([path])])[:16]
+
+    def build(self) -> EncodedData:
+        self.fingerprint()  # checks the file exists
+        path = str(self.events["path"])
+        df = read_log(self.events, self.user, self.item, self.time)
+        if self.label:  # keep positive events only (e.g. rating >= 4)
+            df = df.filter(
+                pl.col(self.label["column"]).cast(pl.Float64) >= float(self.label["min"])
+            )
+        df = df.sort([self.user, "__time__", "__row__"])
+        n_per_user = df.group_by(self.user, maintain_order=True).len()
+        df = df.join(
+            n_per_user.filter(pl.col("len") >= 3).select(self.user),
+            on=self.user,
+            how="semi",
+            maintain_order="left",
+        )
+        if df.height == 0:
+            raise DataError("no user has 3 or more events", path=path)
+        df = df.with_columns(
+            (pl.len().over(self.user) - 1 - pl.int_range(pl.len()).over(self.user)).alias(
+                "__from_end__"
+            )
+        )
+        vocab = TabularEncoder([FeatureSpec("item", column=self.item, min_count=self.min_count)])
+        vocab.fit(df if self.catalog == "all" else df.filter(pl.col("__from_end__") >= 2), path)
+        items = vocab.transform(df, path)["item"]
+        n_items = vocab.vocabs["item"].size
+        user_idx = df[self.user].rank("dense").cast(pl.Int64).to_numpy() - 1
+        n_users = int(user_idx.max()) + 1
+        from_end = df["__from_end__"].to_numpy()
+        pos = np.arange(df.height)
+        last = pos[from_end == 0]  # each user's last event, users in order
+        L = self.max_len
+        # training popularity (ids seen in training events) for popularity-sampled negatives
+        train_counts = np.bincount(items[from_end >= 2], minlength=n_items).astype(np.float64)
+        train_counts[:2] = 0
+        rng = np.random.default_rng(self.seed)
+        splits: dict[str, dict[str, np.ndarray]] = {}
+        seen_width = int(n_per_user["len"].max())
+        user_start = last - (n_per_user.filter(pl.col("len") >= 3)["len"].to_numpy() - 1)  # (U,)
+        for split, back in (("train", 2), ("val", 1), ("test", 0)):
+            target_pos = last - back  # (U,)
+            hist_idx = target_pos[:, None] - L + np.arange(L)[None, :]  # (U, L)
+            valid = hist_idx >= user_start[:, None]
+            history = np.where(valid, items[np.clip(hist_idx, 0, None)], 0)
+            seen_idx = target_pos[:, None] - seen_width + np.arange(seen_width)[None, :]
+            seen = np.where(seen_idx >= user_start[:, None], items[np.clip(seen_idx, 0, None)], 0)
+            target = items[target_pos]
+            arrays = {"history": history, "target": target, "seen": seen}
+            user_items = np.concatenate([seen, target[:, None]], 1)
+            arrays["neg_uniform"] = sample_negatives(rng, np.ones(n_items), user_items, self.n_neg)
+            arrays["neg_popularity"] = sample_negatives(rng, train_counts, user_items, self.n_neg)
+            arrays["label"] = np.ones(n_users, dtype=np.float32)
+            arrays[GROUP_KEY] = np.arange(n_users)
+            splits[split] = arrays
+        feats = (
+            Feature(
+                "history", "sequence", vocab_size=n_items, table="item", max_len=L, role="user"
+            ),
+            Feature("target", "categorical", vocab_size=n_items, table="item", role="item"),
+            Feature(
+                "seen",
+                "sequence",
+                vocab_size=n_items,
+                table="item",
+                max_len=seen_width,
+                role="user",
+            ),
+            Feature(
+                "neg_uniform",
+                "sequence",
+                vocab_size=n_items,
+                table="item",
+                max_len=self.n_neg,
+                role="item",
+            ),
+            Feature(
+                "neg_popularity",
+                "sequence",
+                vocab_size=n_items,
+                table="item",
+                max_len=self.n_neg,
+                role="item",
+            ),
+        )
+        meta = {
+            "source": self.name,
+            "users": n_users,
+            "items": n_items - 2,
+            "events": int(df.height),
+            "oov_targets": {s: int((a["target"] == 1).sum()) for s, a in splits.items()},
+            "item_counts": train_counts.astype(np.int64).tolist(),
+        }
+        schema = Schema(feats, label="label", group=None, meta=meta)
+        return EncodedData(schema, splits, {k: v for k, v in meta.items() if k != "item_counts"})
+
+
+def row_isin(values: np.ndarray, sets: np.ndarray, n_ids: int) -> np.ndarray:
+    """values (R, M), sets (R, S) of ids < n_ids -> (R, M) bool: values[r, j] in sets[r].
+
+    Offsetting each row's ids by r * n_ids turns R membership tests into one searchsorted.
+    """
+    offset = np.arange(len(values), dtype=np.int64)[:, None] * n_ids
+    keys = np.sort((sets + offset).ravel())
+    q = (values + offset).ravel()
+    pos = np.clip(np.searchsorted(keys, q), 0, len(keys) - 1)
+    return (keys[pos] == q).reshape(values.shape)
+
+
+def sample_negatives(
+    rng: np.random.Generator, weights: np.ndarray, exclude: np.ndarray, n: int
+) -> np.ndarray:
+    """(U, n) item ids drawn with probability proportional to ``weights`` (ids 0 and 1 never),
+    without the row's ``exclude`` ids (U, S) and without repeats within a row.
+
+    Successive sampling without replacement, vectorised: draw a surplus per row, keep each id's
+    first admissible occurrence in draw order, take the first n; rows that come up short
+    (rare) are drawn again.
+    """
+    w = weights.astype(np.float64).copy()
+    w[:2] = 0
+    p = w / w.sum()
+    n_avail = int((w > 0).sum())
+    if n_avail - exclude.shape[1] < n:
+        raise ConfigError(
+            "data.source.n_eval_negatives", f"{n} negatives, but only {n_avail} items exist"
+        )
+    out = np.zeros((len(exclude), n), dtype=np.int64)
+    todo = np.arange(len(exclude))
+    while len(todo):
+        m = 3 * n + 10
+        draw = rng.choice(len(p), size=(len(todo), m), p=p)  # (R, M)
+        ok = ~row_isin(draw, exclude[todo], len(p))  # not one of the user's items
+        order = np.argsort(draw, axis=1, kind="stable")  # by id, then draw position
+        sorted_ids = np.take_along_axis(draw, order, 1)
+        first = np.ones_like(sorted_ids, dtype=bool)
+        first[:, 1:] = sorted_ids[:, 1:] != sorted_ids[:, :-1]
+        is_first = np.empty_like(first)
+        np.put_along_axis(is_first, order, first, 1)  # back to draw order
+        keep = ok & is_first
+        rank = np.cumsum(keep, 1)
+        enough = rank[:, -1] >= n
+        rows, cols = np.nonzero(keep & (rank <= n) & enough[:, None])
+        out[todo[rows], rank[rows, cols] - 1] = draw[rows, cols]
+        todo = todo[~enough]
+    return out

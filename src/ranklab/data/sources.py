@@ -58,7 +58,9 @@ class CSVSplits(DataSource):
         self.files = dict(_plain(files))
         missing = [s for s in SPLITS if s not in self.files]
         if missing:
-            raise ConfigError("data.source.files", f"needs a file for each of {SPLITS}, missing {missing}")
+            raise ConfigError(
+                "data.source.files", f"needs a file for each of {SPLITS}, missing {missing}"
+            )
         unknown = [s for s in self.files if s not in SPLITS]
         if unknown:
             raise ConfigError("data.source.files", f"unknown split {unknown} (splits: {SPLITS})")
@@ -108,7 +110,9 @@ class CSVSplits(DataSource):
             if self.group:
                 # groups only need to be distinct ids; fit over all splits (no learned state)
                 if group_vocab is None:
-                    group_vocab = pl.concat([f[self.group].cast(pl.String) for f in frames.values()]).unique(maintain_order=True)
+                    group_vocab = pl.concat(
+                        [f[self.group].cast(pl.String) for f in frames.values()]
+                    ).unique(maintain_order=True)
                 arrays[GROUP_KEY] = (
                     df[self.group]
                     .cast(pl.String)

@@ -112,9 +112,14 @@ class SyntheticCTR(DataSource):
         if n_pairs > n_fields * (n_fields - 1) // 2:
             from ranklab.errors import ConfigError
 
-            raise ConfigError("data.source.n_pairs", f"at most {n_fields * (n_fields - 1) // 2} pairs for {n_fields} fields")
+            raise ConfigError(
+                "data.source.n_pairs",
+                f"at most {n_fields * (n_fields - 1) // 2} pairs for {n_fields} fields",
+            )
         if n_triples and sum(v <= triple_max_vocab for v in self.kw["vocab_sizes"]) < 3:
-            raise ConfigError("data.source.triple_max_vocab", "fewer than 3 fields are small enough for triples")
+            raise ConfigError(
+                "data.source.triple_max_vocab", "fewer than 3 fields are small enough for triples"
+            )
 
     def fingerprint(self) -> str:
         return hash_object([GENERATOR_VERSION, self.kw])[:16]
@@ -177,14 +182,24 @@ class SyntheticCTR(DataSource):
             for i, v in enumerate(k["vocab_sizes"])
         ] + [Feature(f"n{j}", "numeric") for j in range(k["n_numeric"])]
         splits, bayes = {}, {}
-        for s, (lo, hi) in zip(("train", "val", "test"), zip(bounds[:-1], bounds[1:])):
-            arr = {name: (x[lo:hi] + 2 if name.startswith("c") else x[lo:hi]) for name, x in fields.items()}
-            arr = {name: a.astype(np.int64) if name.startswith("c") else a for name, a in arr.items()}
+        for s, lo, hi in zip(("train", "val", "test"), bounds[:-1], bounds[1:]):
+            arr = {
+                name: (x[lo:hi] + 2 if name.startswith("c") else x[lo:hi])
+                for name, x in fields.items()
+            }
+            arr = {
+                name: a.astype(np.int64) if name.startswith("c") else a for name, a in arr.items()
+            }
             arr["label"] = label[lo:hi]
             arr[GROUP_KEY] = arr["c0"].copy()
             splits[s] = arr
             p, y = torch.from_numpy(prob[lo:hi]), torch.from_numpy(label[lo:hi])
             bayes[s] = {"auc": auc(p, y), "logloss": logloss(p, y), "base_rate": float(y.mean())}
-        meta = {"source": self.name, "generator": k, "bayes": bayes, "rows": {s: int(len(a["label"])) for s, a in splits.items()}}
+        meta = {
+            "source": self.name,
+            "generator": k,
+            "bayes": bayes,
+            "rows": {s: len(a["label"]) for s, a in splits.items()},
+        }
         schema = Schema(tuple(feats), label="label", group="c0", meta={"bayes": bayes})
         return EncodedData(schema, splits, meta)

@@ -86,8 +86,14 @@ class SyntheticSeq(DataSource):
         if max_len < 1:
             raise ConfigError("data.source.max_len", f"must be >= 1, got {max_len}")
         if not 1 <= min_len <= max_len:
-            raise ConfigError("data.source.min_len", f"must be in [1, max_len={max_len}], got {min_len}")
-        self.kw = {k: v for k, v in locals().items() if k not in ("self", "name", "ConfigError", "__class__")}
+            raise ConfigError(
+                "data.source.min_len", f"must be in [1, max_len={max_len}], got {min_len}"
+            )
+        self.kw = {
+            k: v
+            for k, v in locals().items()
+            if k not in ("self", "name", "ConfigError", "__class__")
+        }
         self.name = name
 
     def fingerprint(self) -> str:
@@ -121,13 +127,19 @@ class SyntheticSeq(DataSource):
         from_taste = rng.random(n) < 0.5
         target_cat = sample_rows(rng, tastes, user)
         target = np.where(
-            from_taste, sample_rows(rng, within, target_cat), rng.choice(n_items, n, p=pop / pop.sum())
+            from_taste,
+            sample_rows(rng, within, target_cat),
+            rng.choice(n_items, n, p=pop / pop.sum()),
         )
         # true logit
         item_effect = rng.standard_normal(n_items)[target]
         sim = np.einsum("nd,nld->nl", vec[target], vec[hist])  # (n, L) cosine similarities
         steps_back = (L - 1) - np.arange(L)
-        w = (k["recency_decay"] ** steps_back)[None, :] * np.asarray(ACTION_WEIGHTS)[action] * slot_valid
+        w = (
+            (k["recency_decay"] ** steps_back)[None, :]
+            * np.asarray(ACTION_WEIGHTS)[action]
+            * slot_valid
+        )
         affinity = (w * sim).sum(1) / w.sum(1)
         last = sim[:, -1]
         logit = (
@@ -151,9 +163,32 @@ class SyntheticSeq(DataSource):
             Feature("user", "categorical", vocab_size=k["n_users"] + 2, role="user"),
             Feature("item", "categorical", vocab_size=n_items + 2, role="item"),
             Feature("cate", "categorical", vocab_size=n_cat + 2, role="item"),
-            Feature("hist_item", "sequence", vocab_size=n_items + 2, table="item", max_len=L, role="user"),
-            Feature("hist_cate", "sequence", vocab_size=n_cat + 2, table="cate", max_len=L, role="user", sequence="hist_item"),
-            Feature("hist_action", "sequence", vocab_size=3 + 2, table="action", max_len=L, role="user", sequence="hist_item"),
+            Feature(
+                "hist_item",
+                "sequence",
+                vocab_size=n_items + 2,
+                table="item",
+                max_len=L,
+                role="user",
+            ),
+            Feature(
+                "hist_cate",
+                "sequence",
+                vocab_size=n_cat + 2,
+                table="cate",
+                max_len=L,
+                role="user",
+                sequence="hist_item",
+            ),
+            Feature(
+                "hist_action",
+                "sequence",
+                vocab_size=3 + 2,
+                table="action",
+                max_len=L,
+                role="user",
+                sequence="hist_item",
+            ),
         )
         bounds = np.cumsum([0, k["n_train"], k["n_val"], k["n_test"]])
         splits, bayes = {}, {}
@@ -164,5 +199,15 @@ class SyntheticSeq(DataSource):
             splits[s] = a
             p, y = torch.from_numpy(prob[lo:hi]), torch.from_numpy(label[lo:hi])
             bayes[s] = {"auc": auc(p, y), "logloss": logloss(p, y), "base_rate": float(y.mean())}
-        meta = {"source": self.name, "generator": k, "bayes": bayes, "rows": {s: int(hi - lo) for s, lo, hi in zip(("train", "val", "test"), bounds[:-1], bounds[1:])}}
-        return EncodedData(Schema(feats, label="label", group="user", meta={"bayes": bayes}), splits, meta)
+        meta = {
+            "source": self.name,
+            "generator": k,
+            "bayes": bayes,
+            "rows": {
+                s: int(hi - lo)
+                for s, lo, hi in zip(("train", "val", "test"), bounds[:-1], bounds[1:])
+            },
+        }
+        return EncodedData(
+            Schema(feats, label="label", group="user", meta={"bayes": bayes}), splits, meta
+        )

@@ -6,6 +6,19 @@ from ranklab.models.deepfm import DeepFM
 from ranklab.models.dnn import DNN
 from ranklab.models.fm import FM
 from ranklab.models.lr import LR
+from ranklab.models.retrieval_baselines import MeanPoolRec, PopRec
+from ranklab.models.sasrec import SASRec
 from ranklab.models.wide_deep import WideDeep
 
-__all__ = ["DCN", "DNN", "FM", "LR", "DCNv2", "DeepFM", "WideDeep"]
+__all__ = [
+    "DCN",
+    "DNN",
+    "FM",
+    "LR",
+    "DCNv2",
+    "DeepFM",
+    "MeanPoolRec",
+    "PopRec",
+    "SASRec",
+    "WideDeep",
+]

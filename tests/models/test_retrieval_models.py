@@ -1,0 +1,187 @@
+"""Retrieval family (SASRec and baselines), leave-one-out data, ranking metrics, the task."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import get_class, instantiate
+
+from ranklab.config import compose, conf_dir
+from ranklab.data import RankDataModule, UserSequences
+from ranklab.data.sequences import sample_negatives
+from ranklab.errors import ConfigError
+from ranklab.metrics import RankingMetrics, target_ranks
+from ranklab.train import train
+
+MODELS = sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
+RETRIEVAL = [
+    m
+    for m in MODELS
+    if getattr(get_class(compose([f"model={m}"]).model._target_), "family", "ctr") == "retrieval"
+]
+
+
+def write_markov_log(path: Path, n_users: int = 400, n_items: int = 40, seed: int = 0) -> Path:
+    """`user item` lines: each user walks item -> item + 1 (mod n) with prob 0.8, else jumps."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for u in range(n_users):
+        item = int(rng.integers(n_items))
+        for _ in range(int(rng.integers(5, 15))):
+            lines.append(f"u{u} i{item}")
+            item = (item + 1) % n_items if rng.random() < 0.8 else int(rng.integers(n_items))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def log_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("seqdata") / "markov"
+    d.mkdir()
+    write_markov_log(d / "log.txt")
+    return d
+
+
+def source(log_dir: Path, **kw) -> UserSequences:
+    return UserSequences(
+        events={"path": str(log_dir / "log.txt"), "format": "interactions"},
+        user="user",
+        item="item",
+        time="timestamp",
+        max_len=kw.pop("max_len", 8),
+        n_eval_negatives=10,
+        **kw,
+    )
+
+
+def test_leave_one_out_split_matches_per_user_loop(log_dir: Path) -> None:
+    data = source(log_dir, max_len=4).build()
+    lines = [ln.split() for ln in (log_dir / "log.txt").read_text().split("\n") if ln]
+    by_user: dict[str, list[str]] = {}
+    for u, i in lines:
+        by_user.setdefault(u, []).append(i)
+    users = sorted(by_user)  # dense rank order of the user column (strings)
+    values = ["<pad>", "<oov>", *TabularVocab(lines)]
+    ids = {v: k for k, v in enumerate(values)}
+    for split, back in (("train", 2), ("val", 1), ("test", 0)):
+        arr = data.splits[split]
+        for row, u in enumerate(users):
+            seq = [ids[i] for i in by_user[u]]
+            t = len(seq) - 1 - back
+            hist = seq[:t][-4:]
+            assert arr["target"][row] == seq[t]
+            assert arr["history"][row].tolist() == [0] * (4 - len(hist)) + hist
+            seen = [x for x in arr["seen"][row].tolist() if x]
+            assert seen == seq[:t]
+            assert not set(arr["neg_uniform"][row].tolist()) & set(seq[: t + 1])
+            assert len(set(arr["neg_popularity"][row].tolist())) == 10
+
+
+def TabularVocab(lines: list[list[str]]) -> list[str]:
+    from collections import Counter
+
+    counts = Counter(i for _, i in lines)
+    return sorted(counts, key=lambda v: (-counts[v], v))
+
+
+def test_sample_negatives_excludes_and_is_distinct() -> None:
+    rng = np.random.default_rng(0)
+    exclude = rng.integers(2, 30, (200, 6))
+    neg = sample_negatives(rng, np.arange(30, dtype=float), exclude, 12)
+    for row, ex in zip(neg, exclude):
+        assert len(set(row)) == 12 and not set(row) & set(ex) and row.min() >= 2
+    with pytest.raises(ConfigError, match="n_eval_negatives"):
+        sample_negatives(rng, np.ones(10), exclude[:, :2], 20)
+
+
+def test_ranking_metrics_match_definitions() -> None:
+    scores = torch.tensor([[0.1, 0.9, 0.5, float("-inf")], [0.3, 0.3, 0.2, 0.0]])
+    target_score = torch.tensor([0.5, 0.3])
+    ranks = target_ranks(scores, target_score)
+    assert ranks.tolist() == [2, 2]  # ties (0.5 and 0.3) count against the target
+    m = RankingMetrics((2, 3))
+    m.update(torch.tensor([0, 2, 5]))
+    out = {k: float(v) for k, v in m.compute().items()}
+    assert out["hr@2"] == pytest.approx(1 / 3) and out["hr@3"] == pytest.approx(2 / 3)
+    assert out["ndcg@3"] == pytest.approx((1 + 1 / math.log2(4)) / 3)
+    assert out["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 6) / 3)
+
+
+def build(name: str, dm: RankDataModule) -> torch.nn.Module:
+    over = ["model.embedding_dim=16"] if "embedding_dim" in compose([f"model={name}"]).model else []
+    return instantiate(compose([f"model={name}", *over]).model, _partial_=True)(schema=dm.schema)
+
+
+@pytest.mark.parametrize("name", RETRIEVAL)
+def test_retrieval_model_shapes_and_left_padding(name: str, log_dir: Path) -> None:
+    dm = RankDataModule(source(log_dir), batch_size=64)
+    model = build(name, dm).eval()
+    split = dm.split("test")
+    h = split.features["history"][:32]
+    states = model.encode(h)
+    assert (
+        states.shape[:2] == (32, h.shape[1])
+        and model.item_embeddings().shape[0] == dm.schema.tables["item"]
+    )
+    wide = torch.cat([torch.zeros(32, 3, dtype=h.dtype), h], 1)  # 3 more columns of left padding
+    with torch.no_grad():
+        a = model({"history": h, "target": split.features["target"][:32]})
+        b = model({"history": wide[:, 3:], "target": split.features["target"][:32]})
+        c = model.encode(h)[:, -1]
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(
+        a, (c * model.item_embeddings()[split.features["target"][:32]]).sum(-1)
+    )
+
+
+@pytest.mark.parametrize("loss", ["bce", "sampled_softmax", "full_ce"])
+def test_sasrec_learns_the_markov_chain_with_every_loss(
+    loss: str, log_dir: Path, tmp_path: Path
+) -> None:
+    base = [
+        f"paths.data_dir={log_dir.parent}",
+        f"paths.cache_dir={tmp_path}/cache",
+        "trainer.enable_progress_bar=false",
+        "print_summary=false",
+        "data.source.events.path=" + str(log_dir / "log.txt"),
+        "data.source.max_len=8",
+        "data.source.n_eval_negatives=10",
+        "data.batch_size=64",
+        "threads=1",
+    ]
+    common = [
+        "experiment=beauty_sasrec",
+        *base,
+        "model.embedding_dim=16",
+        "trainer.max_epochs=15",
+        "task.num_negatives=10",
+        "task.lr=0.005",
+    ]
+    sas = train(compose([*common, f"task.loss={loss}", f"paths.output_dir={tmp_path}/sas"]))
+    pop = train(
+        compose(
+            ["experiment=beauty_sasrec", *base, "model=poprec", f"paths.output_dir={tmp_path}/pop"]
+        )
+    )
+    assert (
+        sas["protocol"]["loss"] == loss
+        and sas["protocol"]["sampled"]["distribution"] == "popularity"
+    )
+    for mode in ("full", "sampled"):
+        assert sas["test"][f"{mode}/ndcg@10"] > pop["test"][f"{mode}/ndcg@10"] + 0.1, (
+            mode,
+            sas["test"],
+            pop["test"],
+        )
+
+
+def test_task_model_family_mismatch_is_named(log_dir: Path) -> None:
+    dm = RankDataModule(source(log_dir), batch_size=64)
+    from ranklab.task import RankingTask
+
+    with pytest.raises(ConfigError, match="choose task=retrieval"):
+        RankingTask(build("sasrec", dm))
