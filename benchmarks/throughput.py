@@ -34,6 +34,7 @@ from ranklab.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
 CTR_MODELS = ["lr", "fm", "dnn", "wide_deep", "deepfm", "dcn", "dcnv2"]
+SEQ_MODELS = ["deepfm", "din"]  # DIN beside DeepFM on the same rows (DeepFM ignores the history)
 # Frappe_x1 field cardinalities (distinct training values), for the synthetic stand-in
 FRAPPE_VOCABS = [957, 4082, 7, 7, 2, 3, 2, 10, 80, 233]
 
@@ -135,7 +136,11 @@ def bare_train(
         for i in range(0, n, batch_size):
             b = split.take(perm[i : i + batch_size])
             opt.zero_grad(set_to_none=True)
-            loss = F.binary_cross_entropy_with_logits(model(b.features), b.label)
+            out = model(b.features)
+            logits = out["logits"] if isinstance(out, dict) else out
+            loss = F.binary_cross_entropy_with_logits(logits, b.label)
+            if isinstance(out, dict):
+                loss = loss + sum(v for k, v in out.items() if k.endswith("_loss"))
             if emb_reg:
                 loss = loss + emb_reg / 2 * sum(p.pow(2).sum() for p in emb_params)
             loss.backward()
@@ -154,13 +159,17 @@ def bare_eval(model: nn.Module, split: TensorSplit, batch_size: int, repeats: in
         t0 = time.perf_counter()
         probs = torch.cat(
             [
-                torch.sigmoid(model(split.take(slice(i, i + batch_size)).features))
+                torch.sigmoid(logits_of(model(split.take(slice(i, i + batch_size)).features)))
                 for i in range(0, n, batch_size)
             ]
         )
         auc(probs, split.label), logloss(probs, split.label)
         rates.append(n / (time.perf_counter() - t0))
     return statistics.median(rates[1:])
+
+
+def logits_of(out: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+    return out["logits"] if isinstance(out, dict) else out
 
 
 class BareDeepFM(nn.Module):
@@ -195,102 +204,86 @@ class BareDeepFM(nn.Module):
         return self.bias + self.w(ids).sum((1, 2)) + fm + self.mlp(e.flatten(1)).squeeze(-1)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    ap.add_argument("--models", nargs="+", default=CTR_MODELS)
-    ap.add_argument(
-        "--epochs", type=int, default=3, help="epochs per timing (the first is warm-up)"
-    )
-    ap.add_argument("--repeats", type=int, default=3, help="alternating framework/bare repeats")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench")
-    ap.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data_ov, data_desc = data_overrides(args.data_dir)
-    console = Console()
-    console.print(
-        f"[bold]ranklab bench[/] · data: {data_desc} · torch threads {torch.get_num_threads()} · "
-        f"{args.repeats} repeats, medians"
-    )
-    rows, results = [], {}
-    for name in args.models:
-        cfg = compose(
-            [*data_ov, f"model={name}", "paths.cache_dir=" + str(ROOT / "cache"), *args.overrides]
+def seq_overrides(data_dir: Path) -> tuple[list[str], str]:
+    if (data_dir / "ml-100k" / "ml-100k.inter").is_file():
+        return ["data=ml100k_seq", f"paths.data_dir={data_dir}"], "ml100k_seq (real)"
+    return ["data=synthetic_seq"], "synthetic_seq (no real data found)"
+
+
+def bench_model(cfg, epochs: int, repeats: int) -> dict:
+    """Alternate framework and bare runs ``repeats`` times; medians and raw figures."""
+    fw_tr, bare_tr, fw_ev, bare_ev, ind_tr, ind_ev = [], [], [], [], [], []
+    for r in range(repeats):
+        fw_tr.append(framework_train(cfg, epochs))
+        dm, model, task = build(cfg)
+        train_split = dm.split("train")
+        reg = cfg.task.embedding_regularizer
+        bare_tr.append(
+            bare_train(
+                model,
+                train_split,
+                dm.batch_size,
+                epochs,
+                cfg.task.lr,
+                reg,
+                task.emb_params,
+                cfg.seed + r,
+            )
         )
-        fw_tr, bare_tr, fw_ev, bare_ev, ind_tr, ind_ev = [], [], [], [], [], []
-        for r in range(args.repeats):
-            fw_tr.append(framework_train(cfg, args.epochs))
-            dm, model, task = build(cfg)
-            train_split = dm.split("train")
-            bare_tr.append(
+        fw_ev.append(framework_eval(cfg, task, dm))
+        bare_ev.append(bare_eval(model, dm.split("val"), dm.eval_batch_size))
+        is_deepfm = cfg.model._target_.endswith(".DeepFM")
+        if (
+            is_deepfm and not dm.schema.numeric and not dm.schema.sequences
+        ):  # hand-written: categorical only
+            vocabs = [f.vocab_size for f in dm.schema.categorical]
+            ref = BareDeepFM(
+                vocabs,
+                cfg.model.embedding_dim,
+                list(cfg.model.hidden_units),
+                cfg.model.dropout,
+                cfg.model.batch_norm,
+            )
+            ref.fields = [f.name for f in dm.schema.categorical]
+            ind_tr.append(
                 bare_train(
-                    model,
+                    ref,
                     train_split,
                     dm.batch_size,
-                    args.epochs,
+                    epochs,
                     cfg.task.lr,
-                    cfg.task.embedding_regularizer,
-                    task.emb_params,
+                    reg,
+                    [ref.emb.weight, ref.w.weight],
                     cfg.seed + r,
                 )
             )
-            fw_ev.append(framework_eval(cfg, task, dm))
-            bare_ev.append(bare_eval(model, dm.split("val"), dm.eval_batch_size))
-            if (
-                name == "deepfm" and not dm.schema.numeric
-            ):  # the hand-written one is categorical-only
-                vocabs = [f.vocab_size for f in dm.schema.categorical]
-                ref = BareDeepFM(
-                    vocabs,
-                    cfg.model.embedding_dim,
-                    list(cfg.model.hidden_units),
-                    cfg.model.dropout,
-                    cfg.model.batch_norm,
-                )
-                ref.fields = [f.name for f in dm.schema.categorical]
-                ind_tr.append(
-                    bare_train(
-                        ref,
-                        train_split,
-                        dm.batch_size,
-                        args.epochs,
-                        cfg.task.lr,
-                        cfg.task.embedding_regularizer,
-                        [ref.emb.weight, ref.w.weight],
-                        cfg.seed + r,
-                    )
-                )
-                ind_ev.append(bare_eval(ref, dm.split("val"), dm.eval_batch_size))
-        med = statistics.median
-        res = {
-            "framework_train": med(fw_tr),
-            "bare_train_same_module": med(bare_tr),
-            "framework_eval": med(fw_ev),
-            "bare_eval_same_module": med(bare_ev),
-            "raw": {
-                "framework_train": fw_tr,
-                "bare_train": bare_tr,
-                "framework_eval": fw_ev,
-                "bare_eval": bare_ev,
-            },
-        }
-        if ind_tr:
-            res.update(
-                {
-                    "bare_train_independent": med(ind_tr),
-                    "bare_eval_independent": med(ind_ev),
-                    "raw_independent": {"train": ind_tr, "eval": ind_ev},
-                }
-            )
-        results[name] = res
-        rows.append((name, res))
-        console.print(f"  {name}: done")
-    table = Table(title="samples/s (median) and framework / bare ratio")
+            ind_ev.append(bare_eval(ref, dm.split("val"), dm.eval_batch_size))
+    med = statistics.median
+    res = {
+        "framework_train": med(fw_tr),
+        "bare_train_same_module": med(bare_tr),
+        "framework_eval": med(fw_ev),
+        "bare_eval_same_module": med(bare_ev),
+        "raw": {
+            "framework_train": fw_tr,
+            "bare_train": bare_tr,
+            "framework_eval": fw_ev,
+            "bare_eval": bare_ev,
+        },
+    }
+    if ind_tr:
+        res.update(
+            {
+                "bare_train_independent": med(ind_tr),
+                "bare_eval_independent": med(ind_ev),
+                "raw_independent": {"train": ind_tr, "eval": ind_ev},
+            }
+        )
+    return res
+
+
+def results_table(title: str, rows: list[tuple[str, dict]]) -> Table:
+    table = Table(title=title)
     for col in (
         "model",
         "train: ranklab",
@@ -321,21 +314,64 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['bare_eval_independent']:,.0f}",
                 f"{r['framework_eval'] / r['bare_eval_independent']:.2f}",
             )
-    console.print(table)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--models", nargs="+", default=CTR_MODELS, help="CTR suite models")
+    ap.add_argument(
+        "--seq-models", nargs="*", default=SEQ_MODELS, help="sequence suite models (none: skip)"
+    )
+    ap.add_argument(
+        "--epochs", type=int, default=3, help="epochs per timing (the first is warm-up)"
+    )
+    ap.add_argument("--repeats", type=int, default=3, help="alternating framework/bare repeats")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench")
+    ap.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    console = Console()
+    suites = [("CTR", *data_overrides(args.data_dir), args.models)]
+    if args.seq_models:
+        suites.append(("sequences", *seq_overrides(args.data_dir), args.seq_models))
+    console.print(
+        f"[bold]ranklab bench[/] · torch threads {torch.get_num_threads()} · "
+        f"{args.repeats} repeats, {args.epochs} epochs each (first is warm-up) · medians"
+    )
+    out: dict = {
+        "threads": torch.get_num_threads(),
+        "epochs": args.epochs,
+        "repeats": args.repeats,
+        "suites": {},
+    }
+    for suite, data_ov, data_desc, models in suites:
+        rows = []
+        for name in models:
+            cfg = compose(
+                [
+                    *data_ov,
+                    f"model={name}",
+                    "paths.cache_dir=" + str(ROOT / "cache"),
+                    *args.overrides,
+                ]
+            )
+            rows.append((name, bench_model(cfg, args.epochs, args.repeats)))
+            console.print(f"  {suite} · {name}: done")
+        console.print(
+            results_table(
+                f"{suite} · {data_desc} · samples/s (median) and ranklab / bare ratio", rows
+            )
+        )
+        out["suites"][suite] = {"data": data_desc, "results": dict(rows)}
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"throughput-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(
-        json.dumps(
-            {
-                "data": data_desc,
-                "threads": torch.get_num_threads(),
-                "epochs": args.epochs,
-                "repeats": args.repeats,
-                "results": results,
-            },
-            indent=2,
-        )
-    )
+    path.write_text(json.dumps(out, indent=2))
     console.print(f"written {path}")
     return 0
 
