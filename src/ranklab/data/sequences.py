@@ -91,8 +91,11 @@ def parse_time(df: pl.DataFrame, column: str, path: str, line_offset: int = 2) -
     t = df[column]
     if t.dtype == pl.String:
         parsed = t.cast(pl.Float64, strict=False)
-        if parsed.null_count() > t.null_count():
-            parsed = t.str.to_datetime(strict=False).dt.epoch("s").cast(pl.Float64)
+        if parsed.null_count() == len(t) and t.null_count() < len(t):  # not numbers: date-times?
+            try:
+                parsed = t.str.to_datetime(strict=False).dt.epoch("s").cast(pl.Float64)
+            except pl.exceptions.PolarsError:  # no date-time format fits: report the numbers' error
+                pass
     elif t.dtype.is_temporal():
         parsed = t.dt.epoch("s").cast(pl.Float64)
     else:
