@@ -9,6 +9,7 @@ matrix picks them; no Python loop over rows.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -92,10 +93,9 @@ def parse_time(df: pl.DataFrame, column: str, path: str, line_offset: int = 2) -
     if t.dtype == pl.String:
         parsed = t.cast(pl.Float64, strict=False)
         if parsed.null_count() == len(t) and t.null_count() < len(t):  # not numbers: date-times?
-            try:
+            # no date-time format fits: keep the failed numbers and report the first bad value
+            with contextlib.suppress(pl.exceptions.PolarsError):
                 parsed = t.str.to_datetime(strict=False).dt.epoch("s").cast(pl.Float64)
-            except pl.exceptions.PolarsError:  # no date-time format fits: report the numbers' error
-                pass
     elif t.dtype.is_temporal():
         parsed = t.dt.epoch("s").cast(pl.Float64)
     else:
