@@ -167,3 +167,26 @@ def test_synthetic_seq_is_deterministic_and_reports_its_ceiling() -> None:
     left_padded = empty | ((h > 0) == (cols >= first[:, None])).all(1)
     assert all(left_padded)
     assert (a.splits["train"]["hist_cate"][h == 0] == 0).all()
+
+
+def test_taobaoad_fixture_reads_caret_sequences_into_the_adgroup_table(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    from hydra.utils import instantiate
+
+    from ranklab.config import compose
+
+    cfg = compose(["data=taobaoad_tiny", f"paths.data_dir={shared_data}"])
+    data = load_or_build(instantiate(cfg.data.source), tmp_path)
+    s = data.schema
+    assert s["click_sequence"].table == s["adgroup_id"].table == "adgroup_id"
+    raw = pl.read_csv(shared_data / "taobaoad_tiny" / "train_sample.csv", infer_schema=False)
+    first = raw["click_sequence"][0].split("^")
+    row = data.splits["train"]["click_sequence"][0]
+    assert (row > 0).sum() == len(first[-50:]) and (row[: 50 - len(first)] == 0).all()
+    # the same ad group gets the same id as target and in a history
+    ad = raw["adgroup_id"].to_list()
+    both = [a for a in first if a in ad]
+    if both:
+        i = ad.index(both[0])
+        assert data.splits["train"]["adgroup_id"][i] in row
