@@ -10,7 +10,7 @@ SWEEP ?= synthetic_fast
 WORKERS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock train test test-all lint format bench sweep dashboard report reproduce-frappe notebooks clean
+.PHONY: help install lock train test lint format bench sweep dashboard report study reproduce-frappe clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,14 +52,19 @@ bench: $(STAMP) ## Throughput of every model vs a bare PyTorch loop (DATA_DIR=..
 sweep: $(STAMP) ## Optuna sweep: make sweep SWEEP=<conf/sweep name> WORKERS=N ARGS="overrides"
 	$(BIN)/ranklab-sweep sweep=$(SWEEP) --workers $(WORKERS) $(ARGS)
 
-dashboard: $(STAMP) ## Browse a study: make dashboard STORAGE=sqlite:///outputs/sweeps/<name>/study.db
+STORAGE ?= sqlite:///outputs/sweeps/$(SWEEP)/study.db
+dashboard: $(STAMP) ## Browse a study in optuna-dashboard: make dashboard SWEEP=<name> (or STORAGE=<url>)
 	$(BIN)/optuna-dashboard $(STORAGE)
 
 report: $(STAMP) ## Tables (mean ± std over seeds) from run directories: make report RUNS=outputs/...
 	$(BIN)/ranklab-report $(RUNS) $(ARGS)
 
+STUDY ?= synthetic_ctr
+study: $(STAMP) ## Run a study and write its table: make study STUDY=<experiments/ name> (resumable)
+	$(BIN)/ranklab-study experiments/$(STUDY).yaml --data-dir $(DATA_DIR) $(ARGS)
+
 reproduce-frappe: $(STAMP) ## BARS Frappe_x1: every CTR model over the five BARS seeds, then the table
-	$(BIN)/python experiments/frappe_x1_bars.py --data-dir $(DATA_DIR) $(ARGS)
+	$(BIN)/ranklab-study experiments/frappe_x1_bars.yaml --data-dir $(DATA_DIR) $(ARGS)
 
 clean: ## Remove outputs and caches (keeps .venv)
 	rm -rf outputs cache .pytest_cache .ruff_cache

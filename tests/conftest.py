@@ -53,6 +53,12 @@ def make_cfg(tmp_path: Path) -> Callable[..., object]:
 
 
 @pytest.fixture
+def tiny_overrides() -> list[str]:
+    """Overrides that shrink the default synthetic data and trainer for fast tests."""
+    return TINY_DATA + FAST_TRAINER
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "frappe_x1" / "train.csv").is_file():
         pytest.skip(f"real datasets not found at {SHARED_DATA} (set RANKLAB_SHARED_DATA)")

@@ -113,8 +113,11 @@ def to_markdown(
     by: Sequence[str] = ("data", "model"),
     digits: int = 5,
     pvalues: dict[str, float] | None = None,
+    pvalue_key: str | None = None,
 ) -> str:
-    """Markdown table; the best mean per metric in bold; ``*`` marks p < 0.05 vs the baseline."""
+    """Markdown table; the best mean per metric in bold; ``*`` marks p < 0.05 vs the baseline
+    (``pvalues`` keyed by the values of column ``pvalue_key``, default the last ``by``)."""
+    key = pvalue_key or by[-1]
     head = [*by, "n", *metrics]
     lines = [
         "| " + " | ".join(head) + " |",
@@ -128,8 +131,8 @@ def to_markdown(
             if i in best[m]:
                 c = f"**{c}**"
             cells.append(c)
-        if pvalues and pvalues.get(row[by[-1]], 1.0) < 0.05:
-            cells[len(by) - 1] += "*"
+        if pvalues and pvalues.get(row[key], 1.0) < 0.05:
+            cells[list(by).index(key)] += "*"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

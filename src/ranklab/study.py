@@ -1,0 +1,159 @@
+"""``ranklab-study experiments/<name>.yaml``: run a declared study and write its table.
+
+A study file names the base overrides, the variants (each a list of overrides), the seeds,
+the metrics of the table and, optionally, published reference values to compare against:
+
+    name: frappe_x1_bars
+    base: [data=frappe_x1, "paths.data_dir=${data_dir}"]
+    variants: {lr: [model=lr], deepfm: [model=deepfm]}
+    seeds: [2021, 190034]
+    metrics: [test/auc, test/logloss]
+    reference: {metric: test/auc, source: "BARS", values: {LR: 0.9356, DeepFM: 0.98395}}
+
+Every (variant, seed) is an ordinary run directory under ``--out/<variant>/seed<seed>``;
+finished runs are skipped, so an interrupted study resumes. ``${data_dir}`` in overrides is
+replaced by ``--data-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from ranklab.errors import ConfigError, RanklabError
+from ranklab.report import aggregate, bar_plot, collect_runs, significance, to_latex, to_markdown
+from ranklab.runs import run_grid
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = {
+    "name",
+    "description",
+    "base",
+    "variants",
+    "seeds",
+    "metrics",
+    "by",
+    "baseline",
+    "reference",
+    "digits",
+    "ceiling",
+}
+
+
+def load_study(path: str | Path) -> dict[str, Any]:
+    """Read and check a study file; unknown keys fail naming the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("study", f"no study file {path}")
+    spec = yaml.safe_load(path.read_text()) or {}
+    unknown = set(spec) - KEYS
+    if unknown:
+        raise ConfigError(
+            f"{path.name}: {sorted(unknown)[0]}", f"unknown key (known: {sorted(KEYS)})"
+        )
+    for key in ("variants", "seeds", "metrics"):
+        if not spec.get(key):
+            raise ConfigError(f"{path.name}: {key}", "is required and must not be empty")
+    spec.setdefault("name", path.stem)
+    spec.setdefault("base", [])
+    spec.setdefault("by", "variant")
+    spec.setdefault("digits", 5)
+    return spec
+
+
+def run_study(
+    spec: dict[str, Any],
+    out: Path,
+    data_dir: Path,
+    variants: list[str] | None = None,
+    seeds: list[int] | None = None,
+) -> str:
+    """Train what is missing, then write table.md / table.tex / runs.csv / summary.csv / plot."""
+    subst = lambda o: str(o).replace("${data_dir}", str(data_dir.resolve()))  # noqa: E731
+    chosen = variants or list(spec["variants"])
+    missing = [v for v in chosen if v not in spec["variants"]]
+    if missing:
+        raise ConfigError(
+            "--variants", f"{missing} not in the study (it has {list(spec['variants'])})"
+        )
+    grid = [(v, [subst(o) for o in spec["variants"][v]]) for v in chosen]
+    runs = run_grid([subst(o) for o in spec["base"]], grid, seeds or spec["seeds"], out)
+    df = collect_runs(runs).with_columns(pl.Series("variant", [Path(r).parent.name for r in runs]))
+    if "bayes/test/auc" in df.columns and "test/auc" in df.columns:
+        df = df.with_columns((pl.col("bayes/test/auc") - pl.col("test/auc")).alias("gap_to_bayes"))
+    metrics = [m for m in spec["metrics"] if m in df.columns]
+    by = ["variant", "model"] if spec["by"] == "variant" else [spec["by"]]
+    table = aggregate(df, metrics, by=by)
+    order = {v: i for i, v in enumerate(chosen)}
+    table = (
+        table.sort(pl.col("variant").replace_strict(order, default=len(order)))
+        if "variant" in by
+        else table
+    )
+    pvalues = None
+    if spec.get("baseline"):
+        sig = significance(df, metrics[0], spec["baseline"], by="variant", group=["data"])
+        pvalues = dict(zip(sig["variant"], sig["p_value"]))
+    md = f"### {spec['name']}\n\n" + to_markdown(
+        table, metrics, by, spec["digits"], pvalues, "variant"
+    )
+    if pvalues:
+        md += f"\n`*`: p < 0.05 against {spec['baseline']} on {metrics[0]} (paired t-test)\n"
+    ref = spec.get("reference")
+    if ref:
+        src = ref["source"]
+        md += f"\n| model | {src} {ref['metric']} | ours | ours − {src} |\n|---|---:|---:|---:|\n"
+        for r in table.iter_rows(named=True):
+            if r["model"] in ref["values"] and f"{ref['metric']}:mean" in r:
+                ours, theirs = r[f"{ref['metric']}:mean"], ref["values"][r["model"]]
+                md += f"| {r['model']} | {theirs:.5f} | {ours:.5f} | {ours - theirs:+.5f} |\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(md)
+    (out / "table.tex").write_text(to_latex(table, metrics, by, spec["digits"]))
+    df.write_csv(out / "runs.csv")
+    table.write_csv(out / "summary.csv")
+    ceiling = (
+        df["bayes/test/auc"].mean()
+        if "bayes/test/auc" in df.columns and metrics[0] == "test/auc"
+        else None
+    )
+    bar_plot(
+        table,
+        metrics[0],
+        out / "plot.png",
+        label="variant" if "variant" in by else by[0],
+        ceiling=ceiling,
+    )
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="ranklab-study",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("study", type=Path, help="a study file, e.g. experiments/frappe_x1_bars.yaml")
+    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--variants", nargs="+", default=None, help="run only these variants")
+    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="override the study's seeds")
+    ap.add_argument("--out", type=Path, default=None, help="default: outputs/studies/<name>")
+    args = ap.parse_args(argv)
+    try:
+        spec = load_study(args.study)
+        out = args.out or ROOT / "outputs" / "studies" / spec["name"]
+        print(run_study(spec, out, args.data_dir, args.variants, args.seeds))
+        print(f"written {out}/table.md, table.tex, runs.csv, summary.csv, plot.png")
+    except RanklabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

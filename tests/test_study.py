@@ -1,0 +1,59 @@
+"""Studies: a declared grid of runs over seeds, resumable, tabulated; the shipped studies parse."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ranklab.config import compose
+from ranklab.errors import ConfigError
+from ranklab.study import ROOT, load_study, main, run_study
+
+
+def test_study_runs_tabulates_and_resumes(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    spec_path = tmp_path / "toy.yaml"
+    base = [*tiny_overrides, f"paths.cache_dir={tmp_path}/cache", "threads=1"]
+    spec_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "toy",
+                "base": base,
+                "seeds": [1, 2],
+                "baseline": "lr",
+                "variants": {"lr": ["model=lr"], "fm": ["model=fm", "model.embedding_dim=4"]},
+                "metrics": ["test/auc", "gap_to_bayes"],
+            }
+        )
+    )
+    out = tmp_path / "out"
+    md = run_study(load_study(spec_path), out, tmp_path)
+    assert "| lr | LR | 2 |" in md and re.search(r"\| fm\*? \| FM \| 2 \|", md) and " ± " in md
+    for f in ("table.md", "table.tex", "runs.csv", "summary.csv", "plot.png"):
+        assert (out / f).is_file()
+    stamp = (out / "fm" / "seed2" / "metrics.json").stat().st_mtime_ns
+    run_study(load_study(spec_path), out, tmp_path, variants=["fm"])  # finished: not retrained
+    assert (out / "fm" / "seed2" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_study_file_errors_name_the_key(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("variants: {a: [model=lr]}\nseeds: [1]\nmetrics: [test/auc]\nseed: 3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: seed"):
+        load_study(p)
+    p.write_text("variants: {}\nseeds: [1]\nmetrics: [test/auc]\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: variants"):
+        load_study(p)
+    assert main([str(tmp_path / "missing.yaml")]) == 2
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_shipped_studies_compose(path: Path, tmp_path: Path) -> None:
+    spec = load_study(path)
+    for overrides in spec["variants"].values():
+        base = [o.replace("${data_dir}", str(tmp_path)) for o in spec["base"]]
+        compose([*base, *overrides])  # every variant is a valid config
