@@ -19,12 +19,12 @@ from ranklab.sweep.study import superseded
 def test_killed_worker_trial_is_failed_retried_and_the_study_completes(
     tmp_path: Path, run_cli
 ) -> None:
-    # 8 epochs without early stopping: long enough to be killed in the middle
+    # 6 epochs without early stopping: long enough to be killed in the middle
     path = sweep_config(
         tmp_path,
         {"task.lr": "tag(log, interval(1e-3, 1e-2))"},
         trials=2,
-        fixed=["trainer.max_epochs=8", "callbacks.early_stopping.patience=100"],
+        fixed=["trainer.max_epochs=6", "callbacks.early_stopping.patience=100"],
     )
     spec = load_spec(str(path))
     first_run = spec.dir / "trials" / "0000"

@@ -144,14 +144,17 @@ class AlwaysPrune(optuna.pruners.BasePruner):
         return True
 
 
-@pytest.mark.parametrize("prune", [False, True])
-def test_pruning_callback_reports_each_epoch(tmp_path: Path, prune: bool) -> None:
-    pruner = AlwaysPrune() if prune else optuna.pruners.NopPruner()
-    study = optuna.create_study(direction="maximize", pruner=pruner)
+@pytest.mark.parametrize(("pruner", "epochs"), [("nop", 2), ("always", 2), ("always", 1)])
+def test_pruning_callback_reports_each_epoch(tmp_path: Path, pruner: str, epochs: int) -> None:
+    always = pruner == "always"
+    study = optuna.create_study(
+        direction="maximize", pruner=AlwaysPrune() if always else optuna.pruners.NopPruner()
+    )
     trial = study.ask()
     cfg = compose(
         [
             *TINY_TRIAL,
+            f"trainer.max_epochs={epochs}",
             f"paths.output_dir={tmp_path}/run",
             f"paths.cache_dir={tmp_path}/cache",
             "trainer.enable_progress_bar=false",
@@ -159,17 +162,17 @@ def test_pruning_callback_reports_each_epoch(tmp_path: Path, prune: bool) -> Non
         ]
     )
     callback = OptunaPruning(trial, "val/auc")
-    if prune:
+    if always and epochs > 1:  # pruned after the first epoch
         with pytest.raises(optuna.TrialPruned, match="after epoch 0"):
             train(cfg, callbacks=[callback])
         study.tell(trial, state=TrialState.PRUNED)
         assert list(study.trials[0].intermediate_values) == [0]
         assert not (tmp_path / "run" / "metrics.json").exists()
-    else:
+    else:  # never pruned after the last epoch: the training is done
         metrics = train(cfg, callbacks=[callback])
         reported = study.trials[0].intermediate_values
         assert reported == {h["epoch"]: pytest.approx(h["auc"]) for h in metrics["history"]}
-        assert len(reported) == 2  # fit epochs only: no sanity check, no final validation
+        assert len(reported) == epochs  # fit epochs only: no sanity check, no final validation
 
 
 def test_two_processes_creating_a_fresh_sqlite_study_do_not_race(tmp_path: Path) -> None:

@@ -68,11 +68,11 @@ def test_two_workers_share_one_postgres_study(tmp_path: Path, postgres_url: str,
         "task.lr": "tag(log, interval(1e-3, 3e-2))",
         "task.embedding_regularizer": "tag(log, interval(1e-7, 1e-3))",
     }
-    path = sweep_config(tmp_path, params, trials=6, storage={"url": postgres_url})
-    proc = run_cli(f"sweep={path}", "--workers", "2", timeout=240)
+    path = sweep_config(tmp_path, params, trials=3, storage={"url": postgres_url})
+    proc = run_cli(f"sweep={path}", "--workers", "2", "trials=6", timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ranklab:***@" in proc.stdout and "ranklab:ranklab@" not in proc.stdout  # no password
-    spec = load_spec(str(path))
+    spec = load_spec(str(path), ["trials=6"])
     trials = optuna.load_study(study_name=spec.study_name, storage=postgres_url).trials
     assert sorted(t.number for t in trials) == list(range(6))  # the total, not per worker
     assert all(t.state == TrialState.COMPLETE for t in trials)

@@ -75,7 +75,9 @@ def run_sweep(
         "wall_s": wall,
     }
     say(
-        f"done in {wall:.1f} s: " + ", ".join(f"{n} {s}" for s, n in sorted(out.counts.items())),
+        f"done in {wall:.1f} s: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(out.counts.items()))
+        + (f" ({out.retried} of the failed ones were retried)" if out.retried else ""),
         flush=True,
     )
     if out.best is not None:
@@ -187,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="write the outputs from the study; no trials"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
 
     name = None

@@ -31,6 +31,7 @@ class Outputs:
 
     counts: dict[str, int]
     best: FrozenTrial | None
+    retried: int = 0
     files: dict[str, Path] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
@@ -46,14 +47,14 @@ def write_outputs(spec: SweepSpec, study: optuna.Study) -> Outputs:
         counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = study.best_trial if complete else None
-    out = Outputs(counts=counts, best=best)
+    out = Outputs(counts=counts, best=best, retried=len(superseded(trials)))
     spec.dir.mkdir(parents=True, exist_ok=True)
 
     rows = trial_rows(spec, trials)
     out.files["trials.csv"] = spec.dir / "trials.csv"
     atomic_write_text(out.files["trials.csv"], _csv(rows))
     out.files["trials.md"] = spec.dir / "trials.md"
-    atomic_write_text(out.files["trials.md"], _markdown(spec, rows, best, counts))
+    atomic_write_text(out.files["trials.md"], _markdown(spec, rows, best, counts, out.retried))
     if best is not None:
         path = spec.dir / "experiment" / f"{best_config_name(spec)}.yaml"
         atomic_write_text(path, best_config(spec, best))
@@ -100,12 +101,14 @@ def _markdown(
     rows: list[dict[str, Any]],
     best: FrozenTrial | None,
     counts: dict[str, int],
+    retried: int,
 ) -> str:
     lines = [
         f"# Sweep `{spec.study_name}`",
         "",
         f"{spec.metric} ({spec.conf.direction}), {len(rows)} trials: "
-        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        + (f" ({retried} of the failed ones were retried)" if retried else ""),
         "",
     ]
     if best is not None:

@@ -50,7 +50,8 @@ class TrialFailed(Exception):
 
 class OptunaPruning(L.Callback):
     """Report ``monitor`` (e.g. ``val/auc``) to the trial after every validation epoch of
-    ``fit`` and raise ``optuna.TrialPruned`` when the pruner says so."""
+    ``fit`` and raise ``optuna.TrialPruned`` when the pruner says so (not after the last epoch:
+    the training is done by then)."""
 
     def __init__(self, trial: optuna.Trial, monitor: str) -> None:
         self.trial = trial
@@ -67,7 +68,8 @@ class OptunaPruning(L.Callback):
             return  # the trial fails on its final metric; nothing to compare here
         epoch = int(trainer.current_epoch)
         self.trial.report(value, step=epoch)
-        if self.trial.should_prune():
+        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+        if not last and self.trial.should_prune():  # pruning after the last epoch saves nothing
             raise optuna.TrialPruned(f"pruned after epoch {epoch}: {self.monitor} {value:.5f}")
 
 
