@@ -50,6 +50,32 @@ def _bias_for_rate(z: np.ndarray, rate: float) -> float:
     return (lo + hi) / 2
 
 
+def generated_dataset(
+    name: str,
+    kw: dict,
+    feats: Sequence[Feature],
+    arrays: dict[str, np.ndarray],
+    label: np.ndarray,
+    prob: np.ndarray,
+    group: str,
+) -> EncodedData:
+    """Cut generated rows (i.i.d.) into train/val/test, ``kw["n_train"]`` etc. rows each, and
+    record each split's Bayes-optimal AUC and log loss (those of the true probabilities)."""
+    bounds = np.cumsum([0, kw["n_train"], kw["n_val"], kw["n_test"]])
+    splits, bayes = {}, {}
+    for s, lo, hi in zip(("train", "val", "test"), bounds[:-1], bounds[1:]):
+        split = {n: a[lo:hi] for n, a in arrays.items()}
+        split["label"] = label[lo:hi]
+        split[GROUP_KEY] = split[group].copy()
+        splits[s] = split
+        p, y = torch.from_numpy(prob[lo:hi]), torch.from_numpy(label[lo:hi])
+        bayes[s] = {"auc": auc(p, y), "logloss": logloss(p, y), "base_rate": float(y.mean())}
+    rows = {s: len(a["label"]) for s, a in splits.items()}
+    meta = {"source": name, "generator": kw, "bayes": bayes, "rows": rows}
+    schema = Schema(tuple(feats), label="label", group=group, meta={"bayes": bayes})
+    return EncodedData(schema, splits, meta)
+
+
 class SyntheticCTR(DataSource):
     """Deterministic synthetic CTR data (the embedded default dataset).
 
@@ -175,31 +201,12 @@ class SyntheticCTR(DataSource):
         k = self.kw
         fields, logit, label = self.generate()
         prob = 1 / (1 + np.exp(-logit))
-        bounds = np.cumsum([0, k["n_train"], k["n_val"], k["n_test"]])
         roles = {0: "user", 1: "item"}
         feats = [
             Feature(f"c{i}", "categorical", vocab_size=v + 2, role=roles.get(i, "context"))
             for i, v in enumerate(k["vocab_sizes"])
         ] + [Feature(f"n{j}", "numeric") for j in range(k["n_numeric"])]
-        splits, bayes = {}, {}
-        for s, lo, hi in zip(("train", "val", "test"), bounds[:-1], bounds[1:]):
-            arr = {
-                name: (x[lo:hi] + 2 if name.startswith("c") else x[lo:hi])
-                for name, x in fields.items()
-            }
-            arr = {
-                name: a.astype(np.int64) if name.startswith("c") else a for name, a in arr.items()
-            }
-            arr["label"] = label[lo:hi]
-            arr[GROUP_KEY] = arr["c0"].copy()
-            splits[s] = arr
-            p, y = torch.from_numpy(prob[lo:hi]), torch.from_numpy(label[lo:hi])
-            bayes[s] = {"auc": auc(p, y), "logloss": logloss(p, y), "base_rate": float(y.mean())}
-        meta = {
-            "source": self.name,
-            "generator": k,
-            "bayes": bayes,
-            "rows": {s: len(a["label"]) for s, a in splits.items()},
+        arrays = {
+            n: (x + 2).astype(np.int64) if n.startswith("c") else x for n, x in fields.items()
         }
-        schema = Schema(tuple(feats), label="label", group="c0", meta={"bayes": bayes})
-        return EncodedData(schema, splits, meta)
+        return generated_dataset(self.name, k, feats, arrays, label, prob, group="c0")

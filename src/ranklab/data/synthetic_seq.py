@@ -18,12 +18,10 @@ item is the most recent) recovers more. The true probabilities give the Bayes-op
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from ranklab.data.dataset import GROUP_KEY, DataSource, EncodedData
-from ranklab.data.schema import Feature, Schema
-from ranklab.data.synthetic import _bias_for_rate, _standardise
-from ranklab.metrics import auc, logloss
+from ranklab.data.dataset import DataSource, EncodedData
+from ranklab.data.schema import Feature
+from ranklab.data.synthetic import _bias_for_rate, _standardise, generated_dataset
 from ranklab.utils import hash_object
 
 GENERATOR_VERSION = 1
@@ -190,24 +188,5 @@ class SyntheticSeq(DataSource):
                 sequence="hist_item",
             ),
         )
-        bounds = np.cumsum([0, k["n_train"], k["n_val"], k["n_test"]])
-        splits, bayes = {}, {}
-        for s, lo, hi in zip(("train", "val", "test"), bounds[:-1], bounds[1:]):
-            a = {name: v[lo:hi].astype(np.int64) for name, v in arrays.items()}
-            a["label"] = label[lo:hi]
-            a[GROUP_KEY] = a["user"].copy()
-            splits[s] = a
-            p, y = torch.from_numpy(prob[lo:hi]), torch.from_numpy(label[lo:hi])
-            bayes[s] = {"auc": auc(p, y), "logloss": logloss(p, y), "base_rate": float(y.mean())}
-        meta = {
-            "source": self.name,
-            "generator": k,
-            "bayes": bayes,
-            "rows": {
-                s: int(hi - lo)
-                for s, lo, hi in zip(("train", "val", "test"), bounds[:-1], bounds[1:])
-            },
-        }
-        return EncodedData(
-            Schema(feats, label="label", group="user", meta={"bayes": bayes}), splits, meta
-        )
+        arrays = {n: v.astype(np.int64) for n, v in arrays.items()}
+        return generated_dataset(self.name, k, feats, arrays, label, prob, group="user")
