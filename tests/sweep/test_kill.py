@@ -9,15 +9,16 @@ import time
 from pathlib import Path
 
 import optuna
-from conftest import cli_env, sweep_cmd, sweep_config
+import pytest
 from optuna.trial import TrialState
+from sweep_helpers import cli_env, sweep_cmd, sweep_config
 
-from ranklab.sweep import load_spec
+from ranklab.sweep import load_spec, main
 from ranklab.sweep.study import superseded
 
 
 def test_killed_worker_trial_is_failed_retried_and_the_study_completes(
-    tmp_path: Path, run_cli
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # 6 epochs without early stopping: long enough to be killed in the middle
     path = sweep_config(
@@ -48,8 +49,8 @@ def test_killed_worker_trial_is_failed_retried_and_the_study_completes(
     killed = optuna.load_study(study_name=spec.study_name, storage=storage).trials
     assert [t.state for t in killed] == [TrialState.RUNNING]  # nothing else can fix it
 
-    rerun = run_cli(f"sweep={path}", timeout=180)
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    main([f"sweep={path}"])  # the same command again (in this process: torch is loaded)
+    printed = capsys.readouterr().out
     trials = optuna.load_study(study_name=spec.study_name, storage=storage).trials
     gone = superseded(trials)
     assert gone == {0}
@@ -59,7 +60,7 @@ def test_killed_worker_trial_is_failed_retried_and_the_study_completes(
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
     assert len(retries) == 1  # retried once, with the same parameters
     assert retries[0].params == trials[0].params
-    assert "retry of 0" in rerun.stdout
+    assert "retry of 0" in printed
     retried_run = Path(retries[0].user_attrs["run_dir"])
     assert json.loads((retried_run / "metrics.json").read_text())["val"]["auc"] == retries[0].value
     assert "0 (retried)" not in (spec.dir / "trials.csv").read_text()

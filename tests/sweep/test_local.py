@@ -9,10 +9,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import TINY_TRIAL, start_together, sweep_config
 from optuna.trial import TrialState
+from sweep_helpers import TINY_TRIAL, start_together, sweep_config
 
 from ranklab.config import compose
+from ranklab.errors import ConfigError
 from ranklab.sweep import load_spec, run_sweep
 from ranklab.sweep.worker import OptunaPruning
 from ranklab.train import train
@@ -180,3 +181,13 @@ def test_two_processes_creating_a_fresh_sqlite_study_do_not_race(tmp_path: Path)
     for proc in start_together(path, tmp_path / "barrier"):
         assert proc.returncode == 0, proc.stderr
     assert load(load_spec(str(path))).direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def test_a_metric_missing_from_metrics_json_stops_the_sweep(tmp_path: Path) -> None:
+    path = sweep_config(tmp_path, {"task.lr": "interval(0.001, 0.01)"}, trials=3)
+    with pytest.raises(ConfigError, match=r"'metric'.*val/acu.*it has \['auc'"):
+        run_sweep(load_spec(str(path), ["metric=val/acu"]), quiet=True)
+    spec = load_spec(str(path))
+    assert [t.state for t in load(spec).trials] == [TrialState.FAIL]  # one trial, not three
+    run_sweep(spec, quiet=True)  # fixed: the study takes the right metric and goes on
+    assert [t.state for t in load(spec).trials][1:] == [TrialState.COMPLETE] * 2

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import start_together, sweep_config
 from optuna.trial import TrialState
+from sweep_helpers import start_together, sweep_config
 
 from ranklab.sweep import load_spec
 from ranklab.sweep.spec import with_driver

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import sweep_config
+from sweep_helpers import sweep_config
 
 from ranklab.config import conf_dir
 from ranklab.errors import ConfigError

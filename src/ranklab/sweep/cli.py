@@ -22,6 +22,10 @@ from ranklab.sweep.spec import SweepSpec, check_spec, load_spec
 from ranklab.utils import atomic_write_text
 
 
+class WorkerFailed(RuntimeError):
+    """A local worker process exited with an error (its own output says why)."""
+
+
 def run_sweep(
     spec: SweepSpec, workers: int = 1, check: bool = True, quiet: bool = False
 ) -> dict[str, object]:
@@ -57,12 +61,16 @@ def run_sweep(
 
     fixes_threads = any(str(o).startswith(("threads=", "+threads=")) for o in spec.conf.fixed)
     threads = None if workers == 1 or fixes_threads else max(1, (os.cpu_count() or 1) // workers)
+    failed: WorkerFailed | None = None
     if workers == 1:
         from ranklab.sweep.worker import run_worker  # torch and Lightning: only where trials run
 
         run_worker(spec, threads=threads)
     else:
-        _run_processes(spec, workers, threads)
+        try:
+            _run_processes(spec, workers, threads)
+        except WorkerFailed as e:  # the others finished: still write what the study holds
+            failed = e
 
     study = optuna.load_study(study_name=spec.study_name, storage=spec.storage_url)
     out = write_outputs(spec, study)
@@ -91,6 +99,8 @@ def run_sweep(
     for k, why in out.skipped.items():
         say(f"  skipped {k}: {why}", flush=True)
     say(f"browse: optuna-dashboard {safe_url(spec.storage_url)}", flush=True)
+    if failed is not None:
+        raise failed
     return summary
 
 
@@ -135,9 +145,9 @@ def _run_processes(spec: SweepSpec, workers: int, threads: int | None) -> None:
     finally:
         signal.signal(signal.SIGTERM, old)
         shutil.rmtree(launch, ignore_errors=True)
-    bad = [(p.name, p.exitcode) for p in procs if p.exitcode != 0]
+    bad = [f"{p.name} (exit code {p.exitcode})" for p in procs if p.exitcode != 0]
     if bad:
-        raise RuntimeError(f"worker(s) exited with an error: {bad} (see their output above)")
+        raise WorkerFailed(f"{', '.join(bad)} failed: see its output above")
 
 
 def _worker_process(
@@ -203,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("missing sweep=<name> (a file in conf/sweep/ or a path to a YAML file)")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    old_handler = signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
     try:
         spec = load_spec(name, rest)
         if args.report_only:
@@ -213,9 +223,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except RanklabError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except WorkerFailed as e:
+        print(f"error: {e}; rerun the same command to continue the study", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to continue the study", file=sys.stderr)
         sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
 
 
 def _report_only(spec: SweepSpec) -> None:

@@ -180,6 +180,10 @@ def init_study(spec: SweepSpec) -> optuna.Study:
                 study.set_user_attr("metric", spec.metric)
                 study.set_user_attr("params", dict(spec.conf.params))
                 study.set_user_attr("workers_started", 0)
+            elif attrs["metric"] != spec.metric and not study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE,)
+            ):  # nothing was scored on the old metric (e.g. a misspelt one): take the new one
+                study.set_user_attr("metric", spec.metric)
             elif attrs["metric"] != spec.metric:
                 raise ConfigError(
                     "metric",
