@@ -57,3 +57,24 @@ def test_shipped_studies_compose(path: Path, tmp_path: Path) -> None:
     for overrides in spec["variants"].values():
         base = [o.replace("${data_dir}", str(tmp_path)) for o in spec["base"]]
         compose([*base, *overrides])  # every variant is a valid config
+
+
+def test_table_only_tabulates_without_training(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    spec_path = tmp_path / "toy.yaml"
+    base = [*tiny_overrides, f"paths.cache_dir={tmp_path}/cache", "threads=1"]
+    spec_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "toy",
+                "base": base,
+                "seeds": [1],
+                "variants": {"lr": ["model=lr"]},
+                "metrics": ["test/auc"],
+            }
+        )
+    )
+    with pytest.raises(ConfigError, match="no finished runs"):
+        run_study(load_study(spec_path), tmp_path / "out", tmp_path, train=False)
+    run_study(load_study(spec_path), tmp_path / "out", tmp_path)
+    md = run_study(load_study(spec_path), tmp_path / "out", tmp_path, train=False)
+    assert "| lr | LR | 1 |" in md

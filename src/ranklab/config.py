@@ -16,8 +16,13 @@ from ranklab.utils import hash_object
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 # Keys that say where things go or how they are shown, not what is computed: left out of the
-# config hash so that the same experiment hashes the same wherever it runs.
-NON_RESULT_KEYS = ("paths", "logger", "hydra", "run_name")
+# config hash so that the same experiment hashes the same wherever and however it runs.
+# (``threads`` stays in: the number of threads can change floating-point reduction order.)
+NON_RESULT_KEYS = ("paths", "logger", "hydra", "run_name", "print_summary")
+NON_RESULT_SUBKEYS = {
+    "trainer": ("enable_progress_bar", "enable_model_summary", "log_every_n_steps"),
+    "callbacks": ("progress_bar",),
+}
 
 
 def _register_resolvers() -> None:
@@ -65,6 +70,9 @@ def config_hash(cfg: DictConfig, ignore_seed: bool = False) -> str:
         if ignore_seed and "seed" in cfg:
             cfg.seed = 0
     plain = to_plain(cfg)
+    for group, keys in NON_RESULT_SUBKEYS.items():
+        for k in keys:
+            (plain.get(group) or {}).pop(k, None)
     return hash_object({k: v for k, v in plain.items() if k not in NON_RESULT_KEYS})[:16]
 
 

@@ -18,11 +18,13 @@ def run_grid(
     variants: Iterable[tuple[str, Sequence[str]]],
     seeds: Sequence[int],
     out: str | Path,
+    train_missing: bool = True,
 ) -> list[Path]:
     """Train every (variant, seed) under ``out/<variant>/seed<seed>``; return the run dirs.
 
     A run whose directory already holds a metrics.json for the same configuration (same
-    config hash) is not trained again, so an interrupted study resumes where it stopped.
+    config hash) is not trained again, so an interrupted study resumes where it stopped. With
+    ``train_missing=False`` nothing is trained: the finished runs found are returned.
     """
     from ranklab.train import train
 

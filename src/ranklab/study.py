@@ -72,8 +72,10 @@ def run_study(
     data_dir: Path,
     variants: list[str] | None = None,
     seeds: list[int] | None = None,
+    train: bool = True,
 ) -> str:
-    """Train what is missing, then write table.md / table.tex / runs.csv / summary.csv / plot."""
+    """Train what is missing (unless ``train`` is false), then write table.md / table.tex /
+    runs.csv / summary.csv / plot.png from the finished runs."""
     subst = lambda o: str(o).replace("${data_dir}", str(data_dir.resolve()))  # noqa: E731
     chosen = variants or list(spec["variants"])
     missing = [v for v in chosen if v not in spec["variants"]]
@@ -82,7 +84,11 @@ def run_study(
             "--variants", f"{missing} not in the study (it has {list(spec['variants'])})"
         )
     grid = [(v, [subst(o) for o in spec["variants"][v]]) for v in chosen]
-    runs = run_grid([subst(o) for o in spec["base"]], grid, seeds or spec["seeds"], out)
+    runs = run_grid(
+        [subst(o) for o in spec["base"]], grid, seeds or spec["seeds"], out, train_missing=train
+    )
+    if not runs:
+        raise ConfigError("study", f"no finished runs under {out}")
     df = collect_runs(runs).with_columns(pl.Series("variant", [Path(r).parent.name for r in runs]))
     if "bayes/test/auc" in df.columns and "test/auc" in df.columns:
         df = df.with_columns((pl.col("bayes/test/auc") - pl.col("test/auc")).alias("gap_to_bayes"))
@@ -143,11 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="+", default=None, help="run only these variants")
     ap.add_argument("--seeds", nargs="+", type=int, default=None, help="override the study's seeds")
     ap.add_argument("--out", type=Path, default=None, help="default: outputs/studies/<name>")
+    ap.add_argument(
+        "--table-only", action="store_true", help="tabulate finished runs, train nothing"
+    )
     args = ap.parse_args(argv)
     try:
         spec = load_study(args.study)
         out = args.out or ROOT / "outputs" / "studies" / spec["name"]
-        print(run_study(spec, out, args.data_dir, args.variants, args.seeds))
+        print(
+            run_study(
+                spec, out, args.data_dir, args.variants, args.seeds, train=not args.table_only
+            )
+        )
         print(f"written {out}/table.md, table.tex, runs.csv, summary.csv, plot.png")
     except RanklabError as e:
         print(f"error: {e}", file=sys.stderr)
