@@ -44,15 +44,20 @@ def run_grid(
                 ]
             )
             done = run / "metrics.json"
-            if done.is_file() and json.loads(done.read_text()).get("config_hash") == config_hash(
-                cfg
-            ):
+            finished = json.loads(done.read_text()).get("config_hash") if done.is_file() else None
+            if finished == config_hash(cfg):
                 console.print(f"[dim]{name} seed {seed}: done already ({run})[/]")
+            elif not train_missing:
+                if finished is None:
+                    continue
+                console.print(
+                    f"[yellow]{name} seed {seed}: finished with another config ({run})[/]"
+                )
             else:
                 m = train(cfg)
+                shown = ", ".join(f"{k} {v:.5f}" for k, v in list(m["test"].items())[:3])
                 console.print(
-                    f"{name} seed {seed}: test AUC {m['test']['auc']:.5f} logloss "
-                    f"{m['test']['logloss']:.5f} (best epoch {m['best_epoch']}, "
+                    f"{name} seed {seed}: test {shown} (best epoch {m['best_epoch']}, "
                     f"{m['wall_time_s']:.0f}s)"
                 )
             runs.append(run)
