@@ -3,13 +3,29 @@
 from ranklab.nn.embedding import FeatureEmbedding, LinearTerm
 from ranklab.nn.interaction import CrossNet, CrossNetMix, CrossNetV2, FMInteraction
 from ranklab.nn.mlp import MLP
+from ranklab.nn.sequence import (
+    AUGRU,
+    AUGRUCell,
+    Dice,
+    LocalActivationUnit,
+    MaskedGRU,
+    RecencyEmbedding,
+    TransformerBlock,
+)
 
 __all__ = [
+    "AUGRU",
     "MLP",
+    "AUGRUCell",
     "CrossNet",
     "CrossNetMix",
     "CrossNetV2",
+    "Dice",
     "FMInteraction",
     "FeatureEmbedding",
     "LinearTerm",
+    "LocalActivationUnit",
+    "MaskedGRU",
+    "RecencyEmbedding",
+    "TransformerBlock",
 ]
