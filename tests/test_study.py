@@ -59,6 +59,29 @@ def test_shipped_studies_compose(path: Path, tmp_path: Path) -> None:
         compose([*base, *overrides])  # every variant is a valid config
 
 
+def test_variant_labels_follow_their_runs(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    spec_path = tmp_path / "toy.yaml"
+    base = [
+        *tiny_overrides,
+        f"paths.cache_dir={tmp_path}/cache",
+        "threads=1",
+        "trainer.max_epochs=1",
+    ]
+    spec = {
+        "name": "toy",
+        "base": base,
+        "seeds": [1],
+        "metrics": ["test/auc"],
+        "variants": {"zeta": ["model=lr"], "alpha": ["model=fm", "model.embedding_dim=4"]},
+    }
+    spec_path.write_text(
+        yaml.safe_dump(spec, sort_keys=False)
+    )  # grid order differs from name order
+    md = run_study(load_study(spec_path), tmp_path / "out", tmp_path)
+    assert "| zeta | LR | 1 |" in md and "| alpha | FM | 1 |" in md
+    assert md.index("| zeta |") < md.index("| alpha |")  # rows in the study's order
+
+
 def test_table_only_tabulates_without_training(tmp_path: Path, tiny_overrides: list[str]) -> None:
     spec_path = tmp_path / "toy.yaml"
     base = [*tiny_overrides, f"paths.cache_dir={tmp_path}/cache", "threads=1"]

@@ -89,7 +89,10 @@ def run_study(
     )
     if not runs:
         raise ConfigError("study", f"no finished runs under {out}")
-    df = collect_runs(runs).with_columns(pl.Series("variant", [Path(r).parent.name for r in runs]))
+    # the variant is the run's parent directory (<out>/<variant>/seed<seed>)
+    df = collect_runs(runs).with_columns(
+        pl.col("run_dir").str.split("/").list.get(-2).alias("variant")
+    )
     if "bayes/test/auc" in df.columns and "test/auc" in df.columns:
         df = df.with_columns((pl.col("bayes/test/auc") - pl.col("test/auc")).alias("gap_to_bayes"))
     metrics = [m for m in spec["metrics"] if m in df.columns]
