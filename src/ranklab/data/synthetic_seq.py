@@ -48,6 +48,8 @@ class SyntheticSeq(DataSource):
     Args:
         n_train, n_val, n_test: samples per split (i.i.d.).
         n_users, n_items, n_categories, dim: sizes of the latent world.
+        item_spread: standard deviation of an item's latent vector around its category's
+            centre (before normalising; the centres are standard normal).
         max_len: L; history lengths are uniform in [min_len, max_len].
         taste_concentration: Dirichlet concentration of a user's category tastes (small:
             few favourite categories).
@@ -68,6 +70,7 @@ class SyntheticSeq(DataSource):
         n_items: int = 1000,
         n_categories: int = 20,
         dim: int = 8,
+        item_spread: float = 0.7,
         max_len: int = 30,
         min_len: int = 1,
         taste_concentration: float = 0.3,
@@ -105,7 +108,7 @@ class SyntheticSeq(DataSource):
         # items: category, latent vector near its category's centre, Zipf popularity
         cate = rng.integers(0, n_cat, n_items)
         centres = rng.standard_normal((n_cat, dim))
-        vec = centres[cate] + 0.7 * rng.standard_normal((n_items, dim))
+        vec = centres[cate] + k["item_spread"] * rng.standard_normal((n_items, dim))
         vec /= np.linalg.norm(vec, axis=1, keepdims=True)
         pop = 1.0 / np.arange(1, n_items + 1) ** 0.8
         rng.shuffle(pop)
