@@ -1,0 +1,99 @@
+"""Evaluate a finished run again, e.g. under another protocol, without retraining.
+
+    ranklab-evaluate outputs/studies/beauty_retrieval/sasrec_sampled_softmax/seed2021 \\
+        task.sampled_eval=uniform
+
+The run's resolved ``config.yaml`` is loaded, the ``key=value`` overrides are applied (only
+evaluation settings make sense: ``task.sampled_eval``, ``task.exclude_seen``, ``task.ks``,
+``data.eval_batch_size``), the data is built as for training and the run's best checkpoint
+(weights only) is validated and tested. The result is printed and written to
+``<run>/evaluations/<overrides>.json``; the run's own ``metrics.json`` is left untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ranklab.config import config_hash
+from ranklab.errors import ConfigError, DataError, RanklabError
+from ranklab.train import _quiet_lightning, build
+from ranklab.utils import atomic_write_json
+
+
+def evaluate(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    """Validate and test the run's best checkpoint under ``overrides``; write and return it."""
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise DataError("not a run directory (no config.yaml)", path=run_dir)
+    cfg = OmegaConf.load(cfg_path)
+    for o in overrides:
+        key, sep, _ = o.partition("=")
+        if not sep:
+            raise ConfigError(o, "overrides are key=value")
+        if OmegaConf.select(cfg, key, default=None) is None:
+            raise ConfigError(key, f"not a key of {cfg_path}")
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    except OmegaConfBaseException as e:
+        raise ConfigError(str(e.full_key), str(e)) from e
+    _quiet_lightning()
+    L.seed_everything(int(cfg.seed), verbose=False)
+    datamodule, _, task = build(cfg)
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    if ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+        task.load_state_dict(state)
+    elif task.trainable:
+        raise DataError("the run has no best checkpoint", path=ckpt)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.validate(task, datamodule=datamodule, verbose=False)
+    trainer.test(task, datamodule=datamodule, verbose=False)
+    out = {
+        "run_dir": str(run_dir),
+        "overrides": overrides,
+        "checkpoint": str(ckpt) if ckpt.is_file() else None,
+        "config_hash": config_hash(cfg),
+        "protocol": getattr(task, "protocol", None),
+        "val": task.results.get("val", {}),
+        "test": task.results.get("test", {}),
+    }
+    name = "_".join(o.replace("/", "-") for o in overrides) or "default"
+    atomic_write_json(run_dir / "evaluations" / f"{name}.json", out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("overrides", nargs="*", help="key=value, e.g. task.sampled_eval=uniform")
+    a = ap.parse_args(argv)
+    try:
+        out = evaluate(a.run_dir, a.overrides)
+    except RanklabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for split in ("val", "test"):
+        vals = ", ".join(f"{k} {v:.5f}" for k, v in sorted(out[split].items()))
+        print(f"{split}: {vals}")
+    print(f"protocol: {out['protocol']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
