@@ -182,3 +182,21 @@ def test_crosses_matter_on_synthetic_data(make_cfg, tmp_path: Path) -> None:
             out[name]["test"],
         )
         assert out[name]["test"]["auc"] >= bayes - 0.02, (name, out[name]["test"], bayes)
+
+
+def test_evaluate_reproduces_the_runs_test_metrics_and_names_bad_keys(
+    make_cfg, tmp_path: Path
+) -> None:
+    from ranklab.errors import ConfigError
+    from ranklab.evaluate import evaluate
+
+    metrics = train(make_cfg("model=dnn", "model.hidden_units=[16]"))
+    run = tmp_path / "run"
+    again = evaluate(run, [])
+    assert again["test"] == pytest.approx(metrics["test"], abs=1e-6)
+    assert (run / "evaluations" / "default.json").is_file()
+    bigger = evaluate(run, ["data.eval_batch_size=7"])  # other batches, same numbers
+    assert bigger["test"] == pytest.approx(metrics["test"], abs=1e-5)
+    with pytest.raises(ConfigError, match=r"task\.no_such_key"):
+        evaluate(run, ["task.no_such_key=1"])
+    assert json.loads((run / "metrics.json").read_text())["test"] == metrics["test"]
