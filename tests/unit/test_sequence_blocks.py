@@ -10,6 +10,7 @@ from ranklab.data.schema import Feature, Schema
 from ranklab.errors import SchemaError
 from ranklab.nn import (
     AUGRU,
+    MLP,
     AUGRUCell,
     Dice,
     LocalActivationUnit,
@@ -17,13 +18,13 @@ from ranklab.nn import (
     RecencyEmbedding,
     TransformerBlock,
 )
+from ranklab.nn.mlp import activation
 from ranklab.nn.sequence import (
     history_fields,
     last_k,
     masked_max,
     masked_mean,
     masked_softmax,
-    mlp,
     transact_pool,
 )
 
@@ -56,13 +57,15 @@ def test_dice_matches_formula_in_training_and_eval() -> None:
     torch.testing.assert_close(dice(x), p * x + (1 - p) * dice.alpha * x)
 
 
-def test_dice_mlp_replaces_every_hidden_activation() -> None:
-    net = mlp(6, [8, 5], 1, act="dice")
+def test_dice_mlp_has_a_dice_of_each_hidden_width() -> None:
+    net = MLP(6, [8, 5], 1, act="dice")
     dices = [m for m in net if isinstance(m, Dice)]
     assert [d.alpha.shape[0] for d in dices] == [8, 5]
     assert not any(isinstance(m, nn.ReLU) for m in net)
     assert net(torch.randn(3, 6)).shape == (3, 1)
-    assert any(isinstance(m, nn.ReLU) for m in mlp(6, [8], 1, act="relu"))
+    assert any(isinstance(m, nn.ReLU) for m in MLP(6, [8], 1, act="relu"))
+    with pytest.raises(ValueError, match="needs the layer width"):
+        activation("dice")
 
 
 def test_local_activation_unit_matches_row_loop(mask: torch.Tensor) -> None:

@@ -9,14 +9,13 @@ import torch
 from torch import Tensor, nn
 
 from ranklab.data.schema import Schema
-from ranklab.nn import FeatureEmbedding
+from ranklab.nn import MLP, FeatureEmbedding
 from ranklab.nn.sequence import (
     RecencyEmbedding,
     TransformerBlock,
     embed_steps,
     history_fields,
     masked_mean,
-    mlp,
 )
 
 
@@ -61,7 +60,7 @@ class BST(nn.Module):
             for _ in range(num_layers)
         )
         in_dim = self.embedding.num_fields_total * embedding_dim + 2 * d
-        self.mlp = mlp(in_dim, hidden_units, 1, dropout, batch_norm, activation)
+        self.mlp = MLP(in_dim, hidden_units, 1, dropout, batch_norm, activation)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         emb = self.embedding(features)  # (B, F, D)

@@ -11,14 +11,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ranklab.data.schema import Schema
-from ranklab.nn import FeatureEmbedding
+from ranklab.nn import MLP, FeatureEmbedding
 from ranklab.nn.sequence import (
     AUGRU,
     MaskedGRU,
     embed_steps,
     history_fields,
     masked_softmax,
-    mlp,
 )
 
 
@@ -62,7 +61,7 @@ class DIEN(nn.Module):
         self.attention = nn.Linear(dq, dq, bias=False)  # W of h_l W q
         self.evolution = AUGRU(dq, dq)
         in_dim = self.embedding.num_fields_total * embedding_dim + dq
-        self.mlp = mlp(in_dim, hidden_units, 1, dropout, batch_norm, activation)
+        self.mlp = MLP(in_dim, hidden_units, 1, dropout, batch_norm, activation)
 
     def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
         """features -> {"logits": (B,)} (+ "aux_loss": scalar in training)."""

@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from ranklab.data.schema import Schema
-from ranklab.nn import FeatureEmbedding
-from ranklab.nn.sequence import LocalActivationUnit, embed_steps, history_fields, mlp
+from ranklab.nn import MLP, FeatureEmbedding
+from ranklab.nn.sequence import LocalActivationUnit, embed_steps, history_fields
 
 
 class DIN(nn.Module):
@@ -48,7 +48,7 @@ class DIN(nn.Module):
         ds = len(self.fields.side) * embedding_dim
         self.attention = LocalActivationUnit(dq, attention_units, ds, activation)
         in_dim = self.embedding.num_fields_total * embedding_dim + dq + ds
-        self.mlp = mlp(in_dim, hidden_units, 1, dropout, batch_norm, activation)
+        self.mlp = MLP(in_dim, hidden_units, 1, dropout, batch_norm, activation)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         emb = self.embedding(features)  # (B, F, D)

@@ -2,11 +2,10 @@
 
 from ranklab.nn.embedding import FeatureEmbedding, LinearTerm
 from ranklab.nn.interaction import CrossNet, CrossNetMix, CrossNetV2, FMInteraction
-from ranklab.nn.mlp import MLP
+from ranklab.nn.mlp import MLP, Dice
 from ranklab.nn.sequence import (
     AUGRU,
     AUGRUCell,
-    Dice,
     LocalActivationUnit,
     MaskedGRU,
     RecencyEmbedding,

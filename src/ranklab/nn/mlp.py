@@ -4,7 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
+
+
+class Dice(nn.Module):
+    """Data-adaptive activation (DIN, Zhou et al., 2018, eq. 9), per channel over the last dim.
+
+    f(s) = p(s) * s + (1 - p(s)) * alpha * s,   p(s) = sigmoid((s - E[s]) / sqrt(Var[s] + eps)),
+
+    with E and Var the batch statistics over all leading dimensions in training (biased
+    variance) and their running averages in evaluation, as batch normalisation keeps them.
+    (..., D) -> (..., D); alpha starts at 0.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-8, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(dim, eps=eps, momentum=momentum, affine=False)
+        self.alpha = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = torch.sigmoid(self.norm(x.reshape(-1, x.shape[-1]))).view_as(x)  # (..., D)
+        return p * x + (1 - p) * self.alpha * x
+
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -14,13 +36,21 @@ ACTIVATIONS = {
     "prelu": nn.PReLU,
     "silu": nn.SiLU,
 }
+WIDTH_ACTIVATIONS = {"dice": Dice}  # these need the layer's width
 
 
-def activation(name: str) -> nn.Module:
+def activation(name: str, width: int | None = None) -> nn.Module:
+    """An activation module by name; ``dice`` needs ``width`` (the channels it normalises)."""
+    key = name.lower()
+    if key in WIDTH_ACTIVATIONS:
+        if width is None:
+            raise ValueError(f"activation '{name}' needs the layer width")
+        return WIDTH_ACTIVATIONS[key](width)
     try:
-        return ACTIVATIONS[name.lower()]()
+        return ACTIVATIONS[key]()
     except KeyError:
-        raise ValueError(f"unknown activation '{name}' (known: {sorted(ACTIVATIONS)})") from None
+        known = sorted([*ACTIVATIONS, *WIDTH_ACTIVATIONS])
+        raise ValueError(f"unknown activation '{name}' (known: {known})") from None
 
 
 class MLP(nn.Sequential):
@@ -28,7 +58,8 @@ class MLP(nn.Sequential):
 
     Each hidden layer is Linear -> [BatchNorm] -> activation -> [Dropout], as in FuxiCTR's
     MLP block; an optional final Linear maps to ``out_dim``. Linear weights use Xavier-normal
-    initialisation and zero biases.
+    initialisation and zero biases. ``act="dice"`` gives each hidden layer a ``Dice`` of its
+    width; batch norm and Dice need 2-D input, other activations any (..., in_dim).
     """
 
     def __init__(
@@ -46,7 +77,7 @@ class MLP(nn.Sequential):
             layers.append(nn.Linear(d, h))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(h))
-            layers.append(activation(act))
+            layers.append(activation(act, h))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             d = h

@@ -89,51 +89,7 @@ def embed_steps(
     return torch.cat([embedding.sequence(n, features) for n in names], dim=-1)
 
 
-# -- activations and pooling ---------------------------------------------------------------------
-
-
-class Dice(nn.Module):
-    """Data-adaptive activation (DIN, Zhou et al., 2018, eq. 9), per channel over the last dim.
-
-    f(s) = p(s) * s + (1 - p(s)) * alpha * s,   p(s) = sigmoid((s - E[s]) / sqrt(Var[s] + eps)),
-
-    with E and Var the batch statistics over all leading dimensions in training (biased
-    variance) and their running averages in evaluation, as batch normalisation keeps them.
-    (..., D) -> (..., D); alpha starts at 0.
-    """
-
-    def __init__(self, dim: int, eps: float = 1e-8, momentum: float = 0.1) -> None:
-        super().__init__()
-        self.norm = nn.BatchNorm1d(dim, eps=eps, momentum=momentum, affine=False)
-        self.alpha = nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        p = torch.sigmoid(self.norm(x.reshape(-1, x.shape[-1]))).view_as(x)  # (..., D)
-        return p * x + (1 - p) * self.alpha * x
-
-
-def mlp(
-    in_dim: int,
-    hidden: Sequence[int],
-    out_dim: int | None = None,
-    dropout: float = 0.0,
-    batch_norm: bool = False,
-    act: str = "relu",
-) -> MLP:
-    """``ranklab.nn.MLP``; ``act="dice"`` gives each hidden layer a ``Dice`` of its width.
-
-    (..., in_dim) -> (..., out_dim or hidden[-1]); batch norm needs 2-D input.
-    """
-    if act.lower() != "dice":
-        return MLP(in_dim, hidden, out_dim, dropout, batch_norm, act)
-    net = MLP(in_dim, hidden, out_dim, dropout, batch_norm, "relu")
-    width = in_dim
-    for i, m in enumerate(net):
-        if isinstance(m, nn.Linear):
-            width = m.out_features
-        elif isinstance(m, nn.ReLU):
-            net[i] = Dice(width)
-    return net
+# -- pooling ---------------------------------------------------------------------
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -188,7 +144,7 @@ class LocalActivationUnit(nn.Module):
         act: str = "dice",
     ) -> None:
         super().__init__()
-        self.mlp = mlp(4 * dim + side_dim, hidden, 1, act=act)
+        self.mlp = MLP(4 * dim + side_dim, hidden, 1, act=act)
 
     def forward(
         self, query: Tensor, keys: Tensor, mask: Tensor, side: Tensor | None = None
