@@ -8,24 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import TINY_DATA
 
 from ranklab.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RANKLAB_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-# A small synthetic instance: big enough to learn something, small enough for seconds.
-TINY_DATA = [
-    "data.source.n_train=6000",
-    "data.source.n_val=2000",
-    "data.source.n_test=2000",
-    "data.source.vocab_sizes=[30,20,10,5,5]",
-    "data.source.n_numeric=2",
-    "data.source.n_pairs=3",
-    "data.source.n_triples=1",
-    "data.batch_size=512",
-    "data.eval_batch_size=1024",
-]
 FAST_TRAINER = [
     "trainer.max_epochs=2",
     "trainer.enable_progress_bar=false",

@@ -12,18 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from tiny import TINY_DATA
 
-# The tiny synthetic instance of tests/conftest.py (TINY_DATA), one thread, no progress output.
+# The tiny synthetic instance of tests/tiny.py, one thread, no progress output.
 TINY_TRIAL = [
-    "data.source.n_train=6000",
-    "data.source.n_val=2000",
-    "data.source.n_test=2000",
-    "data.source.vocab_sizes=[30,20,10,5,5]",
-    "data.source.n_numeric=2",
-    "data.source.n_pairs=3",
-    "data.source.n_triples=1",
-    "data.batch_size=512",
-    "data.eval_batch_size=1024",
+    *TINY_DATA,
     "model=lr",
     "trainer.max_epochs=2",
     "threads=1",
