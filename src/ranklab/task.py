@@ -152,13 +152,17 @@ class BaseTask(L.LightningModule):
             threshold_mode="abs",
             min_lr=hp.min_lr,
         )
+        # The monitored metric exists only after a validation epoch: step the scheduler at
+        # the validation interval, or Lightning fails on the epochs without validation.
+        trainer = self._trainer
+        every = int(getattr(trainer, "check_val_every_n_epoch", None) or 1) if trainer else 1
         return {
             "optimizer": opt,
             "lr_scheduler": {
                 "scheduler": sched,
                 "monitor": hp.monitor,
                 "interval": "epoch",
-                "frequency": 1,
+                "frequency": every,
             },
         }
 

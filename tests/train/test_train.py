@@ -79,10 +79,20 @@ def test_best_checkpoint_is_restored_before_test(make_cfg) -> None:
     assert m["val"]["auc"] == pytest.approx(best["auc"], abs=1e-7)
 
 
-def test_bars_lr_decay_and_early_stopping(make_cfg) -> None:
-    # BARS: each non-improving validation epoch multiplies the lr by 0.1; two in a row stop
-    m = train(make_cfg("model=lr", "trainer.max_epochs=40", "task.lr=0.3"))
+@pytest.mark.parametrize("every", [1, 2])
+def test_bars_lr_decay_and_early_stopping(make_cfg, every: int) -> None:
+    # BARS: each non-improving validation epoch multiplies the lr by 0.1; two in a row stop.
+    # With validation every 2 epochs the scheduler steps only after validations.
+    m = train(
+        make_cfg(
+            "model=lr",
+            "trainer.max_epochs=40",
+            "task.lr=0.3",
+            f"trainer.check_val_every_n_epoch={every}",
+        )
+    )
     hist = m["history"]
+    assert [h["epoch"] for h in hist] == list(range(every - 1, every * len(hist), every))
     best, bad_streak, decays = -1.0, 0, 0
     for e, h in enumerate(hist):
         improved = h["auc"] > best + 1e-6
@@ -93,7 +103,7 @@ def test_bars_lr_decay_and_early_stopping(make_cfg) -> None:
             decays += not improved
             assert hist[e + 1]["lr"] == pytest.approx(expected, rel=1e-9), (e, hist)
     assert decays >= 1
-    if len(hist) < 40:
+    if len(hist) < 40 // every:
         assert bad_streak == 2  # stopped exactly at the second non-improving epoch in a row
 
 
