@@ -196,8 +196,19 @@ def target_ranks(scores: Tensor, target_score: Tensor) -> Tensor:
     return (scores >= target_score.unsqueeze(1)).sum(dim=1)
 
 
+def n_rivals(scores: Tensor) -> Tensor:
+    """(B, C) candidate scores, excluded entries at -inf -> (B,) number of real candidates."""
+    return (scores > float("-inf")).sum(dim=1)
+
+
 class RankingMetrics(Metric):
-    """HR@K, NDCG@K (one relevant item) and MRR from 0-based target ranks; sums, DDP-exact."""
+    """HR@K, NDCG@K (one relevant item), MRR and AUC from 0-based target ranks; sums, DDP-exact.
+
+    ``auc`` is the mean share of a row's rivals that score below its target,
+    ``1 - rank / n_rivals`` (the per-user AUC with one positive). HR/NDCG at small K measure
+    the head of the ranking; AUC measures where the target lands on the whole, which is what
+    a small sampled candidate set mostly sees.
+    """
 
     full_state_update = False
     higher_is_better = True
@@ -209,10 +220,14 @@ class RankingMetrics(Metric):
             self.add_state(f"hr{k}", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
             self.add_state(f"ndcg{k}", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("rr", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("auc", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("n", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, ranks: Tensor) -> None:
+    def update(self, ranks: Tensor, n_rivals: Tensor | int) -> None:
+        """ranks (B,) 0-based target ranks; n_rivals: (B,) or one count of candidates per row."""
         r = ranks.detach().double()
+        n_rivals = torch.as_tensor(n_rivals, dtype=torch.float64, device=r.device)
+        self.auc += (1.0 - r / n_rivals.clamp(min=1)).sum()
         for k in self.ks:
             hit = r < k
             setattr(self, f"hr{k}", getattr(self, f"hr{k}") + hit.sum())
@@ -226,4 +241,5 @@ class RankingMetrics(Metric):
             out[f"hr@{k}"] = getattr(self, f"hr{k}") / self.n
             out[f"ndcg@{k}"] = getattr(self, f"ndcg{k}") / self.n
         out["mrr"] = self.rr / self.n
+        out["auc"] = self.auc / self.n
         return out

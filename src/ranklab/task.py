@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ranklab.data.batch import Batch
 from ranklab.errors import ConfigError
-from ranklab.metrics import CTRMetrics, RankingMetrics, target_ranks
+from ranklab.metrics import CTRMetrics, RankingMetrics, n_rivals, target_ranks
 from ranklab.nn.embedding import FeatureEmbedding
 
 OPTIMIZERS = {
@@ -385,10 +385,12 @@ class RetrievalTask(BaseTask):
         if self.hparams.exclude_seen:
             scores.scatter_(1, f["seen"], float("-inf"))
         scores.scatter_(1, target.unsqueeze(1), float("-inf"))  # the target is not its own rival
-        self.metrics[f"{stage}_full"].update(target_ranks(scores, target_score))
+        self.metrics[f"{stage}_full"].update(target_ranks(scores, target_score), n_rivals(scores))
         negs = f["neg_uniform"] if self.hparams.sampled_eval == "uniform" else f["neg_popularity"]
         neg_scores = (state.unsqueeze(1) * items[negs]).sum(-1)  # (B, 100)
-        self.metrics[f"{stage}_sampled"].update(target_ranks(neg_scores, target_score))
+        self.metrics[f"{stage}_sampled"].update(
+            target_ranks(neg_scores, target_score), neg_scores.shape[1]
+        )
 
     def _eval_end(self, stage: str) -> None:
         values = {}

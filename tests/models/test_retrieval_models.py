@@ -14,7 +14,7 @@ from ranklab.config import compose, conf_dir
 from ranklab.data import RankDataModule, UserSequences
 from ranklab.data.sequences import sample_negatives
 from ranklab.errors import ConfigError
-from ranklab.metrics import RankingMetrics, target_ranks
+from ranklab.metrics import RankingMetrics, n_rivals, target_ranks
 from ranklab.train import train
 
 MODELS = sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
@@ -103,9 +103,12 @@ def test_ranking_metrics_match_definitions() -> None:
     target_score = torch.tensor([0.5, 0.3])
     ranks = target_ranks(scores, target_score)
     assert ranks.tolist() == [2, 2]  # ties (0.5 and 0.3) count against the target
+    assert n_rivals(scores).tolist() == [3, 4]  # -inf entries are excluded candidates
     m = RankingMetrics((2, 3))
-    m.update(torch.tensor([0, 2, 5]))
+    m.update(torch.tensor([0, 2]), torch.tensor([10, 4]))
+    m.update(torch.tensor([5]), 10)
     out = {k: float(v) for k, v in m.compute().items()}
+    assert out["auc"] == pytest.approx((1 + 0.5 + 0.5) / 3)  # share of rivals below target
     assert out["hr@2"] == pytest.approx(1 / 3) and out["hr@3"] == pytest.approx(2 / 3)
     assert out["ndcg@3"] == pytest.approx((1 + 1 / math.log2(4)) / 3)
     assert out["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 6) / 3)
