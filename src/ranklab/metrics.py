@@ -205,7 +205,7 @@ class RankingMetrics(Metric):
     """HR@K, NDCG@K (one relevant item), MRR and AUC from 0-based target ranks; sums, DDP-exact.
 
     ``auc`` is the mean share of a row's rivals that score below its target,
-    ``1 - rank / n_rivals`` (the per-user AUC with one positive). HR/NDCG at small K measure
+    ``1 - rank / n_candidates`` (the per-user AUC with one positive). HR/NDCG at small K measure
     the head of the ranking; AUC measures where the target lands on the whole, which is what
     a small sampled candidate set mostly sees.
     """
@@ -223,11 +223,11 @@ class RankingMetrics(Metric):
         self.add_state("auc", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("n", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, ranks: Tensor, n_rivals: Tensor | int) -> None:
-        """ranks (B,) 0-based target ranks; n_rivals: (B,) or one count of candidates per row."""
+    def update(self, ranks: Tensor, n_candidates: Tensor | int) -> None:
+        """ranks (B,) 0-based target ranks; n_candidates: (B,) or one count for every row."""
         r = ranks.detach().double()
-        n_rivals = torch.as_tensor(n_rivals, dtype=torch.float64, device=r.device)
-        self.auc += (1.0 - r / n_rivals.clamp(min=1)).sum()
+        n = torch.as_tensor(n_candidates, dtype=torch.float64, device=r.device)
+        self.auc += (1.0 - r / n.clamp(min=1)).sum()
         for k in self.ks:
             hit = r < k
             setattr(self, f"hr{k}", getattr(self, f"hr{k}") + hit.sum())

@@ -154,8 +154,7 @@ class BaseTask(L.LightningModule):
         )
         # The monitored metric exists only after a validation epoch: step the scheduler at
         # the validation interval, or Lightning fails on the epochs without validation.
-        trainer = self._trainer
-        every = int(getattr(trainer, "check_val_every_n_epoch", None) or 1) if trainer else 1
+        every = self.trainer.check_val_every_n_epoch or 1  # None: validation by steps
         return {
             "optimizer": opt,
             "lr_scheduler": {
