@@ -5,7 +5,8 @@
 
 The run's resolved ``config.yaml`` is loaded, the ``key=value`` overrides are applied (only
 evaluation settings make sense: ``task.sampled_eval``, ``task.exclude_seen``, ``task.ks``,
-``data.eval_batch_size``), the data is built as for training and the run's best checkpoint
+``data.eval_batch_size``, ``task.length_buckets``; ``+key=value`` adds a key that the
+run's config predates), the data is built as for training and the run's best checkpoint
 (weights only) is validated and tested. The result is printed and written to
 ``<run>/evaluations/<overrides>.json``; the run's own ``metrics.json`` is left untouched.
 """
@@ -34,14 +35,18 @@ def evaluate(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     if not cfg_path.is_file():
         raise DataError("not a run directory (no config.yaml)", path=run_dir)
     cfg = OmegaConf.load(cfg_path)
+    dotlist = []
     for o in overrides:
         key, sep, _ = o.partition("=")
         if not sep:
             raise ConfigError(o, "overrides are key=value")
-        if OmegaConf.select(cfg, key, default=None) is None:
-            raise ConfigError(key, f"not a key of {cfg_path}")
+        adding = key.startswith("+")  # a key the run's config predates, as in Hydra
+        key = key.removeprefix("+")
+        if not adding and OmegaConf.select(cfg, key, default=None) is None:
+            raise ConfigError(key, f"not a key of {cfg_path} (prefix '+' to add it)")
+        dotlist.append(o.removeprefix("+"))
     try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
     except OmegaConfBaseException as e:
         raise ConfigError(str(e.full_key), str(e)) from e
     _quiet_lightning()

@@ -207,15 +207,16 @@ class RankingMetrics(Metric):
     ``auc`` is the mean share of a row's rivals that score below its target,
     ``1 - rank / n_candidates`` (the per-user AUC with one positive). HR/NDCG at small K measure
     the head of the ranking; AUC measures where the target lands on the whole, which is what
-    a small sampled candidate set mostly sees.
+    a small sampled candidate set mostly sees. ``count=True`` adds ``users``, the rows seen.
     """
 
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, ks: tuple[int, ...] = (5, 10, 20)) -> None:
+    def __init__(self, ks: tuple[int, ...] = (5, 10, 20), count: bool = False) -> None:
         super().__init__()
         self.ks = tuple(int(k) for k in ks)
+        self.count = count
         for k in self.ks:
             self.add_state(f"hr{k}", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
             self.add_state(f"ndcg{k}", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
@@ -242,4 +243,6 @@ class RankingMetrics(Metric):
             out[f"ndcg@{k}"] = getattr(self, f"ndcg{k}") / self.n
         out["mrr"] = self.rr / self.n
         out["auc"] = self.auc / self.n
+        if self.count:
+            out["users"] = self.n
         return out

@@ -7,6 +7,7 @@ embeddings. ``BaseTask`` holds what both tasks share.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, ClassVar
 
 import lightning as L
@@ -256,6 +257,15 @@ LOSSES = ("bce", "sampled_softmax", "full_ce")
 SAMPLED_EVAL = ("uniform", "popularity")
 
 
+def bucket_labels(edges: list[int]) -> list[str]:
+    """Names of the history-length buckets that ``edges`` cut: [4, 6] -> len<=4, len5-6, len>6."""
+    if not edges:
+        return []
+    lows = [e + 1 for e in edges[:-1]]
+    middle = [f"len{lo}-{hi}" for lo, hi in zip(lows, edges[1:])]
+    return [f"len<={edges[0]}", *middle, f"len>{edges[-1]}"]
+
+
 class RetrievalTask(BaseTask):
     """Next-item retrieval: every history position predicts the next item (teacher forcing).
 
@@ -267,7 +277,10 @@ class RetrievalTask(BaseTask):
     Evaluation (leave-one-out) ranks the target against (a) every item (``full/...``), with
     the user's earlier items excluded when ``exclude_seen``, and (b) the data's 100 fixed
     negatives drawn ``sampled_eval`` = uniform or by popularity (``sampled/...``). Ties count
-    against the target. Metrics: HR@K and NDCG@K for K in ``ks``, and MRR.
+    against the target. Metrics: HR@K and NDCG@K for K in ``ks``, MRR and AUC.
+    ``length_buckets`` (increasing edges, e.g. ``[4, 6, 10, 20]``) adds the same metrics per
+    bucket of history length (items the model sees), ``full/len5-6/ndcg@10`` etc., with the
+    bucket's user count as ``len5-6/users``.
     """
 
     family = ("retrieval",)
@@ -290,6 +303,7 @@ class RetrievalTask(BaseTask):
         ks: tuple[int, ...] = (5, 10, 20),
         exclude_seen: bool = True,
         sampled_eval: str = "popularity",
+        length_buckets: tuple[int, ...] = (),
         hparams: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
@@ -312,10 +326,25 @@ class RetrievalTask(BaseTask):
             raise ConfigError(
                 "task.sampled_eval", f"must be one of {SAMPLED_EVAL}, got '{sampled_eval}'"
             )
+        edges = [int(e) for e in length_buckets]
+        if any(e < 1 for e in edges) or any(a >= b for a, b in itertools.pairwise(edges)):
+            raise ConfigError(
+                "task.length_buckets", f"must be increasing positive lengths, got {edges}"
+            )
         self.save_hyperparameters(ignore=["model"])
         ks = tuple(int(k) for k in ks)
         self.metrics = nn.ModuleDict(
             {f"{s}_{m}": RankingMetrics(ks) for s in ("val", "test") for m in ("full", "sampled")}
+        )
+        self.length_edges = edges
+        self.length_labels = bucket_labels(edges)
+        self.bucket_metrics = nn.ModuleDict(
+            {
+                f"{s}_{m}_{i}": RankingMetrics(ks, count=True)
+                for s in ("val", "test")
+                for m in ("full", "sampled")
+                for i in range(len(self.length_labels))
+            }
         )
         self.protocol = {
             "split": "leave-one-out (last item test, second last validation)",
@@ -324,6 +353,8 @@ class RetrievalTask(BaseTask):
             "sampled": {"negatives": 100, "distribution": sampled_eval, "never_user_items": True},
             "ties": "counted against the target",
         }
+        if edges:
+            self.protocol["length_buckets"] = self.length_labels
 
     # -- training ---------------------------------------------------------------------------
     def _negatives_not_in(self, rows: Tensor, items: Tensor, n_items: int) -> Tensor:
@@ -384,12 +415,25 @@ class RetrievalTask(BaseTask):
         if self.hparams.exclude_seen:
             scores.scatter_(1, f["seen"], float("-inf"))
         scores.scatter_(1, target.unsqueeze(1), float("-inf"))  # the target is not its own rival
-        self.metrics[f"{stage}_full"].update(target_ranks(scores, target_score), n_rivals(scores))
         negs = f["neg_uniform"] if self.hparams.sampled_eval == "uniform" else f["neg_popularity"]
         neg_scores = (state.unsqueeze(1) * items[negs]).sum(-1)  # (B, 100)
-        self.metrics[f"{stage}_sampled"].update(
-            target_ranks(neg_scores, target_score), neg_scores.shape[1]
-        )
+        ranked = {
+            "full": (target_ranks(scores, target_score), n_rivals(scores)),
+            "sampled": (
+                target_ranks(neg_scores, target_score),
+                torch.full_like(target, negs.shape[1]),
+            ),
+        }
+        bucket = None
+        if self.length_edges:
+            lengths = (f["history"] != 0).sum(1)  # (B,)
+            bucket = torch.bucketize(lengths, torch.tensor(self.length_edges, device=target.device))
+        for m, (ranks, n_cand) in ranked.items():
+            self.metrics[f"{stage}_{m}"].update(ranks, n_cand)
+            if bucket is not None:  # bucket i holds edges[i-1] < length <= edges[i]
+                for i in range(len(self.length_labels)):  # empty updates too: no warnings
+                    rows = bucket == i
+                    self.bucket_metrics[f"{stage}_{m}_{i}"].update(ranks[rows], n_cand[rows])
 
     def _eval_end(self, stage: str) -> None:
         values = {}
@@ -397,6 +441,14 @@ class RetrievalTask(BaseTask):
             metric = self.metrics[f"{stage}_{m}"]
             values.update({f"{m}/{k}": float(v) for k, v in metric.compute().items()})
             metric.reset()
+            for i, label in enumerate(self.length_labels):
+                bm = self.bucket_metrics[f"{stage}_{m}_{i}"]
+                out = {k: float(v) for k, v in bm.compute().items()}  # synced on every rank
+                bm.reset()
+                users = out.pop("users")
+                if users > 0:  # empty buckets are left out, not reported as NaN
+                    values[f"{label}/users"] = users
+                    values.update({f"{m}/{label}/{k}": v for k, v in out.items()})
         self.record(stage, values, prog_bar=("full/ndcg@10",))
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:

@@ -15,6 +15,8 @@ from ranklab.data import RankDataModule, UserSequences
 from ranklab.data.sequences import sample_negatives
 from ranklab.errors import ConfigError
 from ranklab.metrics import RankingMetrics, n_rivals, target_ranks
+from ranklab.models.sasrec import ReferenceBlock, SASRec
+from ranklab.task import RetrievalTask, bucket_labels
 from ranklab.train import train
 
 MODELS = sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
@@ -188,3 +190,110 @@ def test_task_model_family_mismatch_is_named(log_dir: Path) -> None:
 
     with pytest.raises(ConfigError, match="choose task=retrieval"):
         RankingTask(build("sasrec", dm))
+
+
+def naive_sasrec(model, items: list[int]) -> torch.Tensor:
+    """SASRec's states (T, D) for one unpadded history, written step by step from the paper
+    (``pre_norm``: x + f(LN(x))) or from the authors' released code (``reference``: LN on the
+    queries only, residual from the normalised queries, LN before the feed-forward network)."""
+    D, T, H = model.scale**2, len(items), model.num_heads
+    x = model.embedding.lookup(torch.tensor(items), model.table) * model.scale
+    x = x + model.position.weight[torch.arange(T - 1, -1, -1)]  # most recent item: position 0
+
+    def attend(attn: torch.nn.MultiheadAttention, q_in, kv_in) -> torch.Tensor:
+        w_q, w_k, w_v = attn.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = attn.in_proj_bias.chunk(3)
+        q, k, v = q_in @ w_q.T + b_q, kv_in @ w_k.T + b_k, kv_in @ w_v.T + b_v
+        d = int(D) // H
+        out = torch.zeros(T, int(D))
+        for h in range(H):
+            s = slice(h * d, (h + 1) * d)
+            for t in range(T):  # step t attends to steps 0..t
+                w = torch.softmax(q[t, s] @ k[: t + 1, s].T / d**0.5, 0)
+                out[t, s] = w @ v[: t + 1, s]
+        return out @ attn.out_proj.weight.T + attn.out_proj.bias
+
+    for block in model.blocks:
+        if isinstance(block, ReferenceBlock):
+            q = block.attn_norm(x)
+            x = q + attend(block.attn, q, x)
+            h = block.ffn_norm(x)
+            x = h + block.ffn[3](torch.relu(block.ffn[0](h)))
+        else:
+            n = block.norm1(x)
+            x = x + attend(block.self_attn, n, n)
+            n = block.norm2(x)
+            x = x + block.linear2(torch.relu(block.linear1(n)))
+    return model.norm(x)
+
+
+@pytest.mark.parametrize("layout", ["pre_norm", "reference"])
+def test_sasrec_blocks_match_a_step_by_step_reference(layout: str, log_dir: Path) -> None:
+    dm = RankDataModule(source(log_dir), batch_size=64)
+    model = SASRec(dm.schema, embedding_dim=8, num_heads=2, layout=layout, init_std=0.3).eval()
+    for p in model.parameters():  # non-trivial biases and norms
+        torch.nn.init.normal_(p, std=0.3)
+    h = dm.split("test").features["history"][:12]
+    with torch.no_grad():
+        states = model.encode(h)
+        for row in range(len(h)):
+            items = [int(i) for i in h[row] if i]
+            got = states[row, h.shape[1] - len(items) :]
+            torch.testing.assert_close(got, naive_sasrec(model, items), atol=1e-5, rtol=1e-4)
+            assert not states[row, : h.shape[1] - len(items)].any()  # padded steps are zero
+
+
+def test_sasrec_unknown_layout_names_the_key(log_dir: Path) -> None:
+    dm = RankDataModule(source(log_dir), batch_size=64)
+    with pytest.raises(ConfigError, match=r"model\.layout"):
+        SASRec(dm.schema, layout="post_norm")
+
+
+def test_metrics_by_history_length_partition_the_users(log_dir: Path, tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from ranklab.evaluate import evaluate
+
+    run = tmp_path / "run"
+    trained = train(
+        compose(
+            [
+                "experiment=beauty_sasrec",
+                f"paths.data_dir={log_dir.parent}",
+                f"paths.cache_dir={tmp_path}/cache",
+                f"paths.output_dir={run}",
+                "trainer.enable_progress_bar=false",
+                "print_summary=false",
+                "data.source.events.path=" + str(log_dir / "log.txt"),
+                "data.source.max_len=8",
+                "data.source.n_eval_negatives=10",
+                "model.embedding_dim=16",
+                "trainer.max_epochs=2",
+                "task.num_negatives=10",
+                "threads=1",
+            ]
+        )
+    )
+    cfg = OmegaConf.load(run / "config.yaml")  # a run trained before the option existed
+    del cfg.task["length_buckets"]
+    OmegaConf.save(cfg, run / "config.yaml")
+    with pytest.raises(ConfigError, match=r"task\.length_buckets.*prefix '\+'"):
+        evaluate(run, ["task.length_buckets=[5,8]"])
+    out = evaluate(run, ["+task.length_buckets=[5,8]"])
+    test = out["test"]
+    labels = bucket_labels([5, 8])
+    assert labels == ["len<=5", "len6-8", "len>8"] and out["protocol"]["length_buckets"] == labels
+    lengths = (source(log_dir).build().splits["test"]["history"] != 0).sum(1)
+    counts = [int((lengths <= 5).sum()), int(((lengths > 5) & (lengths <= 8)).sum())]
+    assert [test[f"{b}/users"] for b in labels[:2]] == counts and "len>8/users" not in test
+    for m in ("full", "sampled"):  # the buckets' user-weighted means give the overall metric
+        for k in ("ndcg@10", "hr@5", "mrr", "auc"):
+            assert test[f"{m}/{k}"] == pytest.approx(trained["test"][f"{m}/{k}"], abs=1e-6)
+            pooled = sum(test[f"{m}/{b}/{k}"] * test[f"{b}/users"] for b in labels[:2])
+            assert pooled / sum(counts) == pytest.approx(test[f"{m}/{k}"], rel=1e-9)
+
+
+def test_length_buckets_must_increase(log_dir: Path) -> None:
+    dm = RankDataModule(source(log_dir), batch_size=64)
+    with pytest.raises(ConfigError, match=r"task\.length_buckets"):
+        RetrievalTask(build("sasrec", dm), length_buckets=(5, 5))

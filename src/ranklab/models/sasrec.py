@@ -9,7 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from ranklab.data.schema import Schema
+from ranklab.errors import ConfigError
 from ranklab.nn import FeatureEmbedding
+
+LAYOUTS = ("pre_norm", "reference")
 
 
 def causal_mask(valid: Tensor) -> Tensor:
@@ -24,13 +27,45 @@ def causal_mask(valid: Tensor) -> Tensor:
     return blocked & ~torch.eye(L, dtype=torch.bool, device=valid.device)
 
 
+class ReferenceBlock(nn.Module):
+    """The block of the SASRec authors' released code, which differs from the paper's equations:
+    only the queries are layer-normalised (keys and values read the raw sequence), the attention
+    residual adds to the *normalised* queries, and the feed-forward network reads and adds to a
+    second normalisation. Each block thus re-normalises the stream, so the attention's mix of
+    the history weighs as much as the current item's embedding.
+
+    x (B, L, D), mask (B*H, L, L) True where blocked -> (B, L, D).
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self.ffn_norm = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, dim),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(dim, dim),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:
+        q = self.attn_norm(x)
+        x = q + self.attn(q, x, x, attn_mask=src_mask, need_weights=False)[0]
+        h = self.ffn_norm(x)
+        return h + self.ffn(h)
+
+
 class SASRec(nn.Module):
     """history (B, L) -> states (B, L, D); score(item) = <state, item embedding>.
 
     Positions are learned and counted from the most recent item (position 0), which equals the
     original's absolute positions on left-padded, fixed-width inputs and keeps the output
-    independent of extra left padding. Blocks are pre-norm transformer layers (self-attention
-    and a point-wise feed-forward network with ReLU, dropout and residuals), as in the paper.
+    independent of extra left padding. ``layout="pre_norm"``: the paper's equations, pre-norm
+    transformer layers (self-attention and a point-wise feed-forward network with ReLU,
+    dropout and residuals, x + f(LayerNorm(x))); ``layout="reference"``: the block of the
+    authors' released code (:class:`ReferenceBlock`).
     """
 
     family: ClassVar[str] = "retrieval"
@@ -45,9 +80,12 @@ class SASRec(nn.Module):
         history: str = "history",
         target: str = "target",
         init_std: float = 0.02,
+        layout: str = "pre_norm",
     ) -> None:
         super().__init__()
         schema.require([history], kind="sequence", model="SASRec")
+        if layout not in LAYOUTS:
+            raise ConfigError("model.layout", f"must be one of {LAYOUTS}, got '{layout}'")
         self.history = history
         self.table = schema[history].table
         self.max_len = schema[history].max_len
@@ -60,7 +98,9 @@ class SASRec(nn.Module):
         nn.init.normal_(self.position.weight, std=init_std)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(
+            ReferenceBlock(embedding_dim, num_heads, dropout)
+            if layout == "reference"
+            else nn.TransformerEncoderLayer(
                 embedding_dim,
                 num_heads,
                 dim_feedforward=embedding_dim,
