@@ -80,7 +80,7 @@ class SASRec(nn.Module):
         history: str = "history",
         target: str = "target",
         init_std: float = 0.02,
-        layout: str = "pre_norm",
+        layout: str = "reference",
     ) -> None:
         super().__init__()
         schema.require([history], kind="sequence", model="SASRec")
