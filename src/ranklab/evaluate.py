@@ -9,6 +9,9 @@ evaluation settings make sense: ``task.sampled_eval``, ``task.exclude_seen``, ``
 run's config predates), the data is built as for training and the run's best checkpoint
 (weights only) is validated and tested. The result is printed and written to
 ``<run>/evaluations/<overrides>.json``; the run's own ``metrics.json`` is left untouched.
+Retrieval runs also write each test user's ranks to ``<run>/evaluations/<overrides>.users.parquet``
+(target, history_len, full_rank, full_candidates, sampled_rank, sampled_candidates), which
+``ranklab-compare`` pairs between two runs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import polars as pl
 import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -26,7 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ranklab.config import config_hash
 from ranklab.errors import ConfigError, DataError, RanklabError
 from ranklab.train import _quiet_lightning, build
-from ranklab.utils import atomic_write_json
+from ranklab.utils import atomic_write, atomic_write_json
 
 
 def evaluate(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
@@ -77,6 +81,12 @@ def evaluate(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
         "test": task.results.get("test", {}),
     }
     name = "_".join(o.replace("/", "-") for o in overrides) or "default"
+    users = task.test_users() if hasattr(task, "test_users") else {}
+    if users:  # per-user test ranks: the input of ranklab-compare's paired tests
+        users_path = run_dir / "evaluations" / f"{name}.users.parquet"
+        table = pl.DataFrame({k: v.numpy() for k, v in users.items()})
+        atomic_write(users_path, lambda tmp: table.write_parquet(tmp))
+        out["users_file"] = str(users_path)
     atomic_write_json(run_dir / "evaluations" / f"{name}.json", out)
     return out
 

@@ -201,6 +201,26 @@ def n_rivals(scores: Tensor) -> Tensor:
     return (scores > float("-inf")).sum(dim=1)
 
 
+def per_user_metrics(
+    ranks: Tensor, n_candidates: Tensor | int, ks: tuple[int, ...] = (5, 10, 20)
+) -> dict[str, Tensor]:
+    """Each row's HR@K, NDCG@K (one relevant item), reciprocal rank and AUC, float64 (B,).
+
+    ranks (B,) 0-based target ranks; n_candidates: (B,) or one count for every row. The means
+    over rows are :class:`RankingMetrics`; per-row values serve paired tests between runs.
+    """
+    r = ranks.detach().double()
+    n = torch.as_tensor(n_candidates, dtype=torch.float64, device=r.device)
+    out = {}
+    for k in ks:
+        hit = r < k
+        out[f"hr@{k}"] = hit.double()
+        out[f"ndcg@{k}"] = hit / torch.log2(r + 2)
+    out["mrr"] = 1.0 / (r + 1)
+    out["auc"] = (1.0 - r / n.clamp(min=1)).expand_as(r)
+    return out
+
+
 class RankingMetrics(Metric):
     """HR@K, NDCG@K (one relevant item), MRR and AUC from 0-based target ranks; sums, DDP-exact.
 
@@ -226,15 +246,13 @@ class RankingMetrics(Metric):
 
     def update(self, ranks: Tensor, n_candidates: Tensor | int) -> None:
         """ranks (B,) 0-based target ranks; n_candidates: (B,) or one count for every row."""
-        r = ranks.detach().double()
-        n = torch.as_tensor(n_candidates, dtype=torch.float64, device=r.device)
-        self.auc += (1.0 - r / n.clamp(min=1)).sum()
+        rows = per_user_metrics(ranks, n_candidates, self.ks)
         for k in self.ks:
-            hit = r < k
-            setattr(self, f"hr{k}", getattr(self, f"hr{k}") + hit.sum())
-            setattr(self, f"ndcg{k}", getattr(self, f"ndcg{k}") + (hit / torch.log2(r + 2)).sum())
-        self.rr += (1.0 / (r + 1)).sum()
-        self.n += r.numel()
+            setattr(self, f"hr{k}", getattr(self, f"hr{k}") + rows[f"hr@{k}"].sum())
+            setattr(self, f"ndcg{k}", getattr(self, f"ndcg{k}") + rows[f"ndcg@{k}"].sum())
+        self.rr += rows["mrr"].sum()
+        self.auc += rows["auc"].sum()
+        self.n += ranks.numel()
 
     def compute(self) -> dict[str, Tensor]:
         out = {}

@@ -424,9 +424,18 @@ class RetrievalTask(BaseTask):
                 torch.full_like(target, negs.shape[1]),
             ),
         }
+        lengths = (f["history"] != 0).sum(1)  # (B,)
+        if stage == "test":  # per-user ranks, for paired tests between runs (ranklab-compare)
+            self._test_rows.append(
+                {
+                    "target": target,
+                    "history_len": lengths,
+                    **{f"{m}_rank": r for m, (r, _) in ranked.items()},
+                    **{f"{m}_candidates": n for m, (_, n) in ranked.items()},
+                }
+            )
         bucket = None
         if self.length_edges:
-            lengths = (f["history"] != 0).sum(1)  # (B,)
             bucket = torch.bucketize(lengths, torch.tensor(self.length_edges, device=target.device))
         for m, (ranks, n_cand) in ranked.items():
             self.metrics[f"{stage}_{m}"].update(ranks, n_cand)
@@ -457,8 +466,20 @@ class RetrievalTask(BaseTask):
     def on_validation_epoch_end(self) -> None:
         self._eval_end("val")
 
+    def on_test_epoch_start(self) -> None:
+        self._test_rows: list[dict[str, Tensor]] = []
+
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
+
+    def test_users(self) -> dict[str, Tensor]:
+        """The last test's rows in data order (this process's shard under DDP): target (N,),
+        history_len (N,) and, per mode m in full/sampled, the 0-based ``m_rank`` (N,) and the
+        number of rivals ``m_candidates`` (N,)."""
+        rows = getattr(self, "_test_rows", [])
+        if not rows:
+            return {}
+        return {k: torch.cat([r[k] for r in rows]).cpu() for k in rows[0]}

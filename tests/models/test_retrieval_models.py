@@ -6,15 +6,17 @@ import math
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from hydra.utils import get_class, instantiate
 
+from ranklab.compare import compare
 from ranklab.config import compose, conf_dir
 from ranklab.data import RankDataModule, UserSequences
 from ranklab.data.sequences import sample_negatives
 from ranklab.errors import ConfigError
-from ranklab.metrics import RankingMetrics, n_rivals, target_ranks
+from ranklab.metrics import RankingMetrics, n_rivals, per_user_metrics, target_ranks
 from ranklab.models.sasrec import ReferenceBlock, SASRec
 from ranklab.task import RetrievalTask, bucket_labels
 from ranklab.train import train
@@ -291,6 +293,21 @@ def test_metrics_by_history_length_partition_the_users(log_dir: Path, tmp_path: 
             assert test[f"{m}/{k}"] == pytest.approx(trained["test"][f"{m}/{k}"], abs=1e-6)
             pooled = sum(test[f"{m}/{b}/{k}"] * test[f"{b}/users"] for b in labels[:2])
             assert pooled / sum(counts) == pytest.approx(test[f"{m}/{k}"], rel=1e-9)
+    # per-user ranks beside the evaluation: their means are the metrics, in data order
+    users = pl.read_parquet(out["users_file"], glob=False)
+    assert users["history_len"].to_list() == lengths.tolist()
+    for m in ("full", "sampled"):
+        per_user = per_user_metrics(
+            torch.from_numpy(users[f"{m}_rank"].to_numpy(writable=True)),
+            torch.from_numpy(users[f"{m}_candidates"].to_numpy(writable=True)),
+        )
+        for k in ("ndcg@10", "hr@5", "mrr", "auc"):
+            assert float(per_user[k].mean()) == pytest.approx(test[f"{m}/{k}"], rel=1e-9)
+    same = compare(Path(out["users_file"]), Path(out["users_file"]), ["full/ndcg@10"], [5, 8])
+    assert same["diff"].to_list() == [0.0] * 3 and same["users"].to_list() == [
+        len(lengths),
+        *counts,
+    ]
 
 
 def test_length_buckets_must_increase(log_dir: Path) -> None:

@@ -1,0 +1,110 @@
+"""ranklab-compare: paired per-user tests between two retrieval evaluations."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+
+from ranklab.compare import compare, main
+from ranklab.errors import DataError, RanklabError
+
+PROTOCOL = {
+    "full_ranking": {"candidates": "all items", "exclude_seen": True},
+    "sampled": {"negatives": 100, "distribution": "uniform", "never_user_items": True},
+}
+
+
+def write_users(path: Path, full: list[int], sampled: list[int], **over) -> Path:
+    n = len(full)
+    cols = {
+        "target": list(range(2, n + 2)),
+        "history_len": [1 + i % 8 for i in range(n)],
+        "full_rank": full,
+        "full_candidates": [1000] * n,
+        "sampled_rank": sampled,
+        "sampled_candidates": [100] * n,
+    }
+    cols.update(over)
+    pl.DataFrame(cols).write_parquet(path)
+    return path
+
+
+def test_paired_difference_matches_a_hand_computation(tmp_path: Path) -> None:
+    a = write_users(tmp_path / "a.users.parquet", [0, 5, 20, 3], [0, 1, 2, 3])
+    b = write_users(tmp_path / "b.users.parquet", [1, 0, 0, 30], [0, 1, 2, 3])
+    t = compare(a, b, ["full/ndcg@10", "full/hr@10", "sampled/ndcg@10", "full/mrr"])
+    row = t.filter(pl.col("metric") == "full/ndcg@10").row(0, named=True)
+    va = np.array([1, 1 / math.log2(7), 0, 1 / math.log2(5)])
+    vb = np.array([1 / math.log2(3), 1, 1, 0])
+    ref = stats.ttest_rel(vb, va)
+    assert row["users"] == 4 and row["bucket"] == "all"
+    assert row["a"] == pytest.approx(va.mean()) and row["b"] == pytest.approx(vb.mean())
+    assert row["diff"] == pytest.approx((vb - va).mean())
+    assert row["p_value"] == pytest.approx(ref.pvalue)
+    assert row["ci_low"] < row["diff"] < row["ci_high"]
+    hr = t.filter(pl.col("metric") == "full/hr@10").row(0, named=True)
+    assert (hr["a"], hr["b"], hr["diff"]) == (0.75, 0.75, 0.0)
+    same = t.filter(pl.col("metric") == "sampled/ndcg@10").row(0, named=True)
+    assert (same["diff"], same["ci_low"], same["ci_high"], same["p_value"]) == (0, 0, 0, 1.0)
+    mrr = t.filter(pl.col("metric") == "full/mrr").row(0, named=True)
+    assert mrr["b"] == pytest.approx((1 / 2 + 1 + 1 + 1 / 31) / 4)
+
+
+def test_length_buckets_split_the_users(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    a = write_users(tmp_path / "a.users.parquet", rng.integers(0, 50, n).tolist(), [5] * n)
+    b = write_users(tmp_path / "b.users.parquet", rng.integers(0, 10, n).tolist(), [5] * n)
+    t = compare(a, b, ["full/hr@10"], length_buckets=[2, 5])
+    by = {r["bucket"]: r for r in t.iter_rows(named=True)}
+    lengths = np.array([1 + i % 8 for i in range(n)])
+    assert [by[k]["users"] for k in ("all", "len<=2", "len3-5", "len>5")] == [
+        n,
+        int((lengths <= 2).sum()),
+        int(((lengths > 2) & (lengths <= 5)).sum()),
+        int((lengths > 5).sum()),
+    ]
+    pooled = sum(by[k]["diff"] * by[k]["users"] for k in ("len<=2", "len3-5", "len>5")) / n
+    assert pooled == pytest.approx(by["all"]["diff"])
+    assert by["all"]["diff"] > 0 and by["all"]["p_value"] < 1e-6
+
+
+def test_unpaired_or_mismatched_inputs_are_refused(tmp_path: Path) -> None:
+    a = write_users(tmp_path / "a.users.parquet", [0, 1, 2], [0, 1, 2])
+    other = write_users(tmp_path / "b.users.parquet", [0, 1, 2], [0, 1, 2], target=[2, 3, 9])
+    with pytest.raises(DataError, match=r"b\.users\.parquet, line 3, column 'target'"):
+        compare(a, other, ["full/hr@10"])
+    short = write_users(tmp_path / "c.users.parquet", [0, 1], [0, 1])
+    with pytest.raises(DataError, match="2 test users, the first file has 3"):
+        compare(a, short, ["full/hr@10"])
+    pl.DataFrame({"target": [1]}).write_parquet(tmp_path / "d.users.parquet")
+    with pytest.raises(DataError, match="column 'history_len'"):
+        compare(a, tmp_path / "d.users.parquet", ["full/hr@10"])
+    with pytest.raises(DataError, match="no such file"):
+        compare(a, tmp_path / "missing.users.parquet", ["full/hr@10"])
+    with pytest.raises(RanklabError, match="unknown metric 'full/ndcg'"):
+        compare(a, a, ["full/ndcg"])
+    b = write_users(tmp_path / "e.users.parquet", [0, 1, 2], [0, 1, 2])
+    (tmp_path / "a.json").write_text(json.dumps({"protocol": PROTOCOL}))
+    popularity = {**PROTOCOL, "sampled": {**PROTOCOL["sampled"], "distribution": "popularity"}}
+    (tmp_path / "e.json").write_text(json.dumps({"protocol": popularity}))
+    with pytest.raises(DataError, match="another protocol: sampled"):
+        compare(a, b, ["sampled/ndcg@10"])
+
+
+def test_cli_prints_and_writes_the_table(tmp_path: Path, capsys) -> None:
+    a = write_users(tmp_path / "a.users.parquet", [0, 5, 20, 3], [0, 1, 2, 3])
+    b = write_users(tmp_path / "b.users.parquet", [1, 0, 0, 30], [3, 1, 2, 0])
+    out = tmp_path / "cmp.csv"
+    assert main([str(a), str(b), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| all | sampled/ndcg@10 | 4 |" in printed and "paired t-test" in printed
+    assert pl.read_csv(out).height == 4
+    assert main([str(a), str(tmp_path / "nope.users.parquet")]) == 2
+    assert "nope.users.parquet: no such file" in capsys.readouterr().err
