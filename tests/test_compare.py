@@ -86,6 +86,9 @@ def test_unpaired_or_mismatched_inputs_are_refused(tmp_path: Path) -> None:
     pl.DataFrame({"target": [1]}).write_parquet(tmp_path / "d.users.parquet")
     with pytest.raises(DataError, match="column 'history_len'"):
         compare(a, tmp_path / "d.users.parquet", ["full/hr@10"])
+    (tmp_path / "text.users.parquet").write_text("target,history_len\n1,2\n")
+    with pytest.raises(DataError, match=r"text\.users\.parquet: not a parquet file"):
+        compare(a, tmp_path / "text.users.parquet", ["full/hr@10"])
     with pytest.raises(DataError, match="no such file"):
         compare(a, tmp_path / "missing.users.parquet", ["full/hr@10"])
     with pytest.raises(RanklabError, match="unknown metric 'full/ndcg'"):
