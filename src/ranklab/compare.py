@@ -27,7 +27,7 @@ from scipy import stats
 
 from ranklab.errors import DataError, RanklabError
 from ranklab.metrics import per_user_metrics
-from ranklab.task import bucket_labels
+from ranklab.task import bucket_labels, length_bucket
 from ranklab.utils import atomic_write
 
 COLUMNS = (
@@ -130,11 +130,11 @@ def compare(
                     f"{proto_a.get(key)}; evaluate both runs with the same overrides",
                     path=str(path_b),
                 )
-    lengths = a["history_len"].to_numpy()
+    lengths = a["history_len"].to_numpy(writable=True)
     groups = [("all", np.ones_like(lengths, dtype=bool))]
     if length_buckets:
         edges = sorted(set(length_buckets))
-        bucket = np.searchsorted(edges, lengths, side="left")  # i: edges[i-1] < len <= edges[i]
+        bucket = length_bucket(torch.from_numpy(lengths), edges).numpy()  # as the task's buckets
         groups += [(lab, bucket == i) for i, lab in enumerate(bucket_labels(edges))]
     rows = []
     for m in metrics:

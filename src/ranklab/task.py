@@ -266,6 +266,12 @@ def bucket_labels(edges: list[int]) -> list[str]:
     return [f"len<={edges[0]}", *middle, f"len>{edges[-1]}"]
 
 
+def length_bucket(lengths: Tensor, edges: list[int]) -> Tensor:
+    """(N,) history lengths -> (N,) bucket index i of :func:`bucket_labels`:
+    edges[i-1] < length <= edges[i]."""
+    return torch.bucketize(lengths, torch.tensor(edges, device=lengths.device))
+
+
 class RetrievalTask(BaseTask):
     """Next-item retrieval: every history position predicts the next item (teacher forcing).
 
@@ -436,7 +442,7 @@ class RetrievalTask(BaseTask):
             )
         bucket = None
         if self.length_edges:
-            bucket = torch.bucketize(lengths, torch.tensor(self.length_edges, device=target.device))
+            bucket = length_bucket(lengths, self.length_edges)
         for m, (ranks, n_cand) in ranked.items():
             self.metrics[f"{stage}_{m}"].update(ranks, n_cand)
             if bucket is not None:  # bucket i holds edges[i-1] < length <= edges[i]
