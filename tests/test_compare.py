@@ -75,6 +75,28 @@ def test_length_buckets_split_the_users(tmp_path: Path) -> None:
     assert by["all"]["diff"] > 0 and by["all"]["p_value"] < 1e-6
 
 
+def test_popularity_buckets_split_the_users_by_the_targets_training_count(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    n = 300
+    counts = rng.integers(0, 40, n)
+    pop = {"target_train_count": counts.tolist()}
+    a = write_users(tmp_path / "a.users.parquet", rng.integers(0, 50, n).tolist(), [5] * n, **pop)
+    b = write_users(tmp_path / "b.users.parquet", rng.integers(0, 50, n).tolist(), [5] * n, **pop)
+    t = compare(a, b, ["full/ndcg@10"], length_buckets=[4], popularity_buckets=[20, 5])
+    by = {r["bucket"]: r for r in t.iter_rows(named=True)}
+    assert list(by) == ["all", "len<=4", "len>4", "pop<=5", "pop6-20", "pop>20"]
+    assert [by[k]["users"] for k in ("pop<=5", "pop6-20", "pop>20")] == [
+        int((counts <= 5).sum()),
+        int(((counts > 5) & (counts <= 20)).sum()),
+        int((counts > 20).sum()),
+    ]
+    pooled = sum(by[k]["diff"] * by[k]["users"] for k in ("pop<=5", "pop6-20", "pop>20")) / n
+    assert pooled == pytest.approx(by["all"]["diff"])
+    old = write_users(tmp_path / "old.users.parquet", [0] * n, [5] * n)  # evaluated before
+    with pytest.raises(DataError, match=r"old\.users\.parquet, column 'target_train_count'"):
+        compare(old, b, ["full/ndcg@10"], popularity_buckets=[5])
+
+
 def test_unpaired_or_mismatched_inputs_are_refused(tmp_path: Path) -> None:
     a = write_users(tmp_path / "a.users.parquet", [0, 1, 2], [0, 1, 2])
     other = write_users(tmp_path / "b.users.parquet", [0, 1, 2], [0, 1, 2], target=[2, 3, 9])

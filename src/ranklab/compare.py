@@ -6,7 +6,9 @@ Each file is the per-user test ranks that ``ranklab-evaluate`` writes beside an 
 candidates and sampled negatives, read from the evaluations' JSON files). For each metric the
 per-user difference B - A is tested with a paired t-test; with thousands of users its mean is
 close to normal, so the t interval is the 95% confidence interval of the difference.
-``--length-buckets 4 6 10 20`` repeats the comparison per bucket of history length.
+``--length-buckets 4 6 10 20`` repeats the comparison per bucket of history length, and
+``--popularity-buckets 5 20 100`` per bucket of the target item's training count (the
+``target_train_count`` column).
 
 Seeds are a second source of variance that this test does not see: run several seeds
 (``ranklab-study``) for that.
@@ -113,9 +115,15 @@ def paired_rows(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 
 def compare(
-    path_a: Path, path_b: Path, metrics: list[str], length_buckets: list[int] | None = None
+    path_a: Path,
+    path_b: Path,
+    metrics: list[str],
+    length_buckets: list[int] | None = None,
+    popularity_buckets: list[int] | None = None,
 ) -> pl.DataFrame:
-    """One row per (bucket, metric): users, a, b, diff, ci_low, ci_high, rel, p_value."""
+    """One row per (bucket, metric): users, a, b, diff, ci_low, ci_high, rel, p_value.
+
+    Buckets: ``len...`` by history length, ``pop...`` by the target's training count."""
     for m in metrics:
         if not METRIC.match(m):
             raise RanklabError(f"unknown metric '{m}': use full|sampled / hr@K, ndcg@K, mrr or auc")
@@ -130,12 +138,24 @@ def compare(
                     f"{proto_a.get(key)}; evaluate both runs with the same overrides",
                     path=str(path_b),
                 )
-    lengths = a["history_len"].to_numpy(writable=True)
-    groups = [("all", np.ones_like(lengths, dtype=bool))]
-    if length_buckets:
-        edges = sorted(set(length_buckets))
-        bucket = length_bucket(torch.from_numpy(lengths), edges).numpy()  # as the task's buckets
-        groups += [(lab, bucket == i) for i, lab in enumerate(bucket_labels(edges))]
+    groups = [("all", np.ones(a.height, dtype=bool))]
+    for column, edges, prefix in (
+        ("history_len", length_buckets, "len"),
+        ("target_train_count", popularity_buckets, "pop"),
+    ):
+        if not edges:
+            continue
+        if column not in a.columns:
+            raise DataError(
+                "missing column (written by ranklab-evaluate since popularity buckets exist: "
+                "evaluate the run again)",
+                str(path_a),
+                column=column,
+            )
+        edges = sorted(set(edges))
+        values = torch.from_numpy(a[column].to_numpy(writable=True))
+        bucket = length_bucket(values, edges).numpy()  # the task's bucketing rule
+        groups += [(lab, bucket == i) for i, lab in enumerate(bucket_labels(edges, prefix))]
     rows = []
     for m in metrics:
         va, vb = user_values(a, m), user_values(b, m)
@@ -147,7 +167,7 @@ def compare(
 
 def to_markdown(table: pl.DataFrame, digits: int = 4) -> str:
     """Markdown table; ``*`` marks p < 0.05."""
-    head = "| history | metric | users | A | B | B - A [95% CI] | rel. | p |\n"
+    head = "| bucket | metric | users | A | B | B - A [95% CI] | rel. | p |\n"
     head += "|---|---|---:|---:|---:|---:|---:|---:|\n"
     lines = []
     for r in table.iter_rows(named=True):
@@ -174,11 +194,18 @@ def main(argv: list[str] | None = None) -> int:
         default=["full/ndcg@10", "full/hr@10", "sampled/ndcg@10", "sampled/hr@10"],
     )
     ap.add_argument("--length-buckets", nargs="+", type=int, default=None)
+    ap.add_argument(
+        "--popularity-buckets",
+        nargs="+",
+        type=int,
+        default=None,
+        help="edges of the target's training count, e.g. 5 20 100",
+    )
     ap.add_argument("--digits", type=int, default=4)
     ap.add_argument("--out", type=Path, default=None, help="also write the table as CSV here")
     args = ap.parse_args(argv)
     try:
-        table = compare(args.a, args.b, args.metrics, args.length_buckets)
+        table = compare(args.a, args.b, args.metrics, args.length_buckets, args.popularity_buckets)
     except RanklabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

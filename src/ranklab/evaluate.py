@@ -85,6 +85,11 @@ def evaluate(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
     if users:  # per-user test ranks: the input of ranklab-compare's paired tests
         users_path = run_dir / "evaluations" / f"{name}.users.parquet"
         table = pl.DataFrame({k: v.numpy() for k, v in users.items()})
+        counts = datamodule.schema.meta.get("item_counts")
+        if counts is not None:  # the target's training count: ranklab-compare's popularity buckets
+            table = table.with_columns(
+                pl.Series("target_train_count", counts, dtype=pl.Int64).gather(table["target"])
+            )
         atomic_write(users_path, lambda tmp: table.write_parquet(tmp))
         out["users_file"] = str(users_path)
     atomic_write_json(run_dir / "evaluations" / f"{name}.json", out)

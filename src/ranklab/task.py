@@ -257,13 +257,13 @@ LOSSES = ("bce", "sampled_softmax", "full_ce")
 SAMPLED_EVAL = ("uniform", "popularity")
 
 
-def bucket_labels(edges: list[int]) -> list[str]:
-    """Names of the history-length buckets that ``edges`` cut: [4, 6] -> len<=4, len5-6, len>6."""
+def bucket_labels(edges: list[int], prefix: str = "len") -> list[str]:
+    """Names of the buckets that ``edges`` cut: [4, 6] -> len<=4, len5-6, len>6."""
     if not edges:
         return []
     lows = [e + 1 for e in edges[:-1]]
-    middle = [f"len{lo}-{hi}" for lo, hi in zip(lows, edges[1:])]
-    return [f"len<={edges[0]}", *middle, f"len>{edges[-1]}"]
+    middle = [f"{prefix}{lo}-{hi}" for lo, hi in zip(lows, edges[1:])]
+    return [f"{prefix}<={edges[0]}", *middle, f"{prefix}>{edges[-1]}"]
 
 
 def length_bucket(lengths: Tensor, edges: list[int]) -> Tensor:

@@ -296,6 +296,8 @@ def test_metrics_by_history_length_partition_the_users(log_dir: Path, tmp_path: 
     # per-user ranks beside the evaluation: their means are the metrics, in data order
     users = pl.read_parquet(out["users_file"], glob=False)
     assert users["history_len"].to_list() == lengths.tolist()
+    item_counts = source(log_dir).build().schema.meta["item_counts"]
+    assert users["target_train_count"].to_list() == [item_counts[t] for t in users["target"]]
     for m in ("full", "sampled"):
         per_user = per_user_metrics(
             torch.from_numpy(users[f"{m}_rank"].to_numpy(writable=True)),
