@@ -42,6 +42,10 @@ def summary_table(metrics: dict[str, Any]) -> Table:
         ("wall time (s)", fmt(metrics.get("wall_time_s"), 1)),
         ("run dir", metrics.get("run_dir")),
     ]
+    env = metrics.get("environment")
+    if env:  # the digits depend on these too
+        threads = f"{env['threads']} threads"
+        facts.append(("environment", f"torch {env['torch']}, {env['device']}, {threads}"))
     for k, v in facts:
         table.add_row(k, "", str(v), *([""] if bayes else []))
     return table

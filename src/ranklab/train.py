@@ -116,6 +116,9 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         "train_samples_per_s": throughput.samples_per_s,
         "wall_time_s": time.perf_counter() - t_start,
         "git_commit": git_commit(),
+        # CPU results depend on the intra-op thread count (reduction order), GPU results on
+        # the card and build: a rerun gives the same digits where these match
+        "environment": environment(trainer),
         "config_hash": config_hash(cfg),
         "experiment_hash": config_hash(cfg, ignore_seed=True),
         "data_fingerprint": datamodule.meta.get("fingerprint"),
@@ -129,6 +132,16 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         if cfg.get("print_summary", True):
             print_summary(metrics)
     return metrics
+
+
+def environment(trainer: L.Trainer) -> dict[str, Any]:
+    """What besides the config decides the digits: torch build, threads, device."""
+    device = trainer.strategy.root_device
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+    }
 
 
 def _mirror_summary(logger: Any, metrics: dict[str, Any]) -> None:

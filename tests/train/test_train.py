@@ -38,6 +38,11 @@ def test_run_writes_outputs_and_metrics(make_cfg, tmp_path: Path) -> None:
     ):
         assert key in on_disk, key
     assert set(on_disk["test"]) >= {"auc", "logloss", "ne", "calibration", "gauc"}
+    assert on_disk["environment"] == {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": "cpu",
+    }
     assert (
         on_disk["bayes"]["test"]["auc"] > on_disk["test"]["auc"] - 0.02
     )  # the ceiling is a ceiling
