@@ -29,7 +29,7 @@ from scipy import stats
 
 from ranklab.errors import DataError, RanklabError
 from ranklab.metrics import per_user_metrics
-from ranklab.task import bucket_labels, length_bucket
+from ranklab.task import bucket_index, bucket_labels
 from ranklab.utils import atomic_write
 
 COLUMNS = (
@@ -154,7 +154,7 @@ def compare(
             )
         edges = sorted(set(edges))
         values = torch.from_numpy(a[column].to_numpy(writable=True))
-        bucket = length_bucket(values, edges).numpy()  # the task's bucketing rule
+        bucket = bucket_index(values, edges).numpy()  # the task's bucketing rule
         groups += [(lab, bucket == i) for i, lab in enumerate(bucket_labels(edges, prefix))]
     rows = []
     for m in metrics:

@@ -266,10 +266,10 @@ def bucket_labels(edges: list[int], prefix: str = "len") -> list[str]:
     return [f"{prefix}<={edges[0]}", *middle, f"{prefix}>{edges[-1]}"]
 
 
-def length_bucket(lengths: Tensor, edges: list[int]) -> Tensor:
-    """(N,) history lengths -> (N,) bucket index i of :func:`bucket_labels`:
-    edges[i-1] < length <= edges[i]."""
-    return torch.bucketize(lengths, torch.tensor(edges, device=lengths.device))
+def bucket_index(values: Tensor, edges: list[int]) -> Tensor:
+    """(N,) counts (history lengths, target popularity) -> (N,) bucket index i of
+    :func:`bucket_labels`: edges[i-1] < value <= edges[i]."""
+    return torch.bucketize(values, torch.tensor(edges, device=values.device))
 
 
 class RetrievalTask(BaseTask):
@@ -442,7 +442,7 @@ class RetrievalTask(BaseTask):
             )
         bucket = None
         if self.length_edges:
-            bucket = length_bucket(lengths, self.length_edges)
+            bucket = bucket_index(lengths, self.length_edges)
         for m, (ranks, n_cand) in ranked.items():
             self.metrics[f"{stage}_{m}"].update(ranks, n_cand)
             if bucket is not None:  # bucket i holds edges[i-1] < length <= edges[i]
