@@ -1,4 +1,4 @@
-"""Report: run directories -> mean ± std tables, significance, LaTeX, plots, CLI."""
+"""Report: run directories -> one row per experiment, mean ± std, tests, LaTeX, plots, CLI."""
 
 from __future__ import annotations
 
@@ -7,13 +7,37 @@ import math
 from pathlib import Path
 
 import pytest
+from matplotlib.figure import Figure
+from scipy import stats
 
-from ranklab.report import aggregate, collect_runs, significance, to_latex, to_markdown
+from ranklab.errors import ConfigError
+from ranklab.report import (
+    aggregate,
+    bar_plot,
+    collect_runs,
+    holm,
+    load_runs,
+    significance,
+    to_latex,
+    to_markdown,
+)
 from ranklab.report.cli import main as report_main
 
 
-def fake_run(root: Path, model: str, seed: int, auc: float) -> None:
-    d = root / model / f"seed{seed}"
+def fake_run(
+    root: Path,
+    model: str,
+    seed: int,
+    auc: float,
+    config: dict | None = None,
+    name: str | None = None,
+    **extra,
+) -> Path:
+    """A metrics.json as train() writes it (the experiment hash derived from the config)."""
+    from ranklab.utils import hash_object
+
+    config = config or {"model": {"_target_": model, "dropout": 0.0}}
+    d = root / (name or model) / f"seed{seed}"
     d.mkdir(parents=True)
     m = {
         "model": model,
@@ -23,8 +47,12 @@ def fake_run(root: Path, model: str, seed: int, auc: float) -> None:
         "val": {"auc": auc},
         "history": [{"epoch": 0, "auc": auc}],
         "bayes": {"test": {"auc": 0.9}},
+        "config": {**config, "seed": seed},
+        "experiment_hash": hash_object({**config, "seed": 0})[:16],
+        **extra,
     }
     (d / "metrics.json").write_text(json.dumps(m))
+    return d
 
 
 @pytest.fixture
@@ -38,30 +66,130 @@ def runs(tmp_path: Path) -> Path:
 def test_aggregate_mean_std_and_tables(runs: Path) -> None:
     df = collect_runs([runs])
     assert df.height == 6 and "test/auc" in df.columns
-    t = aggregate(df, ["test/auc", "test/logloss"], by=["model"])
-    good = t.filter(t["model"] == "Good").row(0, named=True)
+    t = aggregate(df, ["test/auc", "test/logloss"])
+    good = t.filter(t["label"] == "Good").row(0, named=True)
     assert good["n"] == 3
     assert good["test/auc:mean"] == pytest.approx(0.81)
     assert good["test/auc:std"] == pytest.approx(0.01)  # sample std (ddof=1)
-    md = to_markdown(t, ["test/auc", "test/logloss"], by=["model"])
-    assert "**0.81000 ± 0.01000**" in md  # best AUC in bold
-    assert "**0.19000 ± 0.01000**" in md  # lowest log loss in bold
-    tex = to_latex(t, ["test/auc"], by=["model"])
-    assert r"\textbf{0.81000} $\pm$ 0.01000" in tex and r"\toprule" in tex
+    md = to_markdown(t, ["test/auc", "test/logloss"])
+    assert "| data | model | n | test/auc | test/logloss |" in md
+    assert "**0.81000** ± 0.01000" in md  # best AUC in bold
+    assert "<ins>0.70000</ins> ± 0.01000" in md  # second best underlined
+    assert "**0.19000** ± 0.01000" in md  # lowest log loss in bold
+    tex = to_latex(t, ["test/auc"])
+    assert r"\textbf{0.81000} $\pm$ 0.01000" in tex and r"\underline{0.70000}" in tex
+    assert r"\toprule" in tex
 
 
-def test_paired_significance(runs: Path) -> None:
+def test_paired_significance_on_every_metric(runs: Path) -> None:
     df = collect_runs([runs])
-    sig = significance(df, "test/auc", "Base", by="model", group=["data"])
-    p = dict(zip(sig["model"], sig["p_value"]))
-    assert math.isnan(p["Base"]) and p["Good"] < 0.05
+    sig = significance(df, ["test/auc", "test/logloss"], "Base")
+    assert sig.height == 4  # 2 rows x 2 metrics
+    good = {r["metric"]: r for r in sig.iter_rows(named=True) if r["label"] == "Good"}
+    a, b = [0.70, 0.71, 0.69], [0.80, 0.82, 0.81]
+    assert good["test/auc"]["p_value"] == pytest.approx(stats.ttest_rel(b, a).pvalue)
+    assert good["test/logloss"]["p_value"] == pytest.approx(good["test/auc"]["p_value"])
     assert set(sig["test"]) == {"-", "paired t"}
+    base = sig.filter(sig["label"] == "Base")
+    assert all(math.isnan(p) for p in base["p_value"])
 
 
-def test_cli_writes_files(runs: Path, tmp_path: Path, capsys) -> None:
+def test_holm_matches_a_hand_computed_family() -> None:
+    # p sorted: 0.01 (x4 = 0.04), 0.02 (x3 = 0.06), 0.03 (x2 = 0.06, monotone), 0.04 (x1)
+    assert holm([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    out = holm([0.5, math.nan, 0.01])
+    assert out[0] == pytest.approx(0.5) and math.isnan(out[1]) and out[2] == pytest.approx(0.02)
+
+
+def test_rows_are_experiments_labelled_by_the_keys_that_differ(tmp_path: Path) -> None:
+    for s in (1, 2):
+        fake_run(tmp_path, "DeepFM", s, 0.80 + s / 100)
+        fake_run(
+            tmp_path,
+            "DeepFM",
+            s,
+            0.70,
+            {"model": {"_target_": "DeepFM", "dropout": 0.1}},
+            name="drop",
+        )
+    df = collect_runs([tmp_path])
+    t = aggregate(df, ["test/auc"])
+    assert t.height == 2 and t["n"].to_list() == [2, 2]
+    assert set(t["label"]) == {"DeepFM (model.dropout=0.0)", "DeepFM (model.dropout=0.1)"}
+
+
+def test_duplicates_count_once_smoke_runs_never(tmp_path: Path) -> None:
+    fake_run(tmp_path, "LR", 1, 0.7)
+    fake_run(tmp_path, "LR", 1, 0.7, name="again")  # same experiment and seed, another folder
+    fake_run(tmp_path, "LR", 2, 0.9, name="smoke", smoke=True)
+    runs = load_runs([tmp_path])
+    assert runs.df.height == 1
+    assert any("2 runs of the same experiment and seed, counted once" in n for n in runs.notes)
+    assert any("left out 1 smoke run" in n for n in runs.notes)
+    assert load_runs([tmp_path], include_smoke=True).df.height == 2
+
+
+def test_cli_writes_files_and_names_the_test(runs: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "report"
-    assert report_main([str(runs), "--baseline", "Base", "--out", str(out)]) == 0
+    args = [str(runs), "--baseline", "Base", "--relaimpr", "--out", str(out)]
+    assert report_main(args) == 0
     for f in ("table.md", "table.tex", "runs.csv", "summary.csv", "metric.png"):
         assert (out / f).is_file(), f
-    assert "Good*" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "**0.81000** ± 0.01000*" in printed  # significant on test/auc
+    assert "paired t-test over shared seeds" in printed
+    # RelaImpr (DIN paper): (0.81 - 0.5) / (0.70 - 0.5) - 1 = +55%
+    assert "+55.00%" in printed
+    summary = (out / "summary.csv").read_text().splitlines()[0]
+    assert "test/auc:p" in summary and "test/logloss:p" in summary
     assert report_main([str(tmp_path / "empty")]) == 2
+
+
+def test_cli_welch_holm_and_pooling_say_what_they_did(tmp_path: Path, capsys) -> None:
+    for s in (1, 2, 3):
+        fake_run(tmp_path, "Base", s, 0.70 + s / 1000)
+        fake_run(tmp_path, "Other", s + 10, 0.80 + s / 1000)  # other seeds: Welch's test
+        fake_run(
+            tmp_path, "Other", s, 0.75, {"model": {"_target_": "Other", "dropout": 0.3}}, name="o3"
+        )
+    assert report_main([str(tmp_path), "--baseline", "Base", "--holm"]) == 0
+    printed = capsys.readouterr().out
+    assert "Welch's t-test (the seeds differ) for Other (model.dropout=0.0)" in printed
+    assert "Holm-corrected over the table's 4 comparisons" in printed
+    assert report_main([str(tmp_path), "--by", "data", "model"]) == 0
+    printed = capsys.readouterr().out
+    assert "| toy | Other | 6 |" in printed
+    assert "pooled in 'toy | Other': 2 experiments, 6 runs, differing in model.dropout" in printed
+    assert report_main([str(tmp_path), "--baseline", "Other"]) == 2  # two rows: name one
+    assert "names 2 rows" in capsys.readouterr().err
+
+
+def test_plots_return_figures_and_save_only_when_asked(runs: Path, tmp_path: Path) -> None:
+    import matplotlib
+
+    backend = matplotlib.get_backend()
+    t = aggregate(collect_runs([runs]), ["test/auc"])
+    fig = bar_plot(t, "test/auc")
+    assert isinstance(fig, Figure) and not list(tmp_path.glob("*.png"))
+    bar_plot(t, "test/auc", path=tmp_path / "bars.png")
+    assert (tmp_path / "bars.png").read_bytes().startswith(b"\x89PNG")
+    assert matplotlib.get_backend() == backend  # importing and plotting left it alone
+
+
+def test_importing_ranklab_changes_no_matplotlib_backend() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; matplotlib.use('svg'); import ranklab.report, ranklab.study; "
+        "print(matplotlib.get_backend())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "svg"
+
+
+def test_baseline_that_names_nothing_is_refused(runs: Path) -> None:
+    from ranklab.report import resolve_baseline
+
+    with pytest.raises(ConfigError, match="no row 'Nope'"):
+        resolve_baseline(collect_runs([runs]), "Nope")

@@ -1,12 +1,18 @@
-"""Lightning callbacks: training throughput (train time only) and a progress bar showing it."""
+"""Lightning callbacks: training throughput (train time only), a progress bar showing it, and
+one log line per epoch."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
+
+from ranklab.console import metric_names
+
+log = logging.getLogger("ranklab.progress")
 
 
 class Throughput(L.Callback):
@@ -70,3 +76,41 @@ class ProgressBar(TQDMProgressBar):
             if isinstance(cb, Throughput) and cb.last:
                 items["samples/s"] = f"{cb.last:,.0f}"
         return items
+
+
+class EpochLog(L.Callback):
+    """One log line per training epoch: train loss (epoch mean), the validation metrics of that
+    epoch (the monitored one first), lr, training samples/s and the epoch's wall time.
+
+    The lines go to the run's ``train.log`` and, where logging reaches a console (ranklab-train,
+    ranklab-study), to it: when output is piped or the progress bar is off, this is the
+    progress report (a bar would rewrite itself into the file)."""
+
+    def __init__(self, monitor: str = "val/auc", max_metrics: int = 4) -> None:
+        self.monitor = monitor.split("/", 1)[-1]
+        self.max_metrics = max_metrics
+        self._t0 = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # validation of this epoch has run by now (Lightning 2: before on_train_epoch_end)
+        epoch = int(trainer.current_epoch)
+        history = getattr(pl_module, "history", [])
+        last = history[-1] if history and history[-1].get("epoch") == epoch else {}
+        parts = [f"epoch {epoch + 1}/{trainer.max_epochs}"]
+        loss = pl_module.epoch_loss() if hasattr(pl_module, "epoch_loss") else None
+        if loss is not None:
+            parts.append(f"train/loss {loss:.5f}")
+        names = [self.monitor] if self.monitor in last else []
+        names += [k for k in metric_names(last) if k not in (*names, "epoch", "lr", "train_loss")]
+        names = [k for k in names if "/len" not in k and "/pop" not in k][: self.max_metrics]
+        parts += [f"val/{k} {last[k]:.5f}" for k in names if isinstance(last[k], float)]
+        if trainer.optimizers:
+            parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}")
+        for cb in trainer.callbacks:
+            if isinstance(cb, Throughput) and cb.last:
+                parts.append(f"{cb.last:,.0f} samples/s")
+        parts.append(f"{time.perf_counter() - self._t0:.1f} s")
+        log.info("  ".join(parts))

@@ -18,17 +18,33 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Keys that say where things go or how they are shown, not what is computed: left out of the
 # config hash so that the same experiment hashes the same wherever and however it runs.
 # (``threads`` stays in: the number of threads can change floating-point reduction order.)
-NON_RESULT_KEYS = ("paths", "logger", "hydra", "run_name", "print_summary")
+NON_RESULT_KEYS = (
+    "paths",
+    "logger",
+    "hydra",
+    "run_name",
+    "print_summary",
+    "tags",
+    "tracking",
+    "smoke",
+)
 NON_RESULT_SUBKEYS = {
     "trainer": ("enable_progress_bar", "enable_model_summary", "log_every_n_steps"),
     "callbacks": ("progress_bar",),
 }
 
 
+# conf/ folders that are not groups of the training config (ranklab-sweep reads sweep/)
+NOT_TRAIN_GROUPS = ("hydra", "sweep")
+
+
 def _register_resolvers() -> None:
     if not OmegaConf.has_resolver("tail"):
         # "ranklab.models.DeepFM" -> "DeepFM": names runs after the model class
         OmegaConf.register_new_resolver("tail", lambda s: str(s).rsplit(".", 1)[-1])
+    if not OmegaConf.has_resolver("ranklab_groups"):
+        # `ranklab-train --help` lists these instead of every folder of conf/
+        OmegaConf.register_new_resolver("ranklab_groups", lambda: format_train_groups())
 
 
 _register_resolvers()
@@ -38,6 +54,20 @@ def conf_dir() -> Path:
     import os
 
     return Path(os.environ.get("RANKLAB_CONF", CONF_DIR))
+
+
+def train_groups() -> dict[str, list[str]]:
+    """The config groups ``ranklab-train`` composes, each with its options (file stems)."""
+    root = conf_dir()
+    return {
+        d.name: sorted(p.stem for p in d.glob("*.yaml"))
+        for d in sorted(root.iterdir())
+        if d.is_dir() and d.name not in NOT_TRAIN_GROUPS
+    }
+
+
+def format_train_groups() -> str:
+    return "\n".join(f"{g}: {', '.join(opts)}" for g, opts in train_groups().items())
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
@@ -59,10 +89,10 @@ def to_plain(cfg: Any) -> Any:
     return cfg
 
 
-def config_hash(cfg: DictConfig, ignore_seed: bool = False) -> str:
-    """Hash of everything that changes results: paths (and values built from them, such as the
-    checkpoint directory), loggers and the run's name are left out. ``ignore_seed`` gives the
-    experiment's hash, shared by its runs over several seeds."""
+def result_config(cfg: DictConfig, ignore_seed: bool = False) -> dict[str, Any]:
+    """Everything in a config that changes results, as plain Python: paths (and values built
+    from them, such as the checkpoint directory), loggers, trackers' names and the run's name
+    are left out. ``ignore_seed`` sets the seed to 0: the experiment, shared by its seeds."""
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
         for k in list(cfg.get("paths") or {}):
@@ -73,7 +103,36 @@ def config_hash(cfg: DictConfig, ignore_seed: bool = False) -> str:
     for group, keys in NON_RESULT_SUBKEYS.items():
         for k in keys:
             (plain.get(group) or {}).pop(k, None)
-    return hash_object({k: v for k, v in plain.items() if k not in NON_RESULT_KEYS})[:16]
+    return {k: v for k, v in plain.items() if k not in NON_RESULT_KEYS}
+
+
+def config_hash(cfg: DictConfig, ignore_seed: bool = False) -> str:
+    """Hash of :func:`result_config`. ``ignore_seed`` gives the experiment's hash
+    (``experiment_hash``), shared by its runs over several seeds."""
+    return hash_object(result_config(cfg, ignore_seed))[:16]
+
+
+def set_tracking(
+    cfg: DictConfig, name: str, group: str, job_type: str, tag: str | None = None
+) -> None:
+    """Name a run for the trackers (W&B run name, group and job type; MLflow tags) and add a
+    tag (a study's or a sweep's name) to the user's ``tags``. Not part of the config hash."""
+    with open_dict(cfg):
+        cfg.tracking = {"name": name, "group": group, "job_type": job_type}
+        tags = list(cfg.get("tags") or [])
+        if tag and tag not in tags:
+            tags.append(tag)
+        cfg.tags = tags
+
+
+def is_smoke(cfg: DictConfig) -> bool:
+    """A smoke or debug run: ``smoke: true`` (debug=...), ``fast_dev_run``, or a trainer that
+    limits the batches of an epoch. Its metrics say nothing about the model: never tabulated."""
+    t = cfg.get("trainer") or {}
+    limits = [t.get(f"limit_{s}_batches") for s in ("train", "val", "test")]
+    return bool(
+        cfg.get("smoke") or t.get("fast_dev_run") or any(v not in (None, 1, 1.0) for v in limits)
+    )
 
 
 def model_name(cfg: DictConfig) -> str:

@@ -33,8 +33,12 @@ from ranklab.train import _quiet_lightning, build
 from ranklab.utils import atomic_write, atomic_write_json
 
 
-def evaluate(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
-    """Validate and test the run's best checkpoint under ``overrides``; write and return it."""
+def evaluate(run_dir: Path, overrides: list[str], track: bool = False) -> dict[str, Any]:
+    """Validate and test the run's best checkpoint under ``overrides``; write and return it.
+
+    ``track``: also log the evaluation to the run's own W&B / MLflow trackers, as a run of job
+    type ``evaluate`` in the training run's group, named ``<training run>/evaluate-<overrides>``.
+    """
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise DataError("not a run directory (no config.yaml)", path=run_dir)
@@ -93,7 +97,36 @@ def evaluate(run_dir: Path, overrides: list[str]) -> dict[str, Any]:
         atomic_write(users_path, lambda tmp: table.write_parquet(tmp))
         out["users_file"] = str(users_path)
     atomic_write_json(run_dir / "evaluations" / f"{name}.json", out)
+    if track:
+        _track(cfg, out, name)
     return out
+
+
+# trackers that keep runs apart (the CSV and TensorBoard loggers would write into the run's
+# own folders, over its training logs) and the key each uses for the run's name
+RUN_NAME_KEYS = {"wandb_logger": "name", "mlflow_logger": "run_name"}
+
+
+def _track(cfg: Any, out: dict[str, Any], name: str) -> None:
+    """Log an evaluation to the trackers the run used: its config and results, job type
+    ``evaluate``, in the training run's group."""
+    from hydra.utils import instantiate
+
+    from ranklab.loggers import close_trackers, log_final_metrics
+
+    loggers = []
+    for conf in (cfg.get("logger") or {}).values():
+        key = RUN_NAME_KEYS.get(str(conf.get("_target_", "")).rsplit(".", 1)[-1])
+        if key is not None:
+            trained = conf.get(key) or OmegaConf.select(cfg, "tracking.name", default="run")
+            run_name = f"{trained}/evaluate-{name}"
+            loggers.append(instantiate(conf, **{key: run_name, "job_type": "evaluate"}))
+    if not loggers:
+        raise ConfigError("--log", "the run used no W&B or MLflow logger (config key logger)")
+    for lg in loggers:
+        lg.log_hyperparams({"run_dir": out["run_dir"], "overrides": out["overrides"]})
+        log_final_metrics(lg, {**out, "epochs": 0})
+    close_trackers(loggers, failed=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,16 +135,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. task.sampled_eval=uniform")
+    ap.add_argument(
+        "--log",
+        action="store_true",
+        help="also log to the run's W&B / MLflow trackers (job type evaluate, same group)",
+    )
     a = ap.parse_args(argv)
     try:
-        out = evaluate(a.run_dir, a.overrides)
+        out = evaluate(a.run_dir, a.overrides, track=a.log)
     except RanklabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for split in ("val", "test"):
         vals = ", ".join(f"{k} {v:.5f}" for k, v in sorted(out[split].items()))
         print(f"{split}: {vals}")
-    print(f"protocol: {out['protocol']}")
+    if out["protocol"]:  # retrieval runs record their evaluation protocol; ranking runs have none
+        print(f"protocol: {out['protocol']}")
     return 0
 
 

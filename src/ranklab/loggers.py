@@ -1,13 +1,22 @@
-"""Logger factories. W&B runs offline unless the user has configured a key."""
+"""Logger factories and what every tracker gets at the end of a run.
+
+W&B runs offline unless the user has configured a key; MLflow writes to a local store under
+``outputs/`` unless a tracking URI is configured. Each run's config is logged once (by
+:func:`ranklab.train.train`, never by Lightning's hyper-parameter hook), and its final metrics
+reach each tracker's run summary (:func:`log_final_metrics`).
+"""
 
 from __future__ import annotations
 
 import netrc
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import Logger, MLFlowLogger, WandbLogger
+
+from ranklab.utils import flatten
 
 
 def wandb_has_key() -> bool:
@@ -26,14 +35,14 @@ def wandb_logger(
     project: str = "ranklab",
     save_dir: str = ".",
     offline: bool | str = "auto",
-    name: str | None = None,
-    group: str | None = None,
     tags: Sequence[str] = (),
-    entity: str | None = None,
+    **kwargs: Any,
 ) -> WandbLogger:
     """A WandbLogger; ``offline="auto"`` means online exactly when a key is configured.
 
     WANDB_MODE=offline/online in the environment wins over everything, as in wandb itself.
+    Every other argument (``name``, ``group``, ``job_type``, ``log_model``, ``entity``, ...) goes
+    to ``WandbLogger`` and from there to ``wandb.init``, which refuses a misspelt one.
     """
     if offline == "auto":
         offline = not wandb_has_key()
@@ -41,12 +50,75 @@ def wandb_logger(
     if mode in ("offline", "disabled", "dryrun"):
         offline = True
     Path(save_dir).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(
-        project=project,
-        save_dir=save_dir,
-        offline=bool(offline),
-        name=name,
-        group=group,
-        tags=list(tags),
-        entity=entity,
+    logger = WandbLogger(
+        project=project, save_dir=save_dir, offline=bool(offline), tags=list(tags), **kwargs
     )
+    # Lightning always passes anonymous=None, and wandb warns on every run that the setting has
+    # no effect: leave it out unless the user asked for it
+    if logger._wandb_init.get("anonymous") is None:
+        logger._wandb_init.pop("anonymous", None)
+    return logger
+
+
+def mlflow_logger(
+    experiment_name: str = "ranklab",
+    tracking_uri: str | None = None,
+    store: str = "outputs/mlflow.db",
+    tags: Sequence[str] = (),
+    group: str | None = None,
+    job_type: str | None = None,
+    **kwargs: Any,
+) -> MLFlowLogger:
+    """An MLFlowLogger: ``tracking_uri`` (any MLflow URI: ``http://host:5000``, ``databricks``,
+    ``sqlite:///...``) or, when null, the local SQLite database ``store`` (no server needed).
+
+    MLflow has no run groups or job types: ``group``, ``job_type`` and each of ``tags`` become run
+    tags (``ranklab.group``, ``ranklab.job_type``, ``<tag>: "true"``). Other arguments go to
+    ``MLFlowLogger`` (``run_name``, ``log_model``, ``artifact_location``, ``run_id``, ...).
+    """
+    run_tags = {str(t): "true" for t in tags}
+    if group:
+        run_tags["ranklab.group"] = str(group)
+    if job_type:
+        run_tags["ranklab.job_type"] = str(job_type)
+    if not tracking_uri:
+        Path(store).parent.mkdir(parents=True, exist_ok=True)
+        tracking_uri = f"sqlite:///{Path(store).resolve()}"
+    return MLFlowLogger(
+        experiment_name=experiment_name, tracking_uri=tracking_uri, tags=run_tags, **kwargs
+    )
+
+
+def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The scalar results of a run as tracker keys: ``final/test/auc``, ``final/best_epoch``..."""
+    keep = {k: metrics.get(k) for k in ("val", "test", "bayes", "best_epoch", "epochs")}
+    keep["train_samples_per_s"] = metrics.get("train_samples_per_s")
+    return {
+        k: float(v)
+        for k, v in flatten({"final": keep}).items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def log_final_metrics(logger: Logger, metrics: Mapping[str, Any]) -> None:
+    """Put the run's final metrics where each tracker shows a run's result: W&B's run summary,
+    a last metrics row for the others (MLflow, TensorBoard, CSV). ``metrics.json`` stays the
+    source of truth."""
+    final = final_metrics(metrics)
+    if isinstance(logger, WandbLogger):
+        logger.experiment.summary.update(final)
+        return
+    if isinstance(logger, MLFlowLogger):  # its metric names allow no '@' (ndcg@10)
+        final = {k.replace("@", "_at_"): v for k, v in final.items()}
+    logger.log_metrics(final, step=int(metrics.get("epochs") or 0))
+
+
+def close_trackers(loggers: Sequence[Logger], failed: bool) -> None:
+    """End each tracker's run. W&B keeps a run open in the process until ``finish``: without
+    it the next run of a study or sweep would be logged into the same W&B run."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            if logger._experiment is not None:
+                logger.experiment.finish(exit_code=1 if failed else 0)
+        else:
+            logger.finalize("failed" if failed else "success")

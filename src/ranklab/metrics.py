@@ -75,6 +75,22 @@ def grouped_auc(preds: Tensor, target: Tensor, groups: Tensor) -> float:
     return float((auc_g * size[ok]).sum() / size[ok].sum())
 
 
+def reliability(probs: Tensor, target: Tensor, bins: int = 10) -> dict[str, list[float]]:
+    """Reliability-diagram points: the rows sorted by predicted probability and cut into ``bins``
+    bins of (nearly) equal size; per bin the mean prediction, the observed positive rate and the
+    row count. Equal-mass bins, because click probabilities crowd near 0 and equal-width bins
+    would leave most of them empty. probs, target: (N,)."""
+    order = torch.argsort(probs.detach().double(), stable=True)
+    p, y = probs.detach().double()[order], target.detach().double()[order]
+    out: dict[str, list[float]] = {"mean_pred": [], "pos_rate": [], "count": []}
+    for ps, ys in zip(torch.tensor_split(p, bins), torch.tensor_split(y, bins)):
+        if ps.numel():
+            out["mean_pred"].append(float(ps.mean()))
+            out["pos_rate"].append(float(ys.mean()))
+            out["count"].append(float(ps.numel()))
+    return out
+
+
 class _SumMetric(Metric):
     """Sums of the few statistics log loss, NE and calibration need (cheap, exact under DDP)."""
 
@@ -179,6 +195,13 @@ class CTRMetrics(torch.nn.Module):
         if self.gauc is not None and self.gauc.update_count > 0:
             out["gauc"] = float(self.gauc.compute())
         return out
+
+    def reliability(self, bins: int = 10) -> dict[str, list[float]]:
+        """:func:`reliability` of every prediction seen since the last reset (all ranks' under
+        DDP), read from the AUC metric, which keeps them for the exact AUC anyway."""
+        auroc = self.collection["auc"]
+        with auroc.sync_context(should_unsync=True):
+            return reliability(dim_zero_cat(auroc.preds), dim_zero_cat(auroc.target), bins)
 
     def reset(self) -> None:
         self.collection.reset()

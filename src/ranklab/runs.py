@@ -8,9 +8,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ranklab.config import compose, config_hash
+from ranklab.config import compose, config_hash, set_tracking
 
-console = Console()
+console = Console(soft_wrap=True)  # one line per run, even when piped
 
 
 def run_grid(
@@ -19,14 +19,18 @@ def run_grid(
     seeds: Sequence[int],
     out: str | Path,
     train_missing: bool = True,
+    study: str | None = None,
 ) -> list[Path]:
     """Train every (variant, seed) under ``out/<variant>/seed<seed>``; return the run dirs.
 
     A run whose directory already holds a metrics.json for the same configuration (same
     config hash) is not trained again, so an interrupted study resumes where it stopped. With
-    ``train_missing=False`` nothing is trained: the finished runs found are returned.
+    ``train_missing=False`` nothing is trained: the finished runs found are returned. Trackers
+    name each run ``<study>/<variant>/seed<seed>`` in group ``<study>`` (job type ``study``).
     """
     from ranklab.train import train
+
+    study = study or Path(out).name
 
     out = Path(out)
     runs = []
@@ -43,6 +47,7 @@ def run_grid(
                     "print_summary=false",
                 ]
             )
+            set_tracking(cfg, f"{study}/{name}/seed{seed}", study, "study", tag=study)
             done = run / "metrics.json"
             finished = json.loads(done.read_text()).get("config_hash") if done.is_file() else None
             if finished == config_hash(cfg):

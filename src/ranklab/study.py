@@ -18,6 +18,7 @@ replaced by ``--data-dir``.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,17 @@ from typing import Any
 import polars as pl
 import yaml
 
+from ranklab.console import LOG_FORMAT
 from ranklab.errors import ConfigError, RanklabError
-from ranklab.report import aggregate, bar_plot, collect_runs, significance, to_latex, to_markdown
+from ranklab.report import (
+    aggregate,
+    bar_plot,
+    load_runs,
+    significance,
+    significance_note,
+    to_latex,
+    to_markdown,
+)
 from ranklab.runs import run_grid
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,34 +95,34 @@ def run_study(
         )
     grid = [(v, [subst(o) for o in spec["variants"][v]]) for v in chosen]
     runs = run_grid(
-        [subst(o) for o in spec["base"]], grid, seeds or spec["seeds"], out, train_missing=train
+        [subst(o) for o in spec["base"]],
+        grid,
+        seeds or spec["seeds"],
+        out,
+        train_missing=train,
+        study=spec["name"],
     )
     if not runs:
         raise ConfigError("study", f"no finished runs under {out}")
+    loaded = load_runs(runs)
     # the variant is the run's parent directory (<out>/<variant>/seed<seed>)
-    df = collect_runs(runs).with_columns(
-        pl.col("run_dir").str.split("/").list.get(-2).alias("variant")
-    )
+    df = loaded.df.with_columns(pl.col("run_dir").str.split("/").list.get(-2).alias("variant"))
     if "bayes/test/auc" in df.columns and "test/auc" in df.columns:
         df = df.with_columns((pl.col("bayes/test/auc") - pl.col("test/auc")).alias("gap_to_bayes"))
     metrics = [m for m in spec["metrics"] if m in df.columns]
     by = ["variant", "model"] if spec["by"] == "variant" else [spec["by"]]
+    key = "variant" if "variant" in by else by[0]
     table = aggregate(df, metrics, by=by)
     order = {v: i for i, v in enumerate(chosen)}
-    table = (
-        table.sort(pl.col("variant").replace_strict(order, default=len(order)))
-        if "variant" in by
-        else table
-    )
-    pvalues = None
+    if "variant" in by:
+        table = table.sort(pl.col("variant").replace_strict(order, default=len(order)))
+    pvalues, footnote = None, ""
     if spec.get("baseline"):
-        sig = significance(df, metrics[0], spec["baseline"], by="variant", group=["data"])
-        pvalues = dict(zip(sig["variant"], sig["p_value"]))
-    md = f"### {spec['name']}\n\n" + to_markdown(
-        table, metrics, by, spec["digits"], pvalues, "variant"
-    )
-    if pvalues:
-        md += f"\n`*`: p < 0.05 against {spec['baseline']} on {metrics[0]} (paired t-test)\n"
+        sig = significance(df, metrics, spec["baseline"], key=key, group=["data"])
+        pvalues = {(str(r[key]), r["metric"]): r["p_value"] for r in sig.iter_rows(named=True)}
+        footnote = "\n" + significance_note(sig, spec["baseline"], key, False) + "\n"
+    md = f"### {spec['name']}\n\n" + to_markdown(table, metrics, by, spec["digits"], pvalues, key)
+    md += footnote + "".join(f"\nnote: {n}\n" for n in loaded.notes)
     ref = spec.get("reference")
     if ref:
         src = ref["source"]
@@ -123,7 +133,7 @@ def run_study(
                 md += f"| {r['model']} | {theirs:.5f} | {ours:.5f} | {ours - theirs:+.5f} |\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(md)
-    (out / "table.tex").write_text(to_latex(table, metrics, by, spec["digits"]))
+    (out / "table.tex").write_text(to_latex(table, metrics, by, spec["digits"], pvalues, key))
     df.write_csv(out / "runs.csv")
     table.write_csv(out / "summary.csv")
     ceiling = (
@@ -131,13 +141,7 @@ def run_study(
         if "bayes/test/auc" in df.columns and metrics[0] == "test/auc"
         else None
     )
-    bar_plot(
-        table,
-        metrics[0],
-        out / "plot.png",
-        label="variant" if "variant" in by else by[0],
-        ceiling=ceiling,
-    )
+    bar_plot(table, metrics[0], path=out / "plot.png", label=key, ceiling=ceiling)
     return md
 
 
@@ -156,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         "--table-only", action="store_true", help="tabulate finished runs, train nothing"
     )
     args = ap.parse_args(argv)
+    # each run's epoch lines on the console (and in its train.log): long runs show progress
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stdout)
     try:
         spec = load_study(args.study)
         out = args.out or ROOT / "outputs" / "studies" / spec["name"]

@@ -97,6 +97,22 @@ class BaseTask(L.LightningModule):
         self.emb_params, self.net_params = split_parameters(model)
         self.results: dict[str, dict[str, float]] = {}
         self.history: list[dict[str, float]] = []  # validation metrics of each training epoch
+        # the training loss summed over the epoch's samples, on the device: no sync per batch
+        self._loss_sum: Tensor | float = 0.0
+        self._loss_rows = 0
+
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum, self._loss_rows = 0.0, 0
+
+    def add_loss(self, loss: Tensor, rows: int) -> None:
+        """Log a batch's training loss (``train/loss``, per step) and add it to the epoch mean."""
+        self.log("train/loss", loss, prog_bar=True, batch_size=rows)
+        self._loss_sum = self._loss_sum + loss.detach() * rows
+        self._loss_rows += rows
+
+    def epoch_loss(self) -> float | None:
+        """The mean training loss of the current epoch so far (None before any batch)."""
+        return float(self._loss_sum) / self._loss_rows if self._loss_rows else None
 
     @property
     def trainable(self) -> bool:
@@ -119,7 +135,11 @@ class BaseTask(L.LightningModule):
         trainer = self.trainer
         if stage == "val" and trainer.state.fn == "fit" and not trainer.sanity_checking:
             lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
-            self.history.append({"epoch": int(self.current_epoch), "lr": lr, **values})
+            loss = self.epoch_loss()  # every batch of the epoch has run before its validation
+            if loss is not None:  # logged once per epoch whatever log_every_n_steps is
+                self.log("train/loss_epoch", loss, sync_dist=False)
+            entry = {"epoch": int(self.current_epoch), "lr": lr, "train_loss": loss}
+            self.history.append({**entry, **values})
 
     def best_epoch(self) -> int | None:
         """The epoch whose monitored validation metric is best (the first, on ties)."""
@@ -207,7 +227,8 @@ class RankingTask(BaseTask):
             mode,
             hparams,
         )
-        self.save_hyperparameters(ignore=["model"])
+        # logger=False: trackers get the resolved config once, from train(); these go to checkpoints
+        self.save_hyperparameters(ignore=["model"], logger=False)
         self.val_metrics = CTRMetrics(grouped=grouped_metrics)
         self.test_metrics = CTRMetrics(grouped=grouped_metrics)
 
@@ -227,7 +248,7 @@ class RankingTask(BaseTask):
         total = loss + self.regularization()
         if aux is not None:
             total = total + self.hparams.aux_loss_weight * aux
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.add_loss(loss, len(batch))
         return total
 
     def _eval_step(self, batch: Batch, metrics: CTRMetrics) -> None:
@@ -246,6 +267,7 @@ class RankingTask(BaseTask):
 
     def on_test_epoch_end(self) -> None:
         self.record("test", self.test_metrics.compute())
+        self.reliability = {"test": self.test_metrics.reliability()}  # for calibration plots
         self.test_metrics.reset()
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
@@ -337,7 +359,8 @@ class RetrievalTask(BaseTask):
             raise ConfigError(
                 "task.length_buckets", f"must be increasing positive lengths, got {edges}"
             )
-        self.save_hyperparameters(ignore=["model"])
+        # logger=False: trackers get the resolved config once, from train(); these go to checkpoints
+        self.save_hyperparameters(ignore=["model"], logger=False)
         ks = tuple(int(k) for k in ks)
         self.metrics = nn.ModuleDict(
             {f"{s}_{m}": RankingMetrics(ks) for s in ("val", "test") for m in ("full", "sampled")}
@@ -406,7 +429,7 @@ class RetrievalTask(BaseTask):
             loss = F.cross_entropy(logits, torch.zeros_like(pos))
         else:  # full softmax over real items (ids >= 2)
             loss = F.cross_entropy(states @ items[2:].T, pos - 2)  # (N, V-2)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.add_loss(loss, len(batch))
         return loss + self.regularization()
 
     # -- evaluation -------------------------------------------------------------------------

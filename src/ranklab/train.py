@@ -7,10 +7,12 @@ python -m ranklab.train experiment=frappe_x1_deepfm
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import time
 import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,13 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ranklab.callbacks import ProgressBar, Throughput
-from ranklab.config import CONF_DIR, config_hash, model_name, to_plain
-from ranklab.console import print_summary
-from ranklab.errors import RanklabError
+from ranklab.callbacks import EpochLog, ProgressBar, Throughput
+from ranklab.config import conf_dir, config_hash, is_smoke, model_name, result_config, to_plain
+from ranklab.console import print_summary, run_log
+from ranklab.errors import ConfigError, RanklabError
+from ranklab.loggers import close_trackers, log_final_metrics
 from ranklab.utils import atomic_write_json, atomic_write_text, git_commit
 
 log = logging.getLogger("ranklab")
@@ -61,17 +64,78 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
     return datamodule, model, task
 
 
+def objective_metric(cfg: DictConfig) -> str | None:
+    """The validation metric a sweeper optimises (``objective``), checked before training:
+    ``val/<name>``, where the name may itself hold slashes (``val/full/ndcg@10``)."""
+    objective = cfg.get("objective")
+    if not objective:
+        return None
+    split, _, name = str(objective).partition("/")
+    if split != "val" or not name:
+        raise ConfigError(
+            "objective",
+            f"must name a validation metric, val/<metric> (the test split is never tuned on), "
+            f"got '{objective}'",
+        )
+    return name
+
+
+def objective_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The value of ``objective`` in a finished run's validation metrics."""
+    name = objective_metric(cfg)
+    if name is None:
+        return None
+    if name not in metrics["val"]:
+        raise ConfigError(
+            "objective",
+            f"'{cfg.objective}' is not a validation metric of this run "
+            f"(it has val/{', val/'.join(sorted(metrics['val']))})",
+        )
+    return float(metrics["val"][name])
+
+
+def _fill_tracking(cfg: DictConfig) -> None:
+    """Default tracker names: group = the experiment (its seeds together, nothing else), name =
+    the experiment, the seed and the start time (unique per run)."""
+    tracking = cfg.get("tracking") or {}
+    if tracking.get("name") and tracking.get("group"):
+        return
+    experiment = f"{cfg.run_name}-{config_hash(cfg, ignore_seed=True)[:8]}"
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    with open_dict(cfg):
+        if "tracking" not in cfg:
+            cfg.tracking = {"job_type": "train"}
+        cfg.tracking.name = tracking.get("name") or f"{experiment}-seed{cfg.seed}-{stamp}"
+        cfg.tracking.group = tracking.get("group") or experiment
+
+
+def _batches_per_epoch(datamodule: Any) -> int:
+    return max(1, math.ceil(len(datamodule.split("train")) / datamodule.batch_size))
+
+
 def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Train, restore the best checkpoint, validate and test; write ``metrics.json``.
 
     ``callbacks`` are added to those the config names (e.g. a sweep's pruning callback).
-    Returns the metrics dict (also written to ``<paths.output_dir>/metrics.json``).
+    Returns the metrics dict (also written to ``<paths.output_dir>/metrics.json``). Everything
+    the run writes goes to ``paths.output_dir`` (config.yaml, train.log, metrics.json,
+    checkpoints, logger files).
     """
-    extra_callbacks = list(callbacks or [])
     t_start = time.perf_counter()
     _quiet_lightning()
+    objective_metric(cfg)  # a bad objective fails now, not after training
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with run_log(run_dir):
+        return _train(cfg, run_dir, list(callbacks or []), t_start)
+
+
+def _train(
+    cfg: DictConfig, run_dir: Path, extra_callbacks: list[L.Callback], t_start: float
+) -> dict[str, Any]:
+    _fill_tracking(cfg)
+    smoke = is_smoke(cfg)
+    log.info("run %s%s", run_dir, " (smoke run: not for tables)" if smoke else "")
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if cfg.get("threads"):
@@ -81,27 +145,66 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     throughput = Throughput()
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += extra_callbacks
-    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a bar it cannot show
+    # A bar rewrites itself: into a pipe or a file it writes thousands of updates. There, and
+    # when the bar is off, the epoch lines (always in train.log) are the progress report.
+    bar = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stderr.isatty()
+    if not bar:  # Lightning refuses a bar callback it cannot show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    callbacks.append(throughput)
+    callbacks += [throughput, EpochLog(monitor=str(task.hparams.monitor))]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    # train/loss reaches the loggers at least once an epoch, however few the batches
+    log_every = min(int(cfg.trainer.get("log_every_n_steps") or 50), _batches_per_epoch(datamodule))
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir)
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        default_root_dir=str(run_dir),
+        enable_progress_bar=bar,
+        log_every_n_steps=log_every,
     )
-    for lg in loggers:
-        lg.log_hyperparams(to_plain(cfg))
+    try:
+        metrics = _fit_and_test(cfg, datamodule, task, trainer, loggers)
+    except BaseException:
+        close_trackers(loggers, failed=True)
+        raise
+    metrics.update(
+        n_params=int(sum(p.numel() for p in model.parameters())),
+        train_samples_per_s=throughput.samples_per_s,
+        wall_time_s=time.perf_counter() - t_start,
+        smoke=smoke,
+        run_dir=str(run_dir),
+    )
+    if trainer.is_global_zero:
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        for split in ("val", "test"):
+            shown = ", ".join(f"{k} {v:.5f}" for k, v in list(metrics[split].items())[:6])
+            log.info("%s: %s", split, shown)
+        for lg in loggers:
+            log_final_metrics(lg, metrics)
+        if cfg.get("print_summary", True):
+            print_summary(metrics)
+    close_trackers(loggers, failed=False)
+    return metrics
 
+
+def _fit_and_test(
+    cfg: DictConfig, datamodule: Any, task: Any, trainer: L.Trainer, loggers: list[Any]
+) -> dict[str, Any]:
+    """Log the config to the trackers, fit, restore the best checkpoint, validate and test;
+    the run's results (train() adds its costs and where it ran)."""
+    config = to_plain(cfg)
+    for lg in loggers:  # the resolved config, once per tracker
+        lg.log_hyperparams(config)
     if task.trainable:
         trainer.fit(task, datamodule=datamodule)
     else:  # nothing to learn (e.g. the most-popular baseline): evaluate as it is
         log.info("model %s has no trainable parameters: skipping fit", model_name(cfg))
-    ckpt_cb = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)
+    ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     ckpt = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
     trainer.validate(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
     trainer.test(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-
     bayes = datamodule.meta.get("bayes")
-    metrics: dict[str, Any] = {
+    return {
         "model": model_name(cfg),
         "data": str(datamodule.name),
         "seed": int(cfg.seed),
@@ -112,26 +215,20 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
         "history": task.history,
         "bayes": {s: bayes[s] for s in ("val", "test") if s in bayes} if bayes else None,
         "protocol": getattr(task, "protocol", None),
-        "n_params": int(sum(p.numel() for p in model.parameters())),
-        "train_samples_per_s": throughput.samples_per_s,
-        "wall_time_s": time.perf_counter() - t_start,
+        "reliability": getattr(task, "reliability", None),
         "git_commit": git_commit(),
         # CPU results depend on the intra-op thread count (reduction order), GPU results on
         # the card and build: a rerun gives the same digits where these match
         "environment": environment(trainer),
         "config_hash": config_hash(cfg),
         "experiment_hash": config_hash(cfg, ignore_seed=True),
+        # what the hashes are of: reports label rows by the keys in which experiments differ
+        "config": result_config(cfg),
+        "tags": list(cfg.get("tags") or []),
+        "tracking": to_plain(cfg.get("tracking")),
         "data_fingerprint": datamodule.meta.get("fingerprint"),
         "checkpoint": ckpt,
-        "run_dir": str(run_dir),
     }
-    if trainer.is_global_zero:
-        atomic_write_json(run_dir / "metrics.json", metrics)
-        for lg in loggers:
-            _mirror_summary(lg, metrics)
-        if cfg.get("print_summary", True):
-            print_summary(metrics)
-    return metrics
 
 
 def environment(trainer: L.Trainer) -> dict[str, Any]:
@@ -144,28 +241,26 @@ def environment(trainer: L.Trainer) -> dict[str, Any]:
     }
 
 
-def _mirror_summary(logger: Any, metrics: dict[str, Any]) -> None:
-    """W&B keeps the final metrics in the run summary (metrics.json stays the source of truth)."""
-    from lightning.pytorch.loggers import WandbLogger
+def _run_dir_from_hydra(cfg: DictConfig) -> None:
+    """One run, one folder: Hydra's output directory (``hydra.run.dir``, which defaults to
+    ``paths.output_dir``, or a multirun's job folder) is the run directory."""
+    from hydra.core.hydra_config import HydraConfig
 
-    if isinstance(logger, WandbLogger):
-        from ranklab.utils import flatten
-
-        flat = {
-            k: v for k, v in flatten({"final": metrics}).items() if isinstance(v, int | float | str)
-        }
-        logger.experiment.summary.update(flat)
+    out = Path(HydraConfig.get().runtime.output_dir)
+    if out.is_relative_to(Path.cwd()):  # shown as the user wrote it: outputs/runs/...
+        out = out.relative_to(Path.cwd())
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+@hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
-        metrics = train(cfg)
+        _run_dir_from_hydra(cfg)
+        return objective_value(cfg, train(cfg))
     except RanklabError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    objective = cfg.get("objective")
-    return metrics["val"].get(objective.split("/")[-1]) if objective else None
 
 
 def main() -> None:

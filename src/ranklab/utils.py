@@ -22,6 +22,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        # mkstemp creates 0600; results are for colleagues too: the mode open() would give
+        os.chmod(tmp, 0o666 & ~current_umask())
         write(Path(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -30,6 +32,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

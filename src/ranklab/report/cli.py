@@ -1,7 +1,12 @@
 """``ranklab-report RUN_DIR_OR_PARENT... [--metrics test/auc test/logloss] [--baseline DeepFM]``
 
-Writes table.md, table.tex, runs.csv, summary.csv and a bar plot into --out, and prints the
-Markdown table.
+One row per experiment (the config without the seed): runs that share data and model but differ
+in configuration are separate rows, labelled by the keys that differ; the same experiment and
+seed twice counts once; smoke runs are left out. ``--by data model`` pools on purpose and says
+what it pooled. With ``--baseline``, every metric of every row is tested against the baseline's
+(paired t-test over shared seeds, Welch's where the seeds differ; ``--holm`` corrects for the
+number of comparisons). Writes table.md, table.tex, runs.csv, summary.csv and a bar plot into
+--out, and prints the Markdown table with its notes.
 """
 
 from __future__ import annotations
@@ -10,54 +15,108 @@ import argparse
 import sys
 from pathlib import Path
 
+from ranklab.errors import RanklabError
 from ranklab.report.plots import bar_plot
-from ranklab.report.tables import aggregate, collect_runs, significance, to_latex, to_markdown
+from ranklab.report.tables import (
+    ROW,
+    aggregate,
+    load_runs,
+    pooling_notes,
+    relaimpr,
+    resolve_baseline,
+    significance,
+    significance_note,
+    to_latex,
+    to_markdown,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="ranklab-report", description=__doc__)
+    ap = argparse.ArgumentParser(
+        prog="ranklab-report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("runs", nargs="+", help="run directories or folders holding them")
     ap.add_argument("--metrics", nargs="+", default=["test/auc", "test/logloss"])
-    ap.add_argument("--by", nargs="+", default=["data", "model"])
-    ap.add_argument("--baseline", default=None, help="model to test the others against")
+    ap.add_argument(
+        "--by",
+        nargs="+",
+        default=None,
+        help="pool runs by these columns (e.g. data model); default: one row per experiment",
+    )
+    ap.add_argument("--baseline", default=None, help="row (or model) to test the others against")
+    ap.add_argument("--holm", action="store_true", help="Holm-correct the p-values")
+    ap.add_argument(
+        "--relaimpr", action="store_true", help="add RelaImpr over the baseline for AUC metrics"
+    )
+    ap.add_argument("--include-smoke", action="store_true", help="count smoke/debug runs too")
     ap.add_argument("--digits", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None, help="folder for the files (default: none)")
     args = ap.parse_args(argv)
-    df = collect_runs(args.runs)
-    if df.is_empty():
-        print(f"error: no metrics.json under {args.runs}", file=sys.stderr)
+    try:
+        return _report(args)
+    except RanklabError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    missing = [m for m in [*args.metrics, *args.by] if m not in df.columns]
+
+
+def _report(args: argparse.Namespace) -> int:
+    runs = load_runs(args.runs, include_smoke=args.include_smoke)
+    df = runs.df
+    if df.is_empty():
+        print(f"error: no finished runs (metrics.json) under {args.runs}", file=sys.stderr)
+        for n in runs.notes:
+            print(f"  {n}", file=sys.stderr)
+        return 2
+    by = list(args.by or ROW)
+    missing = [m for m in [*args.metrics, *by] if m not in df.columns]
     if missing:
         print(
             f"error: unknown column(s) {missing}; runs have {sorted(df.columns)}", file=sys.stderr
         )
         return 2
-    table = aggregate(df, args.metrics, args.by)
-    pvals = None
+    notes = list(runs.notes)
+    if args.by:
+        notes += pooling_notes(runs, by)
+    key = by[-1]
+    table = aggregate(df, args.metrics, by)
+    pvalues, extra, footnote = None, [], None
     if args.baseline:
-        sig = significance(df, args.metrics[0], args.baseline, by=args.by[-1], group=args.by[:-1])
-        pvals = dict(zip(sig[args.by[-1]], sig["p_value"]))
-        table = table.join(sig.select([*args.by, "p_value"]), on=list(args.by), how="left")
-    md = to_markdown(table, args.metrics, args.by, args.digits, pvals)
-    print(md)
-    if args.baseline:
-        print(
-            f"* p < 0.05 against {args.baseline} on {args.metrics[0]} "
-            "(paired t-test over shared seeds)"
+        base = resolve_baseline(df, args.baseline, key, by[:-1])
+        correction = "holm" if args.holm else None
+        sig = significance(df, args.metrics, base, key, by[:-1], correction)
+        pvalues = {(str(r[key]), r["metric"]): r["p_value"] for r in sig.iter_rows(named=True)}
+        footnote = significance_note(sig, base, key, args.holm)
+        wide = sig.pivot(on="metric", index=[*by[:-1], key], values="p_value")
+        table = table.join(
+            wide.rename({m: f"{m}:p" for m in args.metrics}), on=[*by[:-1], key], how="left"
         )
+        if args.relaimpr:
+            for m in args.metrics:
+                if m.endswith("auc"):
+                    table = relaimpr(table, m, base, key, by[:-1])
+                    extra.append(f"RelaImpr {m}")
+    md = to_markdown(table, args.metrics, by, args.digits, pvalues, key, extra)
+    print(md)
+    if footnote:
+        print(footnote)
+    for n in notes:
+        print(f"note: {n}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "table.md").write_text(md)
-        (args.out / "table.tex").write_text(to_latex(table, args.metrics, args.by, args.digits))
+        body = md + ("\n" + footnote + "\n" if footnote else "")
+        body += "".join(f"\nnote: {n}" for n in notes) + ("\n" if notes else "")
+        (args.out / "table.md").write_text(body)
+        (args.out / "table.tex").write_text(
+            to_latex(table, args.metrics, by, args.digits, pvalues, key, extra)
+        )
         df.write_csv(args.out / "runs.csv")
         table.write_csv(args.out / "summary.csv")
         ceiling = None
         if "bayes/test/auc" in df.columns and args.metrics[0] == "test/auc":
             ceiling = df["bayes/test/auc"].drop_nulls().drop_nans().mean()
-        bar_plot(
-            table, args.metrics[0], args.out / "metric.png", label=args.by[-1], ceiling=ceiling
-        )
+        bar_plot(table, args.metrics[0], label=key, ceiling=ceiling, path=args.out / "metric.png")
         print(f"written {args.out}/table.md, table.tex, runs.csv, summary.csv, metric.png")
     return 0
 

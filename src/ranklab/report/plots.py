@@ -1,28 +1,40 @@
-"""Plots from run outputs: mean ± std bars per model, validation curves per epoch."""
+"""Plots from run outputs: mean ± std bars per row, validation curves, reliability diagrams.
+
+Every function returns a matplotlib ``Figure`` (shown inline when a notebook cell ends with it)
+and saves it only when given ``path``. Figures are built without pyplot, so importing ranklab
+changes no backend and leaves no figure open in pyplot's registry.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import polars as pl
+from matplotlib.figure import Figure
+
+
+def _done(fig: Figure, path: str | Path | None) -> Figure:
+    fig.tight_layout()
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig
 
 
 def bar_plot(
     table: pl.DataFrame,
     metric: str,
-    path: str | Path,
-    label: str = "model",
+    path: str | Path | None = None,
+    label: str = "label",
     ceiling: float | None = None,
-) -> Path:
+) -> Figure:
     """Horizontal bars of ``metric`` mean with std error bars; a dashed line at the ceiling."""
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(6, 0.45 * table.height + 1.2))
+    fig = Figure(figsize=(7, 0.45 * table.height + 1.2))
+    ax = fig.subplots()
     names = [str(x) for x in table[label]]
     means = table[f"{metric}:mean"].to_list()
     stds = [s if s is not None else 0.0 for s in table[f"{metric}:std"].to_list()]
@@ -36,32 +48,59 @@ def bar_plot(
         ax.legend(loc="lower right")
     ax.set_xlabel(f"{metric} (mean ± std over seeds)")
     ax.invert_yaxis()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _done(fig, path)
 
 
-def learning_curves(run_dirs: Sequence[str | Path], path: str | Path, metric: str = "auc") -> Path:
-    """Validation ``metric`` per epoch for each run (from metrics.json history)."""
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for run in map(Path, run_dirs):
-        m = json.loads((run / "metrics.json").read_text())
-        hist = m.get("history") or []
+def _metrics(run: Path) -> dict[str, Any]:
+    return json.loads((Path(run) / "metrics.json").read_text())
+
+
+def learning_curves(
+    run_dirs: Sequence[str | Path],
+    path: str | Path | None = None,
+    metric: str = "auc",
+    names: Sequence[str] | None = None,
+) -> Figure:
+    """Validation ``metric`` per epoch for each run (from metrics.json ``history``), named by
+    ``names`` (one per run) or ``<model> s<seed>``."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    for i, run in enumerate(run_dirs):
+        m = _metrics(Path(run))
+        hist = [h for h in m.get("history") or [] if metric in h]
         if hist:
-            ax.plot(
-                [h["epoch"] for h in hist],
-                [h[metric] for h in hist],
-                marker=".",
-                label=f"{m['model']} s{m['seed']}",
-            )
+            name = names[i] if names is not None else f"{m['model']} s{m['seed']}"
+            ax.plot([h["epoch"] for h in hist], [h[metric] for h in hist], marker=".", label=name)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"val {metric}")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    if ax.lines:
+        ax.legend(fontsize=7, ncol=2)
+    return _done(fig, path)
+
+
+def reliability_diagram(
+    runs: dict[str, Sequence[str | Path]], path: str | Path | None = None, split: str = "test"
+) -> Figure:
+    """One panel per name in ``runs`` (e.g. a model): observed click rate against mean
+    prediction in equal-mass bins (``metrics.json`` ``reliability``), every run of it one line,
+    the diagonal for perfect calibration, log scales (click probabilities crowd near 0)."""
+    names = [n for n, dirs in runs.items() if any(_reliability(d, split) for d in dirs)]
+    fig = Figure(figsize=(3.2 * max(1, len(names)), 3.4))
+    axes = fig.subplots(1, max(1, len(names)), squeeze=False)[0]
+    for ax, name in zip(axes, names):
+        lo = 1.0
+        for d in runs[name]:
+            r = _reliability(d, split)
+            if r:
+                pts = [(p, y) for p, y in zip(r["mean_pred"], r["pos_rate"]) if p > 0 and y > 0]
+                ax.plot(*zip(*pts), marker="o", ms=3, lw=1, label=f"seed {_metrics(d)['seed']}")
+                lo = min(lo, *(min(p, y) for p, y in pts))
+        ax.plot([lo, 1], [lo, 1], ls="--", color="k", lw=0.8)
+        ax.set(xscale="log", yscale="log", title=name, xlabel="mean prediction")
+        ax.legend(fontsize=6)
+    axes[0].set_ylabel(f"observed click rate ({split})")
+    return _done(fig, path)
+
+
+def _reliability(run: str | Path, split: str) -> dict[str, list[float]] | None:
+    return (_metrics(Path(run)).get("reliability") or {}).get(split)

@@ -1,21 +1,45 @@
 """Run directories -> one polars frame -> mean ± std tables (Markdown, LaTeX, CSV) with tests.
 
-Only ``metrics.json`` files are read: they are the source of truth for every table.
+Only ``metrics.json`` files are read: they are the source of truth for every table. A table
+never pools runs that differ in anything but the seed: a row is one experiment
+(``experiment_hash``, the config without the seed), labelled by the config keys in which it
+differs from the other experiments of the same data and model (``DeepFM (model.dropout=0.1)``).
+The same experiment and seed found twice counts once; smoke runs are left out. Pooling on
+purpose (``by=("data", "model")``) says what it pooled.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from scipy import stats
 
+from ranklab.errors import ConfigError
 from ranklab.utils import flatten
 
-ID_COLUMNS = ("data", "model", "experiment_hash", "seed", "run_dir")
+ID_COLUMNS = ("data", "model", "label", "experiment", "seed", "run_dir")
+ROW = ("data", "label")  # one row per experiment (the label is unique within a data set)
+HEADERS = {"label": "model"}
+LOWER_IS_BETTER = ("logloss", "ne", "wall_time_s", "gap_to_bayes")
+ALPHA = 0.05
+
+
+@dataclass
+class Runs:
+    """The runs found: ``df`` one row per (experiment, seed); ``configs`` each experiment's
+    flattened config (None where its metrics.json predates the record); ``notes`` what was
+    left out or merged, to print beside the table."""
+
+    df: pl.DataFrame
+    configs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def find_runs(paths: Iterable[str | Path]) -> list[Path]:
@@ -29,26 +53,121 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def collect_runs(paths: Iterable[str | Path]) -> pl.DataFrame:
-    """One row per run: identifiers plus every scalar metric, flattened as ``test/auc``."""
-    rows = []
+def _value(v: Any) -> str:
+    return json.dumps(v, separators=(",", ":")) if isinstance(v, list | dict) else str(v)
+
+
+def differing_keys(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Flattened config keys (seed aside) whose values are not the same in all ``configs``."""
+    keys = sorted({k for c in configs for k in c} - {"seed"})
+    missing = object()
+    return [k for k in keys if len({_value(c.get(k, missing)) for c in configs}) > 1]
+
+
+def _labels(records: list[tuple[Path, dict[str, Any]]]) -> tuple[dict[str, str], dict]:
+    """experiment -> row label, and experiment -> flattened config."""
+    configs: dict[str, dict[str, Any] | None] = {}
+    by_model: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for _, m in records:
+        exp = m["experiment"]
+        if exp not in configs:
+            configs[exp] = flatten(m["config"], sep=".") if m.get("config") else None
+            by_model[(m["data"], m["model"])].append(exp)
+    labels = {}
+    for (_, model), exps in by_model.items():
+        if len(exps) == 1:
+            labels[exps[0]] = model
+            continue
+        known = [configs[e] for e in exps]
+        if any(c is None for c in known):  # written before metrics.json held its config
+            labels.update({e: f"{model} [{e[:8]}]" for e in exps})
+            continue
+        keys = differing_keys(known)  # type: ignore[arg-type]
+        missing = "–"
+        for e in exps:
+            shown = ", ".join(f"{k}={_value(configs[e].get(k, missing))}" for k in keys)
+            labels[e] = f"{model} ({shown})"
+    return labels, configs
+
+
+def load_runs(paths: Iterable[str | Path], include_smoke: bool = False) -> Runs:
+    """Read every run below ``paths``: one row per (experiment, seed), labelled."""
+    records: list[tuple[Path, dict[str, Any]]] = []
+    notes: list[str] = []
+    smoke = []
     for run in find_runs(paths):
         m = json.loads((run / "metrics.json").read_text())
+        if m.get("smoke") and not include_smoke:
+            smoke.append(run)
+            continue
+        # runs from before experiment_hash existed: (data, model) is all that is known
+        m["experiment"] = m.get("experiment_hash") or f"{m.get('data')}/{m.get('model')}"
+        records.append((run, m))
+    if smoke:
+        notes.append(f"left out {len(smoke)} smoke run(s) (debug=..., limited batches)")
+    labels, configs = _labels(records)
+    seen: dict[tuple[str, Any], list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
+    for run, m in records:
+        seen[(m["experiment"], m.get("seed"))].append((run, m))
+    rows = []
+    for (exp, seed), dups in seen.items():
+        run, m = dups[0]
+        if len(dups) > 1:
+            notes.append(_duplicate_note(labels[exp], seed, dups))
         flat = {
             k: v
             for k, v in flatten(m).items()
-            if isinstance(v, int | float | str | None) and k != "history"
+            if isinstance(v, int | float | str | None)
+            and not k.startswith(("history", "config/", "reliability", "tracking", "tags"))
         }
-        flat["run_dir"] = str(run)
+        flat.update(run_dir=str(run), label=labels[exp], experiment=exp)
         rows.append(flat)
-    if not rows:
-        return pl.DataFrame()
-    return pl.DataFrame(rows, infer_schema_length=None)
+    df = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
+    return Runs(df, configs, notes)
 
 
-def aggregate(
-    df: pl.DataFrame, metrics: Sequence[str], by: Sequence[str] = ("data", "model")
-) -> pl.DataFrame:
+def _duplicate_note(label: str, seed: Any, dups: list[tuple[Path, dict[str, Any]]]) -> str:
+    kept, others = dups[0][0], [str(r) for r, _ in dups[1:]]
+    note = (
+        f"{label}, seed {seed}: {len(dups)} runs of the same experiment and seed, counted once "
+        f"({kept}; also {', '.join(others)})"
+    )
+    values = [flatten({"val": m.get("val", {}), "test": m.get("test", {})}) for _, m in dups]
+    differ = sorted(k for k in values[0] if len({v.get(k) for v in values}) > 1)
+    if differ:
+        shown = " vs ".join(f"{v.get(differ[0])}" for v in values)
+        note += f"; their metrics differ ({differ[0]}: {shown}): compare their environment"
+    return note
+
+
+def collect_runs(paths: Iterable[str | Path], include_smoke: bool = False) -> pl.DataFrame:
+    """One row per (experiment, seed): identifiers plus every scalar metric, as ``test/auc``."""
+    return load_runs(paths, include_smoke).df
+
+
+def pooling_notes(runs: Runs, by: Sequence[str]) -> list[str]:
+    """For a grouping other than one row per experiment: which rows pool several experiments,
+    and the config keys in which those differ."""
+    notes = []
+    for key, sub in runs.df.group_by(list(by), maintain_order=True):
+        exps = sub["experiment"].unique(maintain_order=True).to_list()
+        if len(exps) < 2:
+            continue
+        configs = [runs.configs.get(e) for e in exps]
+        row = " | ".join(str(k) for k in key)
+        if any(c is None for c in configs):
+            what = "(their configs are not recorded)"
+        else:
+            keys = differing_keys(configs)  # type: ignore[arg-type]
+            shown = [
+                f"{k} ∈ {{{', '.join(sorted({_value(c.get(k)) for c in configs}))}}}" for k in keys
+            ]  # type: ignore[union-attr]
+            what = "differing in " + "; ".join(shown)
+        notes.append(f"pooled in '{row}': {len(exps)} experiments, {sub.height} runs, {what}")
+    return notes
+
+
+def aggregate(df: pl.DataFrame, metrics: Sequence[str], by: Sequence[str] = ROW) -> pl.DataFrame:
     """Mean, sample std (ddof 1) and count over seeds for each group."""
     aggs = [pl.len().alias("n")]
     for m in metrics:
@@ -56,36 +175,114 @@ def aggregate(
     return df.group_by(list(by), maintain_order=True).agg(aggs).sort(list(by))
 
 
+def resolve_baseline(
+    df: pl.DataFrame, baseline: str, key: str = "label", group: Sequence[str] = ("data",)
+) -> str:
+    """The ``key`` value of the baseline row: an exact ``key`` value, or a model name that
+    names exactly one row per data set."""
+    if baseline in set(df[key].to_list()):
+        return baseline
+    if key == "label" and "model" in df.columns:
+        labels = df.filter(pl.col("model") == baseline)["label"].unique().sort().to_list()
+        if len(labels) == 1:
+            return labels[0]
+        if len(labels) > 1:
+            raise ConfigError(
+                "--baseline",
+                f"'{baseline}' names {len(labels)} rows, name one: {'; '.join(labels)}",
+            )
+    raise ConfigError("--baseline", f"no row '{baseline}' (rows: {sorted(set(df[key].to_list()))})")
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (NaNs stay NaN, out of the family).
+    Hand-written: scipy has only false_discovery_control (Benjamini-Hochberg/Yekutieli)."""
+    idx = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
+    order = sorted(idx, key=lambda i: pvalues[i])
+    out = list(pvalues)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
 def significance(
     df: pl.DataFrame,
-    metric: str,
+    metrics: Sequence[str],
     baseline: str,
-    by: str = "model",
+    key: str = "label",
     group: Sequence[str] = ("data",),
+    correction: str | None = None,
 ) -> pl.DataFrame:
-    """p-value of each model against ``baseline`` on ``metric``, per data set.
+    """p-value of every row against the ``baseline`` row on every metric, per data set.
 
-    Paired t-test over the seeds both have (the same seeds give the same data order and
-    initialisation streams), Welch's t-test when the seeds differ.
+    Paired t-test over the seeds both have when they have the same seeds (the same seed gives
+    the same data order and initialisation streams), Welch's t-test otherwise; ``test`` says
+    which. ``correction="holm"`` adjusts all p-values of the table together (Holm).
     """
     out = []
-    for key, sub in df.group_by(list(group), maintain_order=True):
-        base = sub.filter(pl.col(by) == baseline)
-        for name, other in sub.group_by(by, maintain_order=True):
-            name = name[0]
-            p = math.nan
-            test = "-"
-            if name != baseline and base.height >= 2 and other.height >= 2:
-                joined = base.select("seed", pl.col(metric).alias("a")).join(
-                    other.select("seed", pl.col(metric).alias("b")), on="seed"
-                )
-                if joined.height >= 2 and joined.height == base.height == other.height:
-                    p, test = float(stats.ttest_rel(joined["b"], joined["a"]).pvalue), "paired t"
-                else:
-                    p = float(stats.ttest_ind(other[metric], base[metric], equal_var=False).pvalue)
-                    test = "Welch t"
-            out.append({**dict(zip(group, key)), by: name, "p_value": p, "test": test})
-    return pl.DataFrame(out)
+    for gkey, sub in df.group_by(list(group), maintain_order=True):
+        base = sub.filter(pl.col(key) == baseline)
+        for (name,), other in sub.group_by([key], maintain_order=True):
+            for metric in metrics:
+                p, test = math.nan, "-"
+                a = base.select("seed", pl.col(metric).alias("a")).drop_nulls()
+                b = other.select("seed", pl.col(metric).alias("b")).drop_nulls()
+                if name != baseline and a.height >= 2 and b.height >= 2:
+                    joined = a.join(b, on="seed")
+                    if joined.height >= 2 and joined.height == a.height == b.height:
+                        p = float(stats.ttest_rel(joined["b"], joined["a"]).pvalue)
+                        test = "paired t"
+                    else:
+                        p = float(stats.ttest_ind(b["b"], a["a"], equal_var=False).pvalue)
+                        test = "Welch t"
+                row = {**dict(zip(group, gkey)), key: name, "metric": metric}
+                out.append({**row, "p_value": p, "test": test})
+    sig = pl.DataFrame(out)
+    if correction == "holm" and sig.height:
+        sig = sig.with_columns(pl.Series("p_value", holm(sig["p_value"].to_list())))
+    elif correction not in (None, "holm"):
+        raise ConfigError("correction", f"must be holm or none, got '{correction}'")
+    return sig
+
+
+def significance_note(sig: pl.DataFrame, baseline: str, key: str, holm_corrected: bool) -> str:
+    """The footnote: what ``*`` means, the tests actually used (and for which rows when both
+    were), and the rows left untested."""
+    used = sig.filter(pl.col("test") != "-")
+    untested = sig.filter((pl.col("test") == "-") & (pl.col(key) != baseline))
+    skipped = untested[key].unique(maintain_order=True).to_list()
+    few = f"not tested (fewer than 2 seeds on a side): {', '.join(map(str, skipped))}"
+    if not used.height:
+        return f"No test against {baseline}: " + few + "."
+    tests = {
+        "paired t": "paired t-test over shared seeds",
+        "Welch t": "Welch's t-test (the seeds differ)",
+    }
+    kinds = [t for t in tests if t in set(used["test"])]
+    parts = []
+    for t in kinds:
+        rows = used.filter(pl.col("test") == t)[key].unique(maintain_order=True).to_list()
+        parts.append(tests[t] + (f" for {', '.join(map(str, rows))}" if len(kinds) > 1 else ""))
+    note = f"`*`: p < {ALPHA} against {baseline} on that metric, " + "; ".join(parts)
+    if holm_corrected:
+        note += f"; Holm-corrected over the table's {used.height} comparisons"
+    return note + (f"; {few}" if skipped else "") + "."
+
+
+def relaimpr(
+    table: pl.DataFrame, metric: str, baseline: str, key: str = "label", group=("data",)
+) -> pl.DataFrame:
+    """Add ``RelaImpr <metric>``: (AUC - 0.5) / (AUC_baseline - 0.5) - 1, in percent (the DIN
+    paper's relative improvement, eq. 10), from the mean of ``metric`` per row."""
+    mean = f"{metric}:mean"
+    base = table.filter(pl.col(key) == baseline).select([*group, pl.col(mean).alias("_b")])
+    return (
+        table.join(base, on=list(group), how="left")
+        .with_columns(((pl.col(mean) - 0.5) / (pl.col("_b") - 0.5) - 1).alias(f"RelaImpr {metric}"))
+        .drop("_b")
+    )
 
 
 def fmt_mean_std(mean: float | None, std: float | None, digits: int = 5) -> str:
@@ -96,72 +293,112 @@ def fmt_mean_std(mean: float | None, std: float | None, digits: int = 5) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _best(table: pl.DataFrame, metric: str, higher: bool) -> set[int]:
+def _ranked(table: pl.DataFrame, metric: str) -> tuple[set[int], set[int]]:
+    """Row indices holding the best and the second-best mean of ``metric``."""
     col = table[f"{metric}:mean"]
-    if col.is_null().all():
-        return set()
-    target = col.max() if higher else col.min()
-    return {i for i, v in enumerate(col) if v == target}
+    values = sorted({v for v in col.to_list() if v is not None and not math.isnan(v)})
+    if not metric.endswith(LOWER_IS_BETTER):
+        values.reverse()
+    rows = lambda v: {i for i, x in enumerate(col) if x == v}  # noqa: E731
+    return (rows(values[0]) if values else set(), rows(values[1]) if len(values) > 1 else set())
 
 
-LOWER_IS_BETTER = ("logloss", "ne", "wall_time_s", "gap_to_bayes")
+def _cells(
+    table: pl.DataFrame,
+    metrics: Sequence[str],
+    key: str,
+    digits: int,
+    pvalues: Mapping[tuple[str, str], float] | None,
+    bold: str,
+    second: str,
+    star: str,
+    pm: str,
+) -> list[list[str]]:
+    ranked = {m: _ranked(table, m) for m in metrics}
+    out = []
+    for i, row in enumerate(table.iter_rows(named=True)):
+        cells = []
+        for m in metrics:
+            mean, std = row[f"{m}:mean"], row[f"{m}:std"]
+            c = fmt_mean_std(mean, None, digits)
+            if i in ranked[m][0]:
+                c = bold.format(c)
+            elif i in ranked[m][1]:
+                c = second.format(c)
+            if std is not None and not math.isnan(std) and mean is not None:
+                c += f" {pm} {std:.{digits}f}"
+            if pvalues and pvalues.get((str(row[key]), m), 1.0) < ALPHA:
+                c += star
+            cells.append(c)
+        out.append(cells)
+    return out
 
 
 def to_markdown(
     table: pl.DataFrame,
     metrics: Sequence[str],
-    by: Sequence[str] = ("data", "model"),
+    by: Sequence[str] = ROW,
     digits: int = 5,
-    pvalues: dict[str, float] | None = None,
-    pvalue_key: str | None = None,
+    pvalues: Mapping[tuple[str, str], float] | None = None,
+    key: str | None = None,
+    extra: Sequence[str] = (),
 ) -> str:
-    """Markdown table; the best mean per metric in bold; ``*`` marks p < 0.05 vs the baseline
-    (``pvalues`` keyed by the values of column ``pvalue_key``, default the last ``by``)."""
-    key = pvalue_key or by[-1]
-    head = [*by, "n", *metrics]
+    """Markdown table: the best mean per metric in bold, the second best underlined; ``*``
+    after a value where ``pvalues[(row's key value, metric)]`` < 0.05; ``extra`` columns
+    (RelaImpr) in percent."""
+    key = key or by[-1]
+    head = [HEADERS.get(b, b) for b in by] + ["n", *metrics, *extra]
     lines = [
         "| " + " | ".join(head) + " |",
-        "|" + "|".join(["---"] * len(by) + ["---:"] * (1 + len(metrics))) + "|",
+        "|" + "|".join(["---"] * len(by) + ["---:"] * (1 + len(metrics) + len(extra))) + "|",
     ]
-    best = {m: _best(table, m, not m.endswith(LOWER_IS_BETTER)) for m in metrics}
-    for i, row in enumerate(table.iter_rows(named=True)):
-        cells = [str(row[b]) for b in by] + [str(row["n"])]
-        for m in metrics:
-            c = fmt_mean_std(row[f"{m}:mean"], row[f"{m}:std"], digits)
-            if i in best[m]:
-                c = f"**{c}**"
-            cells.append(c)
-        if pvalues and pvalues.get(row[key], 1.0) < 0.05:
-            cells[list(by).index(key)] += "*"
-        lines.append("| " + " | ".join(cells) + " |")
+    cells = _cells(table, metrics, key, digits, pvalues, "**{}**", "<ins>{}</ins>", "*", "±")
+    for row, values in zip(table.iter_rows(named=True), cells):
+        ext = [_percent(row[e]) for e in extra]
+        lines.append(
+            "| " + " | ".join([*(str(row[b]) for b in by), str(row["n"]), *values, *ext]) + " |"
+        )
     return "\n".join(lines) + "\n"
+
+
+def _percent(v: float | None) -> str:
+    return "–" if v is None or math.isnan(v) else f"{100 * v:+.2f}%"
 
 
 def to_latex(
     table: pl.DataFrame,
     metrics: Sequence[str],
-    by: Sequence[str] = ("data", "model"),
+    by: Sequence[str] = ROW,
     digits: int = 5,
+    pvalues: Mapping[tuple[str, str], float] | None = None,
+    key: str | None = None,
+    extra: Sequence[str] = (),
 ) -> str:
-    """A booktabs table; the best mean per metric in bold."""
-    best = {m: _best(table, m, not m.endswith(LOWER_IS_BETTER)) for m in metrics}
-    esc = lambda s: str(s).replace("_", r"\_").replace("&", r"\&")  # noqa: E731
+    """A booktabs table: best mean in bold, second best underlined, ``$^*$`` for p < 0.05."""
+    key = key or by[-1]
+    esc = lambda s: str(s).replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")  # noqa: E731
+    head = [*(esc(HEADERS.get(b, b)) for b in by), "$n$", *(esc(m) for m in [*metrics, *extra])]
     lines = [
-        r"\begin{tabular}{" + "l" * len(by) + "r" * (1 + len(metrics)) + "}",
+        r"\begin{tabular}{" + "l" * len(by) + "r" * (1 + len(metrics) + len(extra)) + "}",
         r"\toprule",
-        " & ".join([*(esc(b) for b in by), "$n$", *(esc(m) for m in metrics)]) + r" \\",
+        " & ".join(head) + r" \\",
         r"\midrule",
     ]
-    for i, row in enumerate(table.iter_rows(named=True)):
-        cells = [esc(row[b]) for b in by] + [str(row["n"])]
-        for m in metrics:
-            mean, std = row[f"{m}:mean"], row[f"{m}:std"]
-            s = f"{mean:.{digits}f}" if mean is not None else "--"
-            if i in best[m]:
-                s = rf"\textbf{{{s}}}"
-            if std is not None and not math.isnan(std):
-                s += rf" $\pm$ {std:.{digits}f}"
-            cells.append(s)
-        lines.append(" & ".join(cells) + r" \\")
+    cells = _cells(
+        table,
+        metrics,
+        key,
+        digits,
+        pvalues,
+        r"\textbf{{{}}}",
+        r"\underline{{{}}}",
+        "$^*$",
+        r"$\pm$",
+    )
+    for row, values in zip(table.iter_rows(named=True), cells):
+        ext = [esc(_percent(row[e])) for e in extra]
+        lines.append(
+            " & ".join([*(esc(row[b]) for b in by), str(row["n"]), *values, *ext]) + r" \\"
+        )
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"

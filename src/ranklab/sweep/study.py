@@ -196,6 +196,9 @@ def init_study(spec: SweepSpec) -> optuna.Study:
                     f"study '{spec.study_name}' was created to "
                     f"{study.direction.name.lower()}; choose another study_name",
                 )
+            with warnings.catch_warnings():  # "experimental" since Optuna 3.2
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                study.set_metric_names([spec.metric])  # the dashboard shows it: not "Objective 0"
             return study
     finally:
         lock.close()

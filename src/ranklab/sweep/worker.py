@@ -85,7 +85,7 @@ def run_worker(
     ``threads`` sets torch threads per trial unless the sweep fixes ``threads``; ``ready`` is
     called once the study is open (local workers start together). Returns the trials run here.
     """
-    from ranklab.config import compose
+    from ranklab.config import compose, set_tracking
     from ranklab.train import train
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial prints its own line
@@ -132,7 +132,11 @@ def run_worker(
         }
         t0 = time.perf_counter()
         try:
-            metrics = train(compose(overrides), callbacks=[OptunaPruning(trial, spec.metric)])
+            cfg = compose(overrides)
+            # trackers: one run per trial, all in the study's group
+            name = f"{spec.study_name}/trial{trial.number:04d}-seed{cfg.seed}"
+            set_tracking(cfg, name, spec.study_name, "sweep", tag=spec.study_name)
+            metrics = train(cfg, callbacks=[OptunaPruning(trial, spec.metric)])
         except optuna.TrialPruned as e:
             _finish(run_dir, record, "pruned", t0, note=str(e))
             print(f"{head} pruned ({e}) {shown}", flush=True)

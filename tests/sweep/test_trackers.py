@@ -1,0 +1,215 @@
+"""Trackers: W&B run names, groups, job types and tags (offline, read back from the run file),
+MLflow against a real tracking server, TensorBoard event files; the config logged once and the
+final metrics in each tracker's summary."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sweep_helpers import sweep_config
+
+from ranklab.loggers import wandb_logger
+from ranklab.sweep import load_spec, run_sweep
+from ranklab.train import train
+
+
+def wandb_records(path: Path) -> list:
+    """The protobuf records of a W&B offline run file (``run-<id>.wandb``, LevelDB log format:
+    32 KiB blocks of records, each with a 7-byte header crc32/length/type, after a 7-byte file
+    header)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, block, pos = path.read_bytes(), 32768, 7
+    chunks, pending = [], b""
+    while pos + 7 <= len(data):
+        space = block - pos % block
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if space < 7 or kind == 0:  # block trailer or padding
+            pos += space
+            continue
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 1:  # full
+            chunks.append(chunk)
+        elif kind == 2:  # first
+            pending = chunk
+        else:  # middle (3), last (4)
+            pending += chunk
+            if kind == 4:
+                chunks.append(pending)
+    records = []
+    for c in chunks:
+        r = pb.Record()
+        r.ParseFromString(c)
+        records.append(r)
+    return records
+
+
+def wandb_run(run_dir: Path) -> dict:
+    """:func:`wandb_run_of` the one offline W&B run in a run directory."""
+    (offline_run,) = run_dir.glob("wandb/offline-run-*")
+    return wandb_run_of(offline_run)
+
+
+def wandb_run_of(offline_run: Path) -> dict:
+    """Name, group, job type, tags, config keys and final summary keys of an offline run."""
+    (path,) = offline_run.glob("run-*.wandb")
+    recs = wandb_records(path)
+    (run,) = [r.run for r in recs if r.WhichOneof("record_type") == "run"]
+    configs = [r.config for r in recs if r.WhichOneof("record_type") == "config"]
+    summary = {
+        u.key for r in recs if r.WhichOneof("record_type") == "summary" for u in r.summary.update
+    }
+    return {
+        "name": run.display_name,
+        "group": run.run_group,
+        "job_type": run.job_type,
+        "tags": list(run.tags),
+        "config_records": len(configs),
+        "config_keys": [u.key for c in configs for u in c.update],
+        "summary": summary,
+    }
+
+
+@pytest.fixture
+def offline(monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def test_sweep_trials_get_distinct_wandb_names_in_one_group(tmp_path: Path, offline, capfd) -> None:
+    path = sweep_config(
+        tmp_path,
+        {"task.lr": "interval(1e-3, 1e-2)"},
+        trials=2,
+        name="wbsweep",
+        fixed=["logger=wandb", "tags=[paper]"],
+    )
+    run_sweep(load_spec(str(path)), quiet=True)
+    runs = [wandb_run(d) for d in sorted((tmp_path / "sweeps" / "wbsweep" / "trials").iterdir())]
+    assert [r["name"] for r in runs] == ["wbsweep/trial0000-seed2021", "wbsweep/trial0001-seed2021"]
+    assert {r["group"] for r in runs} == {"wbsweep"}
+    assert {r["job_type"] for r in runs} == {"sweep"}
+    assert all(r["tags"] == ["paper", "wbsweep"] for r in runs)
+    for r in runs:  # the resolved config once, nothing beside it; the final metrics in the summary
+        assert r["config_records"] == 1
+        assert "task" in r["config_keys"] and "lr" not in r["config_keys"]
+        assert "hparams" not in r["config_keys"]
+        assert {"final/val/auc", "final/test/auc", "final/best_epoch"} <= r["summary"]
+    assert "anonymous setting has no effect" not in capfd.readouterr().err
+
+
+def test_wandb_logger_passes_every_argument_through(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    # nothing starts until the run is used: no network here
+    lg = wandb_logger(
+        save_dir=str(tmp_path), offline=False, log_model=True, job_type="evaluate", entity="team"
+    )
+    assert lg._log_model is True
+    assert lg._wandb_init["job_type"] == "evaluate" and lg._wandb_init["entity"] == "team"
+    assert "anonymous" not in lg._wandb_init
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real MLflow tracking server on 127.0.0.1 with a SQLite backend in tmp_path."""
+    port = _free_port()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen(
+        [
+            str(mlflow),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/mlflow.db",
+            "--default-artifact-root",
+            str(tmp_path / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start (exit {proc.poll()})")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_mlflow_logs_params_and_final_metrics_to_a_tracking_server(
+    make_cfg, mlflow_server: str
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    cfg = make_cfg(
+        "model=lr",
+        "logger=mlflow",
+        f"logger.mlflow.tracking_uri={mlflow_server}",
+        "tags=[paper,ablation]",
+    )
+    metrics = train(cfg)
+    client = MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("ranklab")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.run_name == metrics["tracking"]["name"]
+    assert run.data.params["task/lr"] == "0.001" and run.data.params["model/_target_"].endswith(
+        "LR"
+    )
+    assert run.data.metrics["final/test/auc"] == pytest.approx(metrics["test"]["auc"])
+    assert run.data.metrics["final/val/logloss"] == pytest.approx(metrics["val"]["logloss"])
+    tags = run.data.tags
+    assert tags["paper"] == "true" and tags["ablation"] == "true"
+    assert tags["ranklab.group"] == metrics["tracking"]["group"]
+    assert tags["ranklab.job_type"] == "train"
+
+
+def test_tensorboard_gets_the_final_metrics(make_cfg, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    metrics = train(make_cfg("model=lr", "logger=tensorboard", "trainer.max_epochs=1"))
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+    (final,) = events.Scalars("final/test/auc")
+    assert final.value == pytest.approx(metrics["test"]["auc"], abs=1e-6)
+    assert "train/loss_epoch" in events.Tags()["scalars"]
+
+
+def test_an_evaluation_is_logged_beside_its_training_run(make_cfg, tmp_path: Path, offline) -> None:
+    from ranklab.evaluate import evaluate
+
+    metrics = train(make_cfg("model=lr", "logger=wandb", "trainer.max_epochs=1"))
+    run = tmp_path / "run"
+    evaluate(run, ["data.eval_batch_size=500"], track=True)
+    trained, evaluated = (wandb_run_of(p) for p in sorted(run.glob("wandb/offline-run-*")))
+    assert trained["job_type"] == "train" and evaluated["job_type"] == "evaluate"
+    assert evaluated["group"] == trained["group"] == metrics["tracking"]["group"]
+    assert evaluated["name"] == f"{trained['name']}/evaluate-data.eval_batch_size=500"
+    assert "final/test/auc" in evaluated["summary"]

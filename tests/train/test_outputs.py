@@ -1,0 +1,168 @@
+"""One run, one folder: where ranklab-train writes, what the folder holds, and what reports,
+the console and the log make of it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tiny import TINY_DATA
+
+from ranklab.config import compose
+from ranklab.errors import ConfigError
+from ranklab.report.cli import main as report_main
+from ranklab.train import objective_value, train
+
+TINY_CLI = [
+    *TINY_DATA,
+    "trainer.max_epochs=2",
+    "threads=1",
+    "model.hidden_units=[16]",
+]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``ranklab-train`` as a process, output piped (as in a cluster job)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "ranklab.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+
+
+def test_multirun_folder_holds_its_runs_and_reports_one_row_per_experiment(
+    tmp_path: Path, capsys
+) -> None:
+    cache = f"paths.cache_dir={tmp_path}/cache"
+    r = cli("-m", "model=lr,dnn", "seed=1,2", cache, *TINY_CLI[:-1], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (multirun,) = (tmp_path / "outputs" / "multirun").iterdir()
+    jobs = sorted(p.name for p in multirun.iterdir() if p.is_dir())
+    assert jobs == ["0", "1", "2", "3"]
+    for job in jobs:
+        d = multirun / job
+        for f in ("metrics.json", "config.yaml", ".hydra/config.yaml", "checkpoints/best.ckpt"):
+            assert (d / f).is_file(), (job, f)
+        assert "epoch 2/2" in (d / "train.log").read_text()
+    assert not (tmp_path / "outputs" / "runs").exists()  # nothing split off elsewhere
+
+    assert report_main([str(multirun)]) == 0
+    out = capsys.readouterr().out
+    assert "| synthetic | DNN | 2 |" in out and "| synthetic | LR | 2 |" in out
+
+    # a third run of one model at another dropout: its own row; a copied run counts once
+    extra = tmp_path / "extra"
+    r = cli(
+        "model=dnn",
+        "model.dropout=0.1",
+        "seed=1",
+        cache,
+        f"hydra.run.dir={extra}",
+        *TINY_CLI[:-1],
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    shutil.copytree(multirun / "0", tmp_path / "copy")
+    assert report_main([str(multirun), str(extra), str(tmp_path / "copy")]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| synthetic")]
+    assert len(rows) == 3, out
+    assert any("DNN (model.dropout=0.1) | 1 |" in line for line in rows), rows
+    # conf/tuned/synthetic_dnn.yaml sets 0.2
+    assert any("DNN (model.dropout=0.2) | 2 |" in line for line in rows), rows
+    assert "counted once" in out
+
+
+def test_hydra_run_dir_holds_every_file_of_the_run(tmp_path: Path) -> None:
+    run = tmp_path / "X"
+    r = cli(f"hydra.run.dir={run}", f"paths.cache_dir={tmp_path}/cache", *TINY_CLI, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    names = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
+    for f in (
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        "train.log",
+        "config.yaml",
+        "metrics.json",
+        "checkpoints/best.ckpt",
+        "csv/metrics.csv",
+    ):
+        assert f in names, (f, sorted(names))
+    recorded = Path(json.loads((run / "metrics.json").read_text())["run_dir"])
+    assert (tmp_path / recorded).resolve() == run.resolve()  # relative to where it ran
+    assert not (tmp_path / "outputs").exists()
+    log = (run / "train.log").read_text()
+    assert "[ranklab.progress][INFO] epoch 1/2  train/loss" in log and "test: auc" in log
+    # piped: one line per epoch, no bar; the run directory on a line of its own, never cut
+    assert "epoch 2/2" in r.stdout and "it/s" not in r.stderr
+    assert f"run dir: {recorded}" in r.stdout.splitlines()
+
+
+def test_paths_output_dir_moves_hydra_files_too(tmp_path: Path) -> None:
+    run = tmp_path / "Y"
+    args = [f"paths.output_dir={run}", f"paths.cache_dir={tmp_path}/cache", "model=lr"]
+    r = cli(*args, *TINY_CLI[:-1], "trainer.max_epochs=1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (run / ".hydra" / "config.yaml").is_file() and (run / "metrics.json").is_file()
+
+
+def test_debug_runs_go_to_their_own_tree_and_stay_out_of_reports(tmp_path: Path) -> None:
+    r = cli("debug=default", f"paths.cache_dir={tmp_path}/cache", *TINY_CLI, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (run,) = (tmp_path / "outputs" / "debug").glob("*/*")
+    assert json.loads((run / "metrics.json").read_text())["smoke"] is True
+    assert not (tmp_path / "outputs" / "runs").exists()
+    assert report_main([str(tmp_path / "outputs")]) == 2  # nothing to tabulate
+
+
+def test_result_files_are_readable_by_others(make_cfg, tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        train(make_cfg("model=lr", "trainer.max_epochs=1"))
+    finally:
+        os.umask(old)
+    for f in ("metrics.json", "config.yaml", "train.log", "checkpoints/best.ckpt"):
+        mode = stat.S_IMODE((tmp_path / "run" / f).stat().st_mode)
+        assert mode == 0o644, (f, oct(mode))
+
+
+def test_train_loss_reaches_the_logger_every_epoch_on_small_runs(make_cfg, tmp_path: Path) -> None:
+    # 6000 rows / batch 512 = 12 batches per epoch, fewer than log_every_n_steps=50
+    m = train(make_cfg("model=lr", "trainer.max_epochs=3", "trainer.log_every_n_steps=50"))
+    rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
+    assert sum(bool(r.get("train/loss")) for r in rows) >= 3
+    assert sum(bool(r.get("train/loss_epoch")) for r in rows) == 3
+    assert all(h["train_loss"] > 0 for h in m["history"])
+
+
+def test_objective_resolves_nested_names_and_refuses_the_test_split(make_cfg) -> None:
+    cfg = make_cfg("objective=val/full/ndcg@10")
+    assert objective_value(cfg, {"val": {"full/ndcg@10": 0.25}}) == 0.25
+    with pytest.raises(ConfigError, match="never tuned on"):
+        train(make_cfg("objective=test/auc"))
+    with pytest.raises(ConfigError, match="not a validation metric of this run"):
+        objective_value(make_cfg("objective=val/nope"), {"val": {"auc": 0.5}})
+
+
+def test_help_lists_the_groups_ranklab_train_accepts(tmp_path: Path) -> None:
+    r = cli("--help", cwd=tmp_path)
+    assert r.returncode == 0
+    groups = r.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    assert "model: bst, dcn, dcnv2, deepfm" in groups and "logger: csv, many, mlflow" in groups
+    assert "sweep:" not in groups and "hydra" not in groups
+
+
+def test_max_time_is_a_trainer_key() -> None:
+    cfg = compose(["trainer.max_time=00:00:01:00"])
+    assert cfg.trainer.max_time == "00:00:01:00"
