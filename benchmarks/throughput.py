@@ -81,7 +81,7 @@ def framework_train(cfg, epochs: int) -> float:
     metric) is too; it acts once per epoch and costs nothing per batch.
     """
     cfg = cfg.copy()
-    cfg.task.lr_decay_factor = 1.0
+    cfg.scheduler = {}
     L.seed_everything(cfg.seed, verbose=False)
     dm, _, task = build(cfg)
     timer = EpochTimer()
@@ -232,7 +232,7 @@ def bench_model(cfg, epochs: int, repeats: int) -> dict:
 
         def bare(m: nn.Module, emb: list[nn.Parameter], dm=dm, seed=cfg.seed + r) -> float:
             return bare_train(
-                m, dm.split("train"), dm.batch_size, epochs, cfg.task.lr, reg, emb, seed, clip
+                m, dm.split("train"), dm.batch_size, epochs, cfg.optimizer.lr, reg, emb, seed, clip
             )
 
         bare_tr.append(bare(model, task.emb_params))

@@ -107,8 +107,9 @@ class EpochLog(L.Callback):
         names += [k for k in metric_names(last) if k not in (*names, "epoch", "lr", "train_loss")]
         names = [k for k in names if "/len" not in k and "/pop" not in k][: self.max_metrics]
         parts += [f"val/{k} {last[k]:.5f}" for k in names if isinstance(last[k], float)]
-        if trainer.optimizers:
-            parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}")
+        lr = getattr(pl_module, "epoch_lr", None)  # the lr the epoch trained with
+        if lr is not None:
+            parts.append(f"lr {lr:.3g}")
         for cb in trainer.callbacks:
             if isinstance(cb, Throughput) and cb.last:
                 parts.append(f"{cb.last:,.0f} samples/s")

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import polars as pl
 import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -30,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ranklab.config import config_hash
 from ranklab.errors import ConfigError, DataError, RanklabError
 from ranklab.train import _quiet_lightning, build
-from ranklab.utils import atomic_write, atomic_write_json
+from ranklab.utils import atomic_write_json
 
 
 def evaluate(run_dir: Path, overrides: list[str], track: bool = False) -> dict[str, Any]:
@@ -85,17 +84,14 @@ def evaluate(run_dir: Path, overrides: list[str], track: bool = False) -> dict[s
         "test": task.results.get("test", {}),
     }
     name = "_".join(o.replace("/", "-") for o in overrides) or "default"
-    users = task.test_users() if hasattr(task, "test_users") else {}
-    if users:  # per-user test ranks: the input of ranklab-compare's paired tests
-        users_path = run_dir / "evaluations" / f"{name}.users.parquet"
-        table = pl.DataFrame({k: v.numpy() for k, v in users.items()})
-        counts = datamodule.schema.meta.get("item_counts")
-        if counts is not None:  # the target's training count: ranklab-compare's popularity buckets
-            table = table.with_columns(
-                pl.Series("target_train_count", counts, dtype=pl.Int64).gather(table["target"])
-            )
-        atomic_write(users_path, lambda tmp: table.write_parquet(tmp))
-        out["users_file"] = str(users_path)
+    evaluator = getattr(task, "evaluator", None)
+    if evaluator is not None:  # per-user test ranks: the input of ranklab-compare's paired tests
+        users_path = evaluator.write_users(
+            run_dir / "evaluations" / f"{name}.users.parquet",
+            datamodule.schema.meta.get("item_counts"),
+        )
+        if users_path is not None:
+            out["users_file"] = str(users_path)
     atomic_write_json(run_dir / "evaluations" / f"{name}.json", out)
     if track:
         _track(cfg, out, name)

@@ -9,6 +9,11 @@ the metrics of the table and, optionally, published reference values to compare 
     seeds: [2021, 190034]
     metrics: [test/auc, test/logloss]
     reference: {metric: test/auc, source: "BARS", values: {LR: 0.9356, DeepFM: 0.98395}}
+    gap_plot: {x: data.source.task_correlation, labels: [click, conversion], metric: auc}
+
+``gap_plot`` draws each label's gap to its Bayes-optimal value (``bayes/test/<label>/<metric>``
+minus the run's ``test/<label>/<metric>``) against a config key, one line per model (and
+``task.labels``), into ``gap.png``.
 
 Every (variant, seed) is an ordinary run directory under ``--out/<variant>/seed<seed>``;
 finished runs are skipped, so an interrupted study resumes. ``${data_dir}`` in overrides is
@@ -31,12 +36,14 @@ from ranklab.errors import ConfigError, RanklabError
 from ranklab.report import (
     aggregate,
     bar_plot,
+    gap_plot,
     load_runs,
     significance,
     significance_note,
     to_latex,
     to_markdown,
 )
+from ranklab.report.tables import fmt_mean_std
 from ranklab.runs import run_grid
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +59,7 @@ KEYS = {
     "reference",
     "digits",
     "ceiling",
+    "gap_plot",
 }
 
 
@@ -142,6 +150,46 @@ def run_study(
         else None
     )
     bar_plot(table, metrics[0], path=out / "plot.png", label=key, ceiling=ceiling)
+    if spec.get("gap_plot"):
+        md += gap_figure(loaded, df, spec["gap_plot"], out / "gap.png")
+    return md
+
+
+def gap_figure(loaded: Any, df: pl.DataFrame, conf: dict[str, Any], path: Path) -> str:
+    """Each label's gap to its Bayes-optimal value against a config key (``gap_plot``), as a
+    figure and a Markdown table (mean ± std over seeds)."""
+    x, metric = str(conf["x"]), str(conf.get("metric", "auc"))
+    rows = []
+    for r in df.iter_rows(named=True):
+        config = loaded.configs.get(r["experiment"]) or {}
+        trained = config.get("task.labels")
+        line = r["model"] + (f" ({', '.join(trained)})" if trained else "")
+        for label in conf["labels"]:
+            ours, best = r.get(f"test/{label}/{metric}"), r.get(f"bayes/test/{label}/{metric}")
+            if ours is not None and best is not None and x in config:
+                rows.append(
+                    {"line": line, "label": label, "x": float(config[x]), "gap": best - ours}
+                )
+    if not rows:
+        return ""
+    points = pl.DataFrame(rows)
+    gap_plot(points, x, path, ylabel=f"Bayes {metric} - test {metric}")
+    stats = (
+        points.group_by(["label", "line", "x"], maintain_order=True)
+        .agg(
+            pl.col("gap").mean().alias("mean"),
+            pl.col("gap").std().alias("std"),
+            pl.len().alias("n"),
+        )
+        .sort(["label", "line", "x"])
+    )
+    xs = sorted(set(stats["x"].to_list()))
+    md = f"\n#### Gap to the Bayes-optimal test {metric} (mean ± std over seeds) against {x}\n\n"
+    md += "| label | model | " + " | ".join(f"{v:g}" for v in xs) + " |\n"
+    md += "|---|---|" + "---:|" * len(xs) + "\n"
+    for (label, line), sub in stats.group_by(["label", "line"], maintain_order=True):
+        cells = {r["x"]: fmt_mean_std(r["mean"], r["std"], 4) for r in sub.iter_rows(named=True)}
+        md += f"| {label} | {line} | " + " | ".join(cells.get(v, "–") for v in xs) + " |\n"
     return md
 
 

@@ -47,20 +47,51 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def instantiate_config(conf: Any, *args: Any, **kwargs: Any) -> Any:
+    """Hydra's ``instantiate``, except that a user error raised in a constructor (a
+    :class:`RanklabError` naming the config key) arrives as itself, not wrapped in Hydra's
+    InstantiationException: the CLI prints it in one line and exits with status 2."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(conf, *args, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, RanklabError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
+
+
 def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
-    """Instantiate (datamodule, model, task) from a config; the data is prepared here."""
-    datamodule = instantiate(cfg.data)
+    """Instantiate (datamodule, model, task) from a config; the data is prepared here.
+
+    The model is built for the labels the task trains (``task.labels``, default all of the
+    data's); the optimiser and lr schedule come from the ``optimizer`` and ``scheduler``
+    groups (``_partial_`` targets the task completes with the parameters)."""
+    datamodule = instantiate_config(cfg.data)
     datamodule.setup()
+    schema = datamodule.schema.with_labels(OmegaConf.select(cfg, "task.labels"))
     # _partial_: objects (schema, model) are passed to the constructor as they are, not
     # merged into the config first (Hydra would turn a dataclass into a DictConfig)
-    model = instantiate(cfg.model, _partial_=True, _convert_="all")(schema=datamodule.schema)
+    model = instantiate(cfg.model, _partial_=True, _convert_="all")(schema=schema)
+    training = {k: cfg.get(k) for k in ("optimizer", "scheduler")}
     hparams = {
         "model": to_plain(cfg.model),
+        **{k: to_plain(v) for k, v in training.items()},
         "data": str(datamodule.name),
-        "schema": datamodule.schema.to_dict(),
+        "schema": schema.to_dict(),
         "seed": int(cfg.seed),
     }
-    task = instantiate(cfg.task, _partial_=True, _convert_="all")(model=model, hparams=hparams)
+    factories = {
+        k: instantiate_config(v) if v and v.get("_target_") else None for k, v in training.items()
+    }
+    # _recursive_=False: per-label loss configs stay plain (the task instantiates them), so
+    # they can go to checkpoints
+    task = instantiate(cfg.task, _partial_=True, _convert_="all", _recursive_=False)(
+        model=model, schema=schema, hparams=hparams, **factories
+    )
     return datamodule, model, task
 
 

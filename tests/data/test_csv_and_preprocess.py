@@ -11,7 +11,7 @@ import pytest
 from ranklab.data import CSVSplits, load_or_build
 from ranklab.data.preprocess import FeatureSpec, TabularEncoder, pad_left, parse_feature_specs
 from ranklab.data.readers import read_table
-from ranklab.data.schema import OOV, PAD
+from ranklab.data.schema import OOV, PAD, LabelSpec
 from ranklab.errors import ConfigError, DataError
 
 
@@ -162,7 +162,8 @@ def test_shared_table_vocab_and_left_padding() -> None:
         [ids["b"], ids["c"], ids["d"]],  # the most recent max_len items, last at L-1
     ]
     assert (
-        enc.schema("label", None)["hist"].vocab_size == enc.schema("label", None)["item"].vocab_size
+        enc.schema((LabelSpec("label"),), None)["hist"].vocab_size
+        == enc.schema((LabelSpec("label"),), None)["item"].vocab_size
     )
 
 

@@ -2,8 +2,10 @@
 ignores left padding, names missing fields.
 
 The list is the glob of conf/model/*.yaml, so a new model is tested the moment its config
-exists. A model class declares its family (``family = "ctr" | "sequence" | "retrieval"``,
-default ctr); ranking families are tested here, retrieval models in test_retrieval_models.py.
+exists. A model class declares its family (``family = "ctr" | "sequence" | "multitask" |
+"retrieval"``, default ctr); ranking families are tested here (multi-task models on one label
+too, and on click/conversion data for every label's head), retrieval models in
+test_retrieval_models.py.
 """
 
 from __future__ import annotations
@@ -31,8 +33,14 @@ def family(name: str) -> str:
     return getattr(model_class(name), "family", "ctr")
 
 
-RANKING = [m for m in MODELS if family(m) in ("ctr", "sequence")]
+RANKING = [
+    m
+    for m in MODELS
+    if family(m) in ("ctr", "sequence", "multitask")
+    and not getattr(model_class(m), "needs_condition", False)
+]
 SEQUENCE = [m for m in MODELS if family(m) == "sequence"]
+MULTITASK = [m for m in MODELS if family(m) == "multitask"]
 
 
 def small_overrides(name: str) -> list[str]:
@@ -46,6 +54,10 @@ def small_overrides(name: str) -> list[str]:
         ("num_heads", 2),
         ("dim_feedforward", 32),
         ("ranker_hidden_units", "[32]"),
+        ("bottom_units", "[32]"),
+        ("expert_units", "[32,16]"),
+        ("tower_units", "[16]"),
+        ("num_experts", 3),
     ):
         if key in cfg:
             out.append(f"model.{key}={value}")
@@ -104,7 +116,8 @@ def data_for(ctr_data: RankDataModule, seq_data: RankDataModule):
 
 def test_model_list_is_complete() -> None:
     assert {"lr", "fm", "dnn", "wide_deep", "deepfm", "dcn", "dcnv2"} <= set(MODELS)
-    assert {family(m) for m in MODELS} <= {"ctr", "sequence", "retrieval"}
+    assert {"shared_bottom", "mmoe", "ple", "esmm"} <= set(MULTITASK)
+    assert {family(m) for m in MODELS} <= {"ctr", "sequence", "multitask", "retrieval"}
 
 
 @pytest.mark.parametrize("name", RANKING)
@@ -208,3 +221,71 @@ def test_model_config_is_one_target_with_real_arguments(name: str) -> None:
     params = inspect.signature(model_class(name)).parameters
     unknown = [k for k in cfg if k != "_target_" and k not in params]
     assert not unknown, f"conf/model/{name}.yaml has keys {unknown} the class does not take"
+
+
+@pytest.fixture(scope="module")
+def mtl_data() -> RankDataModule:
+    from ranklab.data import SyntheticMTL
+
+    src = SyntheticMTL(
+        n_train=12000, n_val=2000, n_test=4000, vocab_sizes=[20, 10, 8, 5, 5], seed=1
+    )
+    dm = RankDataModule(src, batch_size=256)
+    dm.setup()
+    return dm
+
+
+@pytest.mark.parametrize("name", MULTITASK)
+def test_multitask_heads_train_every_label(name: str, mtl_data: RankDataModule) -> None:
+    """On click/conversion data: one logit per label, each label's head gets gradients from the
+    task's losses, and after a few epochs each label is ranked better than by a constant."""
+    from ranklab.tasks import RankingTask
+
+    torch.manual_seed(0)
+    model = build(name, mtl_data.schema)
+    task = RankingTask(model, schema=mtl_data.schema)
+    batch = next(iter(BatchLoader(mtl_data.split("train"), 256, shuffle=True, seed=0)))
+    out = model(batch.features)
+    assert set(out) == {"click", "conversion"} and all(v.shape == (256,) for v in out.values())
+    loss = sum(
+        fn(out, batch.labels, mtl_data.schema.label_spec(n)) for n, fn in task.losses.items()
+    )
+    loss.backward()
+    for label, tower in model.towers.items():
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tower.parameters()), label
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(4):
+        for b in BatchLoader(mtl_data.split("train"), 256, shuffle=True, seed=0):
+            opt.zero_grad()
+            out = model(b.features)
+            sum(
+                fn(out, b.labels, mtl_data.schema.label_spec(n)) for n, fn in task.losses.items()
+            ).backward()
+            opt.step()
+    model.eval()
+    test = mtl_data.split("test")
+    with torch.no_grad():
+        out = model(test.features)
+    clicked = test.labels["click"] > 0.5
+    assert auc(out["click"], test.labels["click"]) > 0.6, name
+    cvr = out["conversion"][clicked]
+    assert auc(cvr, test.labels["conversion"][clicked]) > 0.6, name
+
+
+def test_esmm_trains_cvr_over_every_impression(mtl_data: RankDataModule) -> None:
+    from ranklab.losses import EntireSpace
+    from ranklab.tasks import RankingTask
+
+    model = build("esmm", mtl_data.schema)
+    task = RankingTask(model, schema=mtl_data.schema)
+    assert isinstance(task.losses["conversion"], EntireSpace)
+    with pytest.raises(SchemaError, match="ESMM needs a label observed only under another"):
+        build("esmm", Schema(mtl_data.schema.features, group=None))
+
+
+def test_single_label_model_on_several_labels_names_the_choice(mtl_data: RankDataModule) -> None:
+    from ranklab.errors import ConfigError
+    from ranklab.tasks import RankingTask
+
+    with pytest.raises(ConfigError, match=r"task\.labels.*multi-task model"):
+        RankingTask(build("dnn", mtl_data.schema), schema=mtl_data.schema)

@@ -79,8 +79,8 @@ def test_leave_one_out_split_matches_per_user_loop(log_dir: Path) -> None:
             hist = seq[:t][-4:]
             assert arr["target"][row] == seq[t]
             assert arr["history"][row].tolist() == [0] * (4 - len(hist)) + hist
-            seen = [x for x in arr["seen"][row].tolist() if x]
-            assert seen == seq[:t]
+            lo, hi = arr["seen.offsets"][row], arr["seen.offsets"][row + 1]
+            assert arr["seen.values"][lo:hi].tolist() == seq[:t]  # ragged: as long as the user
             assert not set(arr["neg_uniform"][row].tolist()) & set(seq[: t + 1])
             assert len(set(arr["neg_popularity"][row].tolist())) == 10
 
@@ -94,12 +94,15 @@ def TabularVocab(lines: list[list[str]]) -> list[str]:
 
 def test_sample_negatives_excludes_and_is_distinct() -> None:
     rng = np.random.default_rng(0)
-    exclude = rng.integers(2, 30, (200, 6))
-    neg = sample_negatives(rng, np.arange(30, dtype=float), exclude, 12)
-    for row, ex in zip(neg, exclude):
-        assert len(set(row)) == 12 and not set(row) & set(ex) and row.min() >= 2
+    lengths = rng.integers(0, 7, 200)  # ragged exclusion sets, empty ones included
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    values = rng.integers(2, 30, offsets[-1])
+    neg = sample_negatives(rng, np.arange(30, dtype=float), values, offsets, 12)
+    for r, row in enumerate(neg):
+        ex = set(values[offsets[r] : offsets[r + 1]])
+        assert len(set(row)) == 12 and not set(row) & ex and row.min() >= 2
     with pytest.raises(ConfigError, match="n_eval_negatives"):
-        sample_negatives(rng, np.ones(10), exclude[:, :2], 20)
+        sample_negatives(rng, np.ones(10), values, offsets, 20)
 
 
 def test_ranking_metrics_match_definitions() -> None:
@@ -166,7 +169,7 @@ def test_sasrec_learns_the_markov_chain_with_every_loss(
         "model.embedding_dim=16",
         "trainer.max_epochs=15",
         "task.num_negatives=10",
-        "task.lr=0.005",
+        "optimizer.lr=0.005",
     ]
     sas = train(compose([*common, f"task.loss={loss}", f"paths.output_dir={tmp_path}/sas"]))
     pop = train(
@@ -315,4 +318,4 @@ def test_metrics_by_history_length_partition_the_users(log_dir: Path, tmp_path: 
 def test_length_buckets_must_increase(log_dir: Path) -> None:
     dm = RankDataModule(source(log_dir), batch_size=64)
     with pytest.raises(ConfigError, match=r"task\.length_buckets"):
-        RetrievalTask(build("sasrec", dm), length_buckets=(5, 5))
+        RetrievalTask(build("sasrec", dm), schema=dm.schema, length_buckets=(5, 5))

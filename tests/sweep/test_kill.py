@@ -23,7 +23,7 @@ def test_killed_worker_trial_is_failed_retried_and_the_study_completes(
     # 6 epochs without early stopping: long enough to be killed in the middle
     path = sweep_config(
         tmp_path,
-        {"task.lr": "tag(log, interval(1e-3, 1e-2))"},
+        {"optimizer.lr": "tag(log, interval(1e-3, 1e-2))"},
         trials=2,
         fixed=["trainer.max_epochs=6", "callbacks.early_stopping.patience=100"],
     )

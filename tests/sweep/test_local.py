@@ -27,7 +27,7 @@ def load(spec) -> optuna.Study:
 
 def test_two_worker_processes_share_one_study(tmp_path: Path, run_cli) -> None:
     params = {
-        "task.lr": "tag(log, interval(1e-3, 3e-2))",
+        "optimizer.lr": "tag(log, interval(1e-3, 3e-2))",
         "task.embedding_regularizer": "tag(log, interval(1e-7, 1e-3))",
     }
     path = sweep_config(tmp_path, params, trials=6, sampler={"name": "tpe", "seed": 1})
@@ -54,7 +54,7 @@ def test_two_worker_processes_share_one_study(tmp_path: Path, run_cli) -> None:
 
     # outputs: tables, plots, and the best trial as a ready-to-run experiment
     csv_lines = (spec.dir / "trials.csv").read_text().splitlines()
-    assert len(csv_lines) == 7 and "task.lr" in csv_lines[0]
+    assert len(csv_lines) == 7 and "optimizer.lr" in csv_lines[0]
     assert "| trial | state | val/auc" in (spec.dir / "trials.md").read_text()
     for png in ("optimization_history.png", "param_importances.png"):
         data = (spec.dir / png).read_bytes()
@@ -78,7 +78,7 @@ def test_two_worker_processes_share_one_study(tmp_path: Path, run_cli) -> None:
 
 
 def test_rerunning_continues_the_study(tmp_path: Path) -> None:
-    path = sweep_config(tmp_path, {"task.lr": "tag(log, interval(1e-3, 3e-2))"}, trials=2)
+    path = sweep_config(tmp_path, {"optimizer.lr": "tag(log, interval(1e-3, 3e-2))"}, trials=2)
     first = run_sweep(load_spec(str(path)), quiet=True)
     assert first["counts"] == {"complete": 2}
     spec = load_spec(str(path), ["trials=3"])
@@ -94,11 +94,11 @@ def test_rerunning_continues_the_study(tmp_path: Path) -> None:
 
 def test_nan_and_raising_trials_are_failed_and_the_rest_complete(tmp_path: Path) -> None:
     # a huge embedding regulariser makes the weights, hence the log loss, NaN; an unknown
-    # optimiser makes the trial raise
+    # mode makes the trial raise
     params = {
         "task.embedding_regularizer": "choice(0.0, 1e300)",
-        "task.optimizer": "choice(adam, nosuch)",
-        "task.lr": "choice(0.001, 0.01)",
+        "task.mode": "choice(max, nosuch)",
+        "optimizer.lr": "choice(0.001, 0.01)",
     }
     path = sweep_config(
         tmp_path,
@@ -117,7 +117,7 @@ def test_nan_and_raising_trials_are_failed_and_the_rest_complete(tmp_path: Path)
         p = t.params
         kind = (
             "raise"
-            if p["task.optimizer"] == "nosuch"
+            if p["task.mode"] == "nosuch"
             else "nan"
             if p["task.embedding_regularizer"] > 0
             else "ok"
@@ -131,7 +131,7 @@ def test_nan_and_raising_trials_are_failed_and_the_rest_complete(tmp_path: Path)
         assert t.user_attrs["error"] == "FloatingPointError: val/logloss is nan"
     for t in by_kind["raise"]:
         assert t.state == TrialState.FAIL
-        assert "task.optimizer" in t.user_attrs["error"] and "nosuch" in t.user_attrs["error"]
+        assert "task.mode" in t.user_attrs["error"] and "nosuch" in t.user_attrs["error"]
         error_txt = Path(t.user_attrs["run_dir"]) / "error.txt"
         assert "Traceback" in error_txt.read_text()
     assert summary["counts"] == {"complete": 2, "fail": 6}
@@ -177,14 +177,14 @@ def test_pruning_callback_reports_each_epoch(tmp_path: Path, pruner: str, epochs
 
 
 def test_two_processes_creating_a_fresh_sqlite_study_do_not_race(tmp_path: Path) -> None:
-    path = sweep_config(tmp_path, {"task.lr": "interval(0.001, 0.01)"}, trials=1)
+    path = sweep_config(tmp_path, {"optimizer.lr": "interval(0.001, 0.01)"}, trials=1)
     for proc in start_together(path, tmp_path / "barrier"):
         assert proc.returncode == 0, proc.stderr
     assert load(load_spec(str(path))).direction == optuna.study.StudyDirection.MAXIMIZE
 
 
 def test_a_metric_missing_from_metrics_json_stops_the_sweep(tmp_path: Path) -> None:
-    path = sweep_config(tmp_path, {"task.lr": "interval(0.001, 0.01)"}, trials=3)
+    path = sweep_config(tmp_path, {"optimizer.lr": "interval(0.001, 0.01)"}, trials=3)
     with pytest.raises(ConfigError, match=r"'metric'.*val/acu.*it has \['auc'"):
         run_sweep(load_spec(str(path), ["metric=val/acu"]), quiet=True)
     spec = load_spec(str(path))

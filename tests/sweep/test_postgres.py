@@ -65,7 +65,7 @@ def postgres_url() -> Iterator[str]:
 
 def test_two_workers_share_one_postgres_study(tmp_path: Path, postgres_url: str, run_cli) -> None:
     params = {
-        "task.lr": "tag(log, interval(1e-3, 3e-2))",
+        "optimizer.lr": "tag(log, interval(1e-3, 3e-2))",
         "task.embedding_regularizer": "tag(log, interval(1e-7, 1e-3))",
     }
     path = sweep_config(tmp_path, params, trials=3, storage={"url": postgres_url})
@@ -90,7 +90,7 @@ def test_two_commands_creating_a_fresh_postgres_study_do_not_race(
 ) -> None:
     # Two machines starting the same command on a fresh database at the same instant: both
     # create the tables and the study (unguarded, one of them crashes).
-    path = sweep_config(tmp_path, {"task.lr": "interval(0.001, 0.01)"}, trials=1)
+    path = sweep_config(tmp_path, {"optimizer.lr": "interval(0.001, 0.01)"}, trials=1)
     for proc in start_together(path, tmp_path / "barrier", f"storage.url={postgres_url}"):
         assert proc.returncode == 0, proc.stderr
     study = optuna.load_study(study_name="tiny", storage=postgres_url)

@@ -12,7 +12,7 @@ from ranklab.errors import ConfigError
 from ranklab.sweep import check_spec, load_spec
 from ranklab.sweep.space import parse_param, parse_value
 
-PARAMS = {"task.lr": "tag(log, interval(1e-3, 1e-2))", "task.optimizer": "choice(adam, adamw)"}
+PARAMS = {"optimizer.lr": "tag(log, interval(1e-3, 1e-2))", "optimizer": "choice(adam, adamw)"}
 
 
 class FakeTrial:
@@ -72,7 +72,7 @@ def test_values_turn_back_into_overrides() -> None:
     assert parse_value(flag.text(True)) is True and type(parse_value(flag.text(1))) is int
     spaced = parse_param("x", "choice('a b', [1,'x y'])")
     assert [spaced.decode(v) for v in spaced.choices] == ["a b", [1, "x y"]]
-    lr = parse_param("task.lr", "tag(log, interval(1e-5, 1e-2))")
+    lr = parse_param("optimizer.lr", "tag(log, interval(1e-5, 1e-2))")
     assert float(lr.text(3.3e-5)) == 3.3e-5
     assert parse_param("k", "range(0, 10, 5)").grid() == [0, 5]
     assert parse_param("k", "choice(a, b)").grid() == ["a", "b"]
@@ -83,13 +83,13 @@ def test_values_turn_back_into_overrides() -> None:
     ("override", "key", "words"),
     [
         ("params.model.init_sd=choice(0.1,1)", "params.model.init_sd", "compose"),
-        ("params.task.lr=choice()", "params.task.lr", "empty choice"),
+        ("params.optimizer.lr=choice()", "params.optimizer.lr", "empty choice"),
         ("params.trainer.max_epochs=range(5,1)", "params.trainer.max_epochs", "empty"),
         ("params.model.dropout=interval(0.5,0.1)", "params.model.dropout", "above its high"),
-        ("params.task.lr=tag(log,interval(0,1))", "params.task.lr", "low > 0"),
-        ("params.task.lr=tag(loq,interval(1e-3,1))", "params.task.lr", "unknown tag"),
+        ("params.optimizer.lr=tag(log,interval(0,1))", "params.optimizer.lr", "low > 0"),
+        ("params.optimizer.lr=tag(loq,interval(1e-3,1))", "params.optimizer.lr", "unknown tag"),
         ("params.model=choice(lr,nosuch)", "params.model", "model/nosuch"),
-        ("params.task.lr=0.1", "params.task.lr", "not a sweep"),
+        ("params.optimizer.lr=0.1", "params.optimizer.lr", "not a sweep"),
         ("trails=4", "'trails'", "not a sweep setting"),
         ("sampler.sed=1", "sampler.sed", "not a sweep key"),
         ("sampler.name=bayes", "sampler.name", "tpe"),
@@ -112,7 +112,7 @@ def test_bad_sweep_configs_fail_naming_the_key(
 
 def test_grid_sampler_refuses_continuous_parameters(tmp_path: Path) -> None:
     path = sweep_config(tmp_path, PARAMS, trials=2, sampler={"name": "grid"})
-    with pytest.raises(ConfigError, match=r"params\.task\.lr.*grid sampler"):
+    with pytest.raises(ConfigError, match=r"params\.optimizer\.lr.*grid sampler"):
         load_spec(str(path))
 
 
@@ -144,11 +144,11 @@ def test_command_line_routes_sweep_keys_and_training_overrides(tmp_path: Path) -
     path = sweep_config(tmp_path, PARAMS, trials=2)
     spec = load_spec(
         str(path),
-        ["trials=7", "paths.data_dir=../data", "~params.task.optimizer", "study_name=s2"],
+        ["trials=7", "paths.data_dir=../data", "~params.optimizer", "study_name=s2"],
     )
     assert spec.trials == 7 and spec.study_name == "s2"
     assert "paths.data_dir=../data" in list(spec.conf.fixed)
-    assert [p.key for p in spec.params] == ["task.lr"]
+    assert [p.key for p in spec.params] == ["optimizer.lr"]
     assert spec.storage_url == f"sqlite:///{tmp_path}/sweeps/tiny/study.db"
     pg = load_spec(str(path), ["storage.url=postgresql://u:p@db.example/sweeps"])
     assert pg.storage_url.startswith("postgresql+psycopg")  # a driver that is installed

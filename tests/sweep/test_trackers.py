@@ -87,7 +87,7 @@ def offline(monkeypatch) -> None:
 def test_sweep_trials_get_distinct_wandb_names_in_one_group(tmp_path: Path, offline, capfd) -> None:
     path = sweep_config(
         tmp_path,
-        {"task.lr": "interval(1e-3, 1e-2)"},
+        {"optimizer.lr": "interval(1e-3, 1e-2)"},
         trials=2,
         name="wbsweep",
         fixed=["logger=wandb", "tags=[paper]"],
@@ -181,9 +181,9 @@ def test_mlflow_logs_params_and_final_metrics_to_a_tracking_server(
     exp = client.get_experiment_by_name("ranklab")
     (run,) = client.search_runs([exp.experiment_id])
     assert run.info.run_name == metrics["tracking"]["name"]
-    assert run.data.params["task/lr"] == "0.001" and run.data.params["model/_target_"].endswith(
-        "LR"
-    )
+    assert run.data.params["optimizer/lr"] == "0.001" and run.data.params[
+        "model/_target_"
+    ].endswith("LR")
     assert run.data.metrics["final/test/auc"] == pytest.approx(metrics["test"]["auc"])
     assert run.data.metrics["final/val/logloss"] == pytest.approx(metrics["val"]["logloss"])
     tags = run.data.tags
@@ -208,7 +208,8 @@ def test_an_evaluation_is_logged_beside_its_training_run(make_cfg, tmp_path: Pat
     metrics = train(make_cfg("model=lr", "logger=wandb", "trainer.max_epochs=1"))
     run = tmp_path / "run"
     evaluate(run, ["data.eval_batch_size=500"], track=True)
-    trained, evaluated = (wandb_run_of(p) for p in sorted(run.glob("wandb/offline-run-*")))
+    runs = {r["job_type"]: r for r in map(wandb_run_of, run.glob("wandb/offline-run-*"))}
+    trained, evaluated = runs["train"], runs["evaluate"]
     assert trained["job_type"] == "train" and evaluated["job_type"] == "evaluate"
     assert evaluated["group"] == trained["group"] == metrics["tracking"]["group"]
     assert evaluated["name"] == f"{trained['name']}/evaluate-data.eval_batch_size=500"

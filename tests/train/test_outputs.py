@@ -166,3 +166,21 @@ def test_help_lists_the_groups_ranklab_train_accepts(tmp_path: Path) -> None:
 def test_max_time_is_a_trainer_key() -> None:
     cfg = compose(["trainer.max_time=00:00:01:00"])
     assert cfg.trainer.max_time == "00:00:01:00"
+
+
+def test_ranklab_train_reads_the_config_directory_ranklab_conf_names(tmp_path: Path) -> None:
+    from ranklab.config import CONF_DIR
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    (conf / "model" / "my_lr.yaml").write_text("_target_: ranklab.models.LR\ninit_std: 1.0e-4\n")
+    env = {**os.environ, "RANKLAB_CONF": str(conf), "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run(
+        [sys.executable, "-m", "ranklab.train", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert r.returncode == 0 and "my_lr" in r.stdout

@@ -79,7 +79,7 @@ def test_same_config_and_seed_give_identical_metrics(make_cfg, tmp_path: Path) -
 
 
 def test_best_checkpoint_is_restored_before_test(make_cfg) -> None:
-    m = train(make_cfg("model=lr", "trainer.max_epochs=6", "task.lr=0.05"))
+    m = train(make_cfg("model=lr", "trainer.max_epochs=6", "optimizer.lr=0.05"))
     best = next(h for h in m["history"] if h["epoch"] == m["best_epoch"])
     assert m["val"]["auc"] == pytest.approx(best["auc"], abs=1e-7)
 
@@ -92,7 +92,7 @@ def test_bars_lr_decay_and_early_stopping(make_cfg, every: int) -> None:
         make_cfg(
             "model=lr",
             "trainer.max_epochs=40",
-            "task.lr=0.3",
+            "optimizer.lr=0.3",
             f"trainer.check_val_every_n_epoch={every}",
         )
     )
@@ -186,7 +186,7 @@ def test_crosses_matter_on_synthetic_data(make_cfg, tmp_path: Path) -> None:
     ]
     small = ["model.hidden_units=[64,64]"]
     out = {}
-    for name, extra in (("lr", ["task.lr=0.01"]), ("deepfm", small), ("dcnv2", small)):
+    for name, extra in (("lr", ["optimizer.lr=0.01"]), ("deepfm", small), ("dcnv2", small)):
         out[name] = train(
             make_cfg(f"model={name}", *data, *extra, f"paths.output_dir={tmp_path}/{name}")
         )

@@ -4,56 +4,161 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 
 @dataclass
+class Ragged:
+    """Rows of different lengths, stored flat: row i is ``values[offsets[i]:offsets[i+1]]``.
+
+    values (E,) int64; offsets (N+1,) int64, offsets[0] = 0. A user's seen items take as much
+    room as the user has events, not as much as the longest user has.
+    """
+
+    values: Tensor
+    offsets: Tensor
+
+    def __len__(self) -> int:
+        return self.offsets.shape[0] - 1
+
+    def lengths(self) -> Tensor:
+        """(N,) row lengths."""
+        return self.offsets[1:] - self.offsets[:-1]
+
+    def rows(self) -> Tensor:
+        """(E,) the row of each value."""
+        return torch.repeat_interleave(
+            torch.arange(len(self), device=self.values.device), self.lengths()
+        )
+
+    def take(self, index: Tensor | slice) -> Ragged:
+        """Rows ``index`` (a slice, or (B,) row ids) as a new Ragged."""
+        if isinstance(index, slice):
+            start, stop, _ = index.indices(len(self))
+            lo, hi = int(self.offsets[start]), int(self.offsets[max(start, stop)])
+            return Ragged(self.values[lo:hi], self.offsets[start : max(start, stop) + 1] - lo)
+        starts = self.offsets[index]  # (B,)
+        lengths = self.offsets[index + 1] - starts  # (B,)
+        offsets = torch.zeros(len(index) + 1, dtype=torch.long, device=starts.device)
+        offsets[1:] = torch.cumsum(lengths, 0)
+        within = torch.arange(int(offsets[-1]), device=starts.device) - torch.repeat_interleave(
+            offsets[:-1], lengths
+        )  # (E_b,) position inside its row
+        return Ragged(self.values[torch.repeat_interleave(starts, lengths) + within], offsets)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Ragged:
+        return Ragged(
+            self.values.to(device, non_blocking=non_blocking),
+            self.offsets.to(device, non_blocking=non_blocking),
+        )
+
+    def dense(self, pad: int = 0) -> Tensor:
+        """(N, longest row) right-padded with ``pad`` (for tests and small checks)."""
+        n, width = len(self), int(self.lengths().max()) if len(self) else 0
+        out = torch.full((n, width), pad, dtype=self.values.dtype, device=self.values.device)
+        within = torch.arange(self.values.shape[0], device=self.values.device)
+        within = within - torch.repeat_interleave(self.offsets[:-1], self.lengths())
+        out[self.rows(), within] = self.values
+        return out
+
+
+Column = Tensor | Ragged
+
+
+def _first(*groups: dict[str, Tensor]) -> Tensor:
+    """The first tensor of the first non-empty dict: what the row count and device are read
+    from (per step, so no dict merging)."""
+    for g in groups:
+        for v in g.values():
+            return v
+    raise ValueError("a batch with neither features nor labels")
+
+
+def _move(t: Column, device: torch.device | str, non_blocking: bool) -> Column:
+    return t.to(device, non_blocking=non_blocking)
+
+
+def _take(t: Column, index: Tensor | slice) -> Column:
+    if isinstance(t, Ragged):
+        return t.take(index)
+    return t[index] if isinstance(index, slice) else t.index_select(0, index)
+
+
+@dataclass
 class Batch:
-    """features: name -> (B,) or (B, L) tensor; label: (B,) float32; group: (B,) int64 or None."""
+    """What a step sees.
+
+    features: name -> (B,) or (B, L) tensor, the model's input.
+    labels: label name -> (B,) float32, in the schema's label order.
+    group: (B,) int64 group id (user, for grouped AUC) or None.
+    eval: evaluation-only tensors (a retrieval user's seen items as :class:`Ragged`, the
+        sampled negatives (B, K), counterfactual labels (B,)); the task and its evaluator read
+        them, models never see them.
+    """
 
     features: dict[str, Tensor]
-    label: Tensor
+    labels: dict[str, Tensor] = field(default_factory=dict)
     group: Tensor | None = None
+    eval: dict[str, Column] = field(default_factory=dict)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return Batch(
             {k: v.to(device, non_blocking=non_blocking) for k, v in self.features.items()},
-            self.label.to(device, non_blocking=non_blocking),
+            {k: v.to(device, non_blocking=non_blocking) for k, v in self.labels.items()},
             None if self.group is None else self.group.to(device, non_blocking=non_blocking),
+            {k: _move(v, device, non_blocking) for k, v in self.eval.items()},
         )
 
+    @property
+    def device(self) -> torch.device:
+        return _first(self.features, self.labels).device
+
+    @property
+    def label(self) -> Tensor:
+        """The only label (B,) of a single-label batch."""
+        if len(self.labels) != 1:
+            raise KeyError(f"the batch has {len(self.labels)} labels: {list(self.labels)}")
+        return next(iter(self.labels.values()))
+
     def __len__(self) -> int:
-        return self.label.shape[0]
+        return _first(self.features, self.labels).shape[0]
 
 
 @dataclass
 class TensorSplit:
-    """One split held in memory: every tensor has the same first dimension N."""
+    """One split held in memory: every tensor (and every Ragged) has N rows."""
 
     features: dict[str, Tensor]
-    label: Tensor
+    labels: dict[str, Tensor] = field(default_factory=dict)
     group: Tensor | None = None
+    eval: dict[str, Column] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return self.label.shape[0]
+        return _first(self.features, self.labels).shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return _first(self.features, self.labels).device
+
+    @property
+    def label(self) -> Tensor:
+        """The only label (N,) of a single-label split."""
+        return Batch(self.features, self.labels).label
 
     def to(self, device: torch.device | str) -> TensorSplit:
-        b = Batch(self.features, self.label, self.group).to(device)
-        return TensorSplit(b.features, b.label, b.group)
+        b = Batch(self.features, self.labels, self.group, self.eval).to(device)
+        return TensorSplit(b.features, b.labels, b.group, b.eval)
 
     def take(self, index: Tensor | slice) -> Batch:
         """Rows ``index`` as a Batch: a view for a slice, a gather for an index tensor."""
-        if isinstance(index, slice):
-            pick = lambda t: t[index]  # noqa: E731
-        else:
-            pick = lambda t: t.index_select(0, index)  # noqa: E731
         return Batch(
-            {k: pick(v) for k, v in self.features.items()},
-            pick(self.label),
-            None if self.group is None else pick(self.group),
+            {k: _take(v, index) for k, v in self.features.items()},
+            {k: _take(v, index) for k, v in self.labels.items()},
+            None if self.group is None else _take(self.group, index),
+            {k: _take(v, index) for k, v in self.eval.items()},
         )
 
 
@@ -101,7 +206,7 @@ class BatchLoader:
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             perm = torch.randperm(n_total, generator=g)
-            perm = perm[self.rank * n : (self.rank + 1) * n].to(self.split.label.device)
+            perm = perm[self.rank * n : (self.rank + 1) * n].to(self.split.device)
             self.epoch += 1
             for i in range(0, stop, bs):
                 yield self.split.take(perm[i : i + bs])

@@ -90,7 +90,7 @@ class RankDataModule(L.LightningDataModule):
         self.setup()
         if split not in self._loaders:
             device = self._device()
-            if device is not None and self._splits[split].label.device != device:
+            if device is not None and self._splits[split].device != device:
                 self._splits[split] = self._splits[split].to(device)
             trainer = getattr(self, "trainer", None)
             rank = trainer.global_rank if trainer is not None else 0

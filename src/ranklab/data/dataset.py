@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ranklab.data.batch import TensorSplit
+from ranklab.data.batch import Ragged, TensorSplit
 from ranklab.data.schema import Schema
 from ranklab.utils import atomic_directory, atomic_write_json
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 2  # bump when the on-disk layout or preprocessing semantics change
+CACHE_FORMAT = 3  # bump when the on-disk layout or preprocessing semantics change
 GROUP_KEY = "__group__"
 
 
@@ -26,9 +26,10 @@ GROUP_KEY = "__group__"
 class EncodedData:
     """A dataset after preprocessing: arrays per split, ready to become tensors.
 
-    ``splits[name]`` maps each feature name, the label name and (optionally) ``__group__``
-    to an (N,) or (N, L) array. ``meta`` carries provenance and, for synthetic data, the
-    Bayes-optimal metrics under ``meta["bayes"][split]``.
+    ``splits[name]`` maps each feature name, each label name, each evaluation field and
+    (optionally) ``__group__`` to an (N,) or (N, L) array; a ragged evaluation field is two
+    arrays, ``<name>.values`` (E,) and ``<name>.offsets`` (N+1,). ``meta`` carries provenance
+    and, for synthetic data, the Bayes-optimal metrics under ``meta["bayes"][split]``.
     """
 
     schema: Schema
@@ -42,12 +43,24 @@ class EncodedData:
             return torch.from_numpy(np.require(a, dtype=dtype, requirements=["C", "W"]))
 
         feats = {f.name: tensor(arrays[f.name]) for f in self.schema.features}
+        labels = {lb: tensor(arrays[lb], np.float32) for lb in self.schema.label_names}
+        evaluation: dict[str, torch.Tensor | Ragged] = {}
+        for f in self.schema.evaluation:  # a split may lack one (counterfactuals: test only)
+            if f.kind != "ragged" and f.name not in arrays:
+                continue
+            if f.kind == "ragged":
+                evaluation[f.name] = Ragged(
+                    tensor(arrays[f"{f.name}.values"], np.int64),
+                    tensor(arrays[f"{f.name}.offsets"], np.int64),
+                )
+            else:
+                evaluation[f.name] = tensor(arrays[f.name])
         group = arrays.get(GROUP_KEY)
-        label = tensor(arrays[self.schema.label], np.float32)
-        return TensorSplit(feats, label, None if group is None else tensor(group))
+        return TensorSplit(feats, labels, None if group is None else tensor(group), evaluation)
 
     def rows(self, split: str) -> int:
-        return len(self.splits[split][self.schema.label])
+        names = self.schema.label_names or self.schema.names
+        return len(self.splits[split][names[0]])
 
 
 class DataSource(ABC):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ranklab.data.schema import OOV, PAD, Feature, Schema
+from ranklab.data.schema import OOV, PAD, Feature, LabelSpec, Schema
 from ranklab.errors import ConfigError, DataError
 
 
@@ -189,7 +189,9 @@ class TabularEncoder:
             )
         return df[spec.column]
 
-    def _numeric(self, df: pl.DataFrame, spec: FeatureSpec, path: str) -> pl.Series:
+    def _numeric(
+        self, df: pl.DataFrame, spec: FeatureSpec, path: str, line_offset: int = 2
+    ) -> pl.Series:
         s = self._column(df, spec, path)
         x = s.cast(pl.Float64, strict=False)
         bad = (x.is_null() & s.is_not_null() & (s.cast(pl.String) != "")).arg_true()
@@ -198,12 +200,19 @@ class TabularEncoder:
             raise DataError(
                 f"numeric feature '{spec.name}' cannot parse {s[i]!r}",
                 path=path,
-                line=i + 2,
+                line=i + line_offset,
                 column=spec.column,
             )
         if spec.transform == "log":
             x = x.clip(lower_bound=0.0).log1p()
         return x
+
+    def check(self, df: pl.DataFrame, path: str, line_offset: int = 2) -> None:
+        """Fail at the first value a numeric feature cannot parse (before any split), naming
+        the file's line (``line_offset``: the first data row's line)."""
+        for spec in self.specs:
+            if spec.kind == "numeric":
+                self._numeric(df, spec, path, line_offset)
 
     def fit(self, train: pl.DataFrame, path: str = "train") -> TabularEncoder:
         by_table: dict[str, list[pl.Series]] = {}
@@ -253,7 +262,13 @@ class TabularEncoder:
                 out[spec.name] = pad_left(lists, spec.max_len, self.vocabs[spec.table])
         return out
 
-    def schema(self, label: str, group: str | None, meta: dict | None = None) -> Schema:
+    def schema(
+        self,
+        labels: tuple[LabelSpec, ...],
+        group: str | None,
+        meta: dict | None = None,
+        evaluation: tuple[Feature, ...] = (),
+    ) -> Schema:
         feats = []
         for spec in self.specs:
             if spec.kind == "numeric":
@@ -270,7 +285,9 @@ class TabularEncoder:
                         sequence=spec.sequence,
                     )
                 )
-        return Schema(tuple(feats), label=label, group=group, meta=meta or {})
+        return Schema(
+            tuple(feats), labels=labels, group=group, evaluation=evaluation, meta=meta or {}
+        )
 
 
 __all__ = [

@@ -88,11 +88,14 @@ def read_csv(
     dtypes: dict[str, str] | None = None,
     null_values: list[str] | None = None,
     quote_char: str | None = '"',
+    strip: bool = False,
 ) -> pl.DataFrame:
     """Delimited text with a header row (or ``columns`` naming the fields when there is none).
 
     Every column is read as a string unless ``dtypes`` says otherwise ("int", "float", "str"),
     so ids keep their exact spelling ("05db9164", "007") and typing is the preprocessor's job.
+    ``strip`` removes spaces around string values (UCI files separate fields by ", ");
+    ``null_values`` are then compared with the stripped values. Gzip files are read as they are.
     """
     if has_header:
         header = pl.read_csv(path, n_rows=0, separator=separator).columns
@@ -114,7 +117,7 @@ def read_csv(
             separator=separator,
             schema=schema if has_header else None,
             schema_overrides=None if has_header else schema,
-            null_values=null_values,
+            null_values=None if strip else null_values,
             quote_char=quote_char,
             truncate_ragged_lines=False,
         )
@@ -125,6 +128,14 @@ def read_csv(
     last = header[-1]
     if df.schema[last] == pl.String:
         df = df.with_columns(pl.col(last).str.strip_chars_end("\r"))
+    if strip:
+        text = [c for c, t in df.schema.items() if t == pl.String]
+        df = df.with_columns(pl.col(text).str.strip_chars())
+        if null_values:
+            df = df.with_columns(
+                pl.when(pl.col(c).is_in(null_values)).then(None).otherwise(pl.col(c)).alias(c)
+                for c in text
+            )
     return df
 
 

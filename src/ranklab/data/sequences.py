@@ -10,6 +10,7 @@ matrix picks them; no Python loop over rows.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ import polars as pl
 from ranklab.data.dataset import CACHE_FORMAT, GROUP_KEY, DataSource, EncodedData
 from ranklab.data.preprocess import FeatureSpec, TabularEncoder, parse_feature_specs
 from ranklab.data.readers import read_table
-from ranklab.data.schema import Feature, Schema
+from ranklab.data.schema import FIRST_ID, Feature, LabelSpec, Schema
 from ranklab.data.sources import _plain
 from ranklab.errors import ConfigError, DataError
 from ranklab.utils import hash_files, hash_object
+
+log = logging.getLogger(__name__)
 
 
 def dense_rank(values: np.ndarray) -> tuple[np.ndarray, int]:
@@ -369,7 +372,7 @@ class SequenceLog(DataSource):
             arrays[GROUP_KEY] = group_ids[m]
             arrays["__time__"] = times[m]
             splits[s] = arrays
-        base = encoder.schema("label", group=self.group)
+        base = encoder.schema((LabelSpec("label"),), group=self.group)
         first_hist = next(iter(fields), None)
         extra = []
         for h, f in fields.items():
@@ -423,9 +426,7 @@ class SequenceLog(DataSource):
             },
             "split": self.split,
         }
-        schema = Schema(
-            tuple(base.features) + tuple(extra), label="label", group=self.group, meta=meta
-        )
+        schema = Schema(tuple(base.features) + tuple(extra), group=self.group, meta=meta)
         return EncodedData(schema, splits, meta)
 
 
@@ -508,6 +509,8 @@ class UserSequences(DataSource):
                 pl.col(self.label["column"]).cast(pl.Float64) >= float(self.label["min"])
             )
         df = df.sort([self.user, "__time__", "__row__"])
+        n_all = df.height
+        items_all = df[self.item].n_unique()
         n_per_user = df.group_by(self.user, maintain_order=True).len()
         df = df.join(
             n_per_user.filter(pl.col("len") >= 3).select(self.user),
@@ -517,6 +520,23 @@ class UserSequences(DataSource):
         )
         if df.height == 0:
             raise DataError("no user has 3 or more events", path=path)
+        # what leave-one-out cannot use: users without a validation and a test target, and
+        # the items that only they had (they leave the catalogue with them)
+        dropped = {
+            "users": int((n_per_user["len"] < 3).sum()),
+            "events": n_all - df.height,
+            "items": items_all - df[self.item].n_unique(),
+        }
+        if dropped["users"]:
+            log.warning(
+                "%s: dropped %d users with fewer than 3 events (%d events; %d items occur only "
+                "in them and leave the catalogue)",
+                path,
+                dropped["users"],
+                dropped["events"],
+                dropped["items"],
+            )
+        n_per_user = n_per_user.filter(pl.col("len") >= 3)
         df = df.with_columns(
             (pl.len().over(self.user) - 1 - pl.int_range(pl.len()).over(self.user)).alias(
                 "__from_end__"
@@ -534,24 +554,27 @@ class UserSequences(DataSource):
         L = self.max_len
         # training popularity (ids seen in training events) for popularity-sampled negatives
         train_counts = np.bincount(items[from_end >= 2], minlength=n_items).astype(np.float64)
-        train_counts[:2] = 0
+        train_counts[:FIRST_ID] = 0
         rng = np.random.default_rng(self.seed)
         splits: dict[str, dict[str, np.ndarray]] = {}
-        seen_width = int(n_per_user["len"].max())
-        user_start = last - (n_per_user.filter(pl.col("len") >= 3)["len"].to_numpy() - 1)  # (U,)
+        user_start = last - (n_per_user["len"].to_numpy() - 1)  # (U,)
         for split, back in (("train", 2), ("val", 1), ("test", 0)):
             target_pos = last - back  # (U,)
             hist_idx = target_pos[:, None] - L + np.arange(L)[None, :]  # (U, L)
             valid = hist_idx >= user_start[:, None]
             history = np.where(valid, items[np.clip(hist_idx, 0, None)], 0)
-            seen_idx = target_pos[:, None] - seen_width + np.arange(seen_width)[None, :]
-            seen = np.where(seen_idx >= user_start[:, None], items[np.clip(seen_idx, 0, None)], 0)
+            # every item the user had before the target, ragged: (E,) values, (U+1,) offsets
+            seen_values, seen_offsets = ragged_ranges(items, user_start, target_pos)
             target = items[target_pos]
-            arrays = {"history": history, "target": target, "seen": seen}
-            user_items = np.concatenate([seen, target[:, None]], 1)
-            arrays["neg_uniform"] = sample_negatives(rng, np.ones(n_items), user_items, self.n_neg)
-            arrays["neg_popularity"] = sample_negatives(rng, train_counts, user_items, self.n_neg)
-            arrays["label"] = np.ones(n_users, dtype=np.float32)
+            arrays = {"history": history, "target": target}
+            arrays["seen.values"], arrays["seen.offsets"] = seen_values, seen_offsets
+            # never the user's items: the seen ones and the target
+            excl_values, excl_offsets = ragged_ranges(items, user_start, target_pos + 1)
+            for name, weights in (
+                ("neg_uniform", np.ones(n_items)),
+                ("neg_popularity", train_counts),
+            ):
+                arrays[name] = sample_negatives(rng, weights, excl_values, excl_offsets, self.n_neg)
             arrays[GROUP_KEY] = np.arange(n_users)
             splits[split] = arrays
         feats = (
@@ -559,79 +582,90 @@ class UserSequences(DataSource):
                 "history", "sequence", vocab_size=n_items, table="item", max_len=L, role="user"
             ),
             Feature("target", "categorical", vocab_size=n_items, table="item", role="item"),
-            Feature(
-                "seen",
-                "sequence",
-                vocab_size=n_items,
-                table="item",
-                max_len=seen_width,
-                role="user",
-            ),
-            Feature(
-                "neg_uniform",
-                "sequence",
-                vocab_size=n_items,
-                table="item",
-                max_len=self.n_neg,
-                role="item",
-            ),
-            Feature(
-                "neg_popularity",
-                "sequence",
-                vocab_size=n_items,
-                table="item",
-                max_len=self.n_neg,
-                role="item",
+        )
+        evaluation = (
+            Feature("seen", "ragged", vocab_size=n_items, table="item", role="user"),
+            *(
+                Feature(n, "sequence", vocab_size=n_items, table="item", max_len=self.n_neg)
+                for n in ("neg_uniform", "neg_popularity")
             ),
         )
         meta = {
             "source": self.name,
             "users": n_users,
-            "items": n_items - 2,
+            "items": n_items - FIRST_ID,
             "events": int(df.height),
+            "dropped": dropped,
+            "eval_negatives": self.n_neg,
             "oov_targets": {s: int((a["target"] == 1).sum()) for s, a in splits.items()},
             "item_counts": train_counts.astype(np.int64).tolist(),
         }
-        schema = Schema(feats, label="label", group=None, meta=meta)
+        schema = Schema(feats, labels=(), group=None, evaluation=evaluation, meta=meta)
         return EncodedData(schema, splits, {k: v for k, v in meta.items() if k != "item_counts"})
 
 
-def row_isin(values: np.ndarray, sets: np.ndarray, n_ids: int) -> np.ndarray:
-    """values (R, M), sets (R, S) of ids < n_ids -> (R, M) bool: values[r, j] in sets[r].
+def ragged_ranges(
+    values: np.ndarray, starts: np.ndarray, stops: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row r = ``values[starts[r]:stops[r]]``, as flat (E,) values and (R+1,) offsets."""
+    lengths = stops - starts
+    offsets = np.zeros(len(starts) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
+    return values[np.repeat(starts, lengths) + within].astype(np.int64), offsets
+
+
+def row_isin(
+    values: np.ndarray, set_values: np.ndarray, set_offsets: np.ndarray, n_ids: int
+) -> np.ndarray:
+    """values (R, M); row r's set = ``set_values[set_offsets[r]:set_offsets[r+1]]``, ids < n_ids
+    -> (R, M) bool: values[r, j] in row r's set.
 
     Offsetting each row's ids by r * n_ids turns R membership tests into one searchsorted.
     """
-    offset = np.arange(len(values), dtype=np.int64)[:, None] * n_ids
-    keys = np.sort((sets + offset).ravel())
-    q = (values + offset).ravel()
+    rows = np.repeat(np.arange(len(values), dtype=np.int64), np.diff(set_offsets))
+    keys = np.sort(set_values + rows * n_ids)
+    q = (values + np.arange(len(values), dtype=np.int64)[:, None] * n_ids).ravel()
+    if not len(keys):
+        return np.zeros(values.shape, dtype=bool)
     pos = np.clip(np.searchsorted(keys, q), 0, len(keys) - 1)
     return (keys[pos] == q).reshape(values.shape)
 
 
 def sample_negatives(
-    rng: np.random.Generator, weights: np.ndarray, exclude: np.ndarray, n: int
+    rng: np.random.Generator,
+    weights: np.ndarray,
+    exclude_values: np.ndarray,
+    exclude_offsets: np.ndarray,
+    n: int,
 ) -> np.ndarray:
     """(U, n) item ids drawn with probability proportional to ``weights`` (ids 0 and 1 never),
-    without the row's ``exclude`` ids (U, S) and without repeats within a row.
+    without the row's excluded ids (ragged: ``exclude_values[exclude_offsets[u]:...[u+1]]``)
+    and without repeats within a row.
 
     Successive sampling without replacement, vectorised: draw a surplus per row, keep each id's
     first admissible occurrence in draw order, take the first n; rows that come up short
     (rare) are drawn again.
     """
     w = weights.astype(np.float64).copy()
-    w[:2] = 0
+    w[:FIRST_ID] = 0
     p = w / w.sum()
     n_avail = int((w > 0).sum())
-    if n_avail - exclude.shape[1] < n:
+    lengths = np.diff(exclude_offsets)
+    if n_avail - (int(lengths.max()) if len(lengths) else 0) < n:
         raise ConfigError(
             "data.source.n_eval_negatives", f"{n} negatives, but only {n_avail} items exist"
         )
-    out = np.zeros((len(exclude), n), dtype=np.int64)
-    todo = np.arange(len(exclude))
+    n_rows = len(exclude_offsets) - 1
+    out = np.zeros((n_rows, n), dtype=np.int64)
+    todo = np.arange(n_rows)
     while len(todo):
         m = 3 * n + 10
         draw = rng.choice(len(p), size=(len(todo), m), p=p)  # (R, M)
-        ok = ~row_isin(draw, exclude[todo], len(p))  # not one of the user's items
+        sub_values, sub_offsets = ragged_ranges(
+            exclude_values, exclude_offsets[todo], exclude_offsets[todo + 1]
+        )
+        ok = ~row_isin(draw, sub_values, sub_offsets, len(p))  # not one of the user's items
         order = np.argsort(draw, axis=1, kind="stable")  # by id, then draw position
         sorted_ids = np.take_along_axis(draw, order, 1)
         first = np.ones_like(sorted_ids, dtype=bool)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,8 @@ import numpy as np
 import polars as pl
 
 from ranklab.data.dataset import CACHE_FORMAT, GROUP_KEY, DataSource, EncodedData
-from ranklab.data.preprocess import TabularEncoder, check_binary_label, parse_feature_specs
+from ranklab.data.labels import encode_labels, label_meta, parse_labels
+from ranklab.data.preprocess import TabularEncoder, parse_feature_specs
 from ranklab.data.readers import read_table, require_columns
 from ranklab.errors import ConfigError, DataError
 from ranklab.utils import hash_files, hash_object
@@ -31,12 +32,18 @@ def _plain(obj: Any) -> Any:
 
 
 class CSVSplits(DataSource):
-    """Pre-split files (train/val/test) in one directory, as BARS publishes them.
+    """Pre-split files (train/val/test) in one directory, as BARS publishes them, or one file
+    split at random.
 
     Args:
         dir: directory holding the files (usually ``${paths.data_dir}/<dataset>``).
-        files: split -> file name; splits are ``train``, ``val`` and ``test``.
-        label: label column (values must be 0 or 1).
+        files: split -> file name; splits are ``train``, ``val`` and ``test``; or ``{all:
+            file}`` with ``split``.
+        split: for one file, ``{method: random, val: 0.1, test: 0.1, seed: 0}``: a seeded
+            permutation of its rows cut into train / val / test.
+        label: the label column (one binary label, values 0 or 1); or
+        labels: several labels (:mod:`ranklab.data.labels`: name, column, kind, weight,
+            condition, joint, positive values).
         features: ``{categorical: [...], numeric: [...], sequence: [...], min_count: 1}``;
             see :func:`ranklab.data.preprocess.parse_feature_specs`.
         group: column whose values define groups for grouped AUC (e.g. the user), or None.
@@ -47,27 +54,67 @@ class CSVSplits(DataSource):
         self,
         dir: str,
         files: Mapping[str, str],
-        label: str,
         features: Mapping[str, Any],
+        label: str | None = None,
+        labels: Sequence[Any] | None = None,
         group: str | None = None,
         format: str = "csv",
         read_options: Mapping[str, Any] | None = None,
+        split: Mapping[str, Any] | None = None,
         name: str = "csv",
     ) -> None:
         self.dir = Path(dir)
         self.files = dict(_plain(files))
-        missing = [s for s in SPLITS if s not in self.files]
-        if missing:
-            raise ConfigError(
-                "data.source.files", f"needs a file for each of {SPLITS}, missing {missing}"
-            )
-        unknown = [s for s in self.files if s not in SPLITS]
-        if unknown:
-            raise ConfigError("data.source.files", f"unknown split {unknown} (splits: {SPLITS})")
+        self.split = dict(_plain(split) or {})
+        if self.split:
+            self._check_split()
+        else:
+            missing = [s for s in SPLITS if s not in self.files]
+            if missing:
+                raise ConfigError(
+                    "data.source.files",
+                    f"needs a file for each of {SPLITS} (or {{all: file}} and a split), "
+                    f"missing {missing}",
+                )
+            unknown = [s for s in self.files if s not in SPLITS]
+            if unknown:
+                raise ConfigError(
+                    "data.source.files", f"unknown split {unknown} (splits: {SPLITS})"
+                )
+        self.labels_cfg = _plain(labels) if labels is not None else None
+        self.label_columns = parse_labels(label, self.labels_cfg)
         self.label, self.group, self.format, self.name = label, group, format, name
         self.features_cfg = _plain(features)
         self.specs = parse_feature_specs(self.features_cfg)
         self.read_options = dict(_plain(read_options) or {})
+
+    def _check_split(self) -> None:
+        if set(self.files) != {"all"}:
+            raise ConfigError("data.source.files", "with a split, give one file: {all: <file>}")
+        if self.split.get("method", "random") != "random":
+            raise ConfigError("data.source.split.method", "must be 'random'")
+        val, test = float(self.split.get("val", 0.1)), float(self.split.get("test", 0.1))
+        if not (val > 0 and test > 0 and val + test < 1):
+            raise ConfigError(
+                "data.source.split", f"val {val} and test {test} leave no training rows"
+            )
+
+    def _frames(self, paths: dict[str, Path]) -> dict[str, pl.DataFrame]:
+        """Each split's rows: its file, or a seeded random cut of the one file."""
+        if not self.split:
+            return {s: read_table(paths[s], self.format, **self.read_options) for s in SPLITS}
+        df = read_table(paths["all"], self.format, **self.read_options)
+        # checked on the whole file first, so that an error names the file's own line
+        first_line = 2 if self.read_options.get("has_header", True) else 1
+        encode_labels(df, self.label_columns, str(paths["all"]), line_offset=first_line)
+        TabularEncoder(self.specs).check(df, str(paths["all"]), line_offset=first_line)
+        rng = np.random.default_rng(int(self.split.get("seed", 0)))
+        order = rng.permutation(df.height)
+        n_val = round(df.height * float(self.split.get("val", 0.1)))
+        n_test = round(df.height * float(self.split.get("test", 0.1)))
+        cuts = {"test": order[:n_test], "val": order[n_test : n_test + n_val]}
+        cuts["train"] = order[n_test + n_val :]
+        return {s: df[np.sort(cuts[s])] for s in SPLITS}
 
     def paths(self) -> dict[str, Path]:
         out = {s: self.dir / f for s, f in self.files.items()}
@@ -87,26 +134,26 @@ class CSVSplits(DataSource):
             "reader": self.format,
             "read_options": self.read_options,
             "label": self.label,
+            **({"labels": self.labels_cfg} if self.labels_cfg is not None else {}),
             "group": self.group,
             "features": self.features_cfg,
+            "split": self.split,
         }
-        return hash_object([options, hash_files([paths[s] for s in SPLITS])])[:16]
+        return hash_object([options, hash_files(list(paths.values()))])[:16]
 
     def build(self) -> EncodedData:
         paths = self.paths()
-        frames: dict[str, pl.DataFrame] = {}
-        for split in SPLITS:
-            df = read_table(paths[split], self.format, **self.read_options)
-            cols = [self.label] + [s.column for s in self.specs]
-            cols += [self.group] if self.group else []
-            require_columns(df, cols, paths[split], "data.source.features")
-            frames[split] = df
-        encoder = TabularEncoder(self.specs).fit(frames["train"], str(paths["train"]))
+        frames = self._frames(paths)
+        for split, df in frames.items():
+            cols = [s.column for s in self.specs] + ([self.group] if self.group else [])
+            require_columns(df, cols, paths.get(split, paths.get("all")), "data.source.features")
+        where = {s: str(paths.get(s, paths.get("all"))) for s in SPLITS}
+        encoder = TabularEncoder(self.specs).fit(frames["train"], where["train"])
         splits: dict[str, dict[str, np.ndarray]] = {}
         group_vocab = None
         for split, df in frames.items():
-            arrays = encoder.transform(df, str(paths[split]))
-            arrays[self.label] = check_binary_label(df, self.label, str(paths[split])).to_numpy()
+            arrays = encoder.transform(df, where[split])
+            arrays.update(encode_labels(df, self.label_columns, where[split]))
             if self.group:
                 # groups only need to be distinct ids; fit over all splits (no learned state)
                 if group_vocab is None:
@@ -124,6 +171,12 @@ class CSVSplits(DataSource):
             "source": self.name,
             "files": {s: str(p) for s, p in paths.items()},
             "rows": {s: df.height for s, df in frames.items()},
-            "base_rate": {s: float(a[self.label].mean()) for s, a in splits.items()},
+            "base_rate": {
+                s: float(a[self.label_columns[0].spec.name].mean()) for s, a in splits.items()
+            },
+            "labels": {s: label_meta(a, self.label_columns) for s, a in splits.items()},
         }
-        return EncodedData(encoder.schema(self.label, self.group, meta), splits, meta)
+        labels = tuple(c.spec for c in self.label_columns)
+        schema = encoder.schema(labels, self.group, meta)
+        schema.check_conditions()
+        return EncodedData(schema, splits, meta)

@@ -21,6 +21,7 @@ import torch
 
 from ranklab.data.dataset import GROUP_KEY, DataSource, EncodedData
 from ranklab.data.schema import Feature, Schema
+from ranklab.errors import ConfigError
 from ranklab.metrics import auc, logloss
 from ranklab.utils import hash_object
 
@@ -72,7 +73,7 @@ def generated_dataset(
         bayes[s] = {"auc": auc(p, y), "logloss": logloss(p, y), "base_rate": float(y.mean())}
     rows = {s: len(a["label"]) for s, a in splits.items()}
     meta = {"source": name, "generator": kw, "bayes": bayes, "rows": rows}
-    schema = Schema(tuple(feats), label="label", group=group, meta={"bayes": bayes})
+    schema = Schema(tuple(feats), group=group, meta={"bayes": bayes})
     return EncodedData(schema, splits, meta)
 
 
@@ -136,8 +137,6 @@ class SyntheticCTR(DataSource):
         self.name = name
         n_fields = len(self.kw["vocab_sizes"])
         if n_pairs > n_fields * (n_fields - 1) // 2:
-            from ranklab.errors import ConfigError
-
             raise ConfigError(
                 "data.source.n_pairs",
                 f"at most {n_fields * (n_fields - 1) // 2} pairs for {n_fields} fields",

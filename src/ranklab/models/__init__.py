@@ -1,4 +1,5 @@
-"""One file per architecture, built from ranklab.nn blocks: forward(features) -> logits (B,)."""
+"""One file per architecture, built from ranklab.nn blocks; the contract is in models/base.py:
+forward(features) -> logits (B,) for one label, {label: (B,)} for several."""
 
 from ranklab.models.bst import BST
 from ranklab.models.dcn import DCN
@@ -7,10 +8,14 @@ from ranklab.models.deepfm import DeepFM
 from ranklab.models.dien import DIEN
 from ranklab.models.din import DIN
 from ranklab.models.dnn import DNN
+from ranklab.models.esmm import ESMM
 from ranklab.models.fm import FM
 from ranklab.models.lr import LR
+from ranklab.models.mmoe import MMoE
+from ranklab.models.ple import PLE
 from ranklab.models.retrieval_baselines import MeanPoolRec, PopRec
 from ranklab.models.sasrec import SASRec
+from ranklab.models.shared_bottom import SharedBottom
 from ranklab.models.transact import TransAct
 from ranklab.models.wide_deep import WideDeep
 
@@ -20,13 +25,17 @@ __all__ = [
     "DIEN",
     "DIN",
     "DNN",
+    "ESMM",
     "FM",
     "LR",
+    "PLE",
     "DCNv2",
     "DeepFM",
+    "MMoE",
     "MeanPoolRec",
     "PopRec",
     "SASRec",
+    "SharedBottom",
     "TransAct",
     "WideDeep",
 ]

@@ -3,14 +3,12 @@ is scored by the dot product with the shared item embeddings."""
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch import Tensor, nn
 
 from ranklab.data.schema import Schema
 from ranklab.errors import ConfigError
-from ranklab.nn import FeatureEmbedding
+from ranklab.models.base import RetrievalModel
 
 LAYOUTS = ("pre_norm", "reference")
 
@@ -58,7 +56,7 @@ class ReferenceBlock(nn.Module):
         return h + self.ffn(h)
 
 
-class SASRec(nn.Module):
+class SASRec(RetrievalModel):
     """history (B, L) -> states (B, L, D); score(item) = <state, item embedding>.
 
     Positions are learned and counted from the most recent item (position 0), which equals the
@@ -66,10 +64,9 @@ class SASRec(nn.Module):
     independent of extra left padding. ``layout="pre_norm"``: the paper's equations, pre-norm
     transformer layers (self-attention and a point-wise feed-forward network with ReLU,
     dropout and residuals, x + f(LayerNorm(x))); ``layout="reference"``: the block of the
-    authors' released code (:class:`ReferenceBlock`).
+    authors' released code (:class:`ReferenceBlock`). ``history``/``target``: field names
+    (None: from the schema).
     """
-
-    family: ClassVar[str] = "retrieval"
 
     def __init__(
         self,
@@ -78,23 +75,14 @@ class SASRec(nn.Module):
         num_blocks: int = 2,
         num_heads: int = 1,
         dropout: float = 0.2,
-        history: str = "history",
-        target: str = "target",
+        history: str | None = None,
+        target: str | None = None,
         init_std: float = 0.02,
         layout: str = "reference",
     ) -> None:
-        super().__init__()
-        schema.require([history], kind="sequence", model="SASRec")
         if layout not in LAYOUTS:
             raise ConfigError("model.layout", f"must be one of {LAYOUTS}, got '{layout}'")
-        self.history = history
-        self.table = schema[history].table
-        self.max_len = schema[history].max_len
-        self.n_items = schema.tables[self.table]
-        self.target = target
-        self.embedding = FeatureEmbedding(
-            schema, embedding_dim, fields=[], extra_tables=[self.table], init_std=init_std
-        )
+        super().__init__(schema, history, target, embedding_dim, init_std)
         self.position = nn.Embedding(self.max_len, embedding_dim)
         nn.init.normal_(self.position.weight, std=init_std)
         self.dropout = nn.Dropout(dropout)
@@ -116,11 +104,6 @@ class SASRec(nn.Module):
         self.num_heads = num_heads
         self.scale = embedding_dim**0.5
 
-    def item_embeddings(self) -> Tensor:
-        """(V, D): the rows of the item table, ids 0 (padding) and 1 (OOV) included."""
-        start = self.embedding.offsets[self.table]
-        return self.embedding.embedding.weight[start : start + self.n_items]
-
     def encode(self, history: Tensor) -> Tensor:
         """(B, L) item ids, left-padded -> (B, L, D) states; state t summarises items <= t."""
         L = history.shape[1]
@@ -132,8 +115,3 @@ class SASRec(nn.Module):
         for block in self.blocks:
             x = block(x, src_mask=mask) * valid.unsqueeze(-1)
         return self.norm(x) * valid.unsqueeze(-1)
-
-    def forward(self, features: dict[str, Tensor]) -> Tensor:
-        """Score of ``target`` (B,) given ``history`` (B, L): (B,)."""
-        state = self.encode(features[self.history])[:, -1]  # (B, D)
-        return (state * self.embedding.lookup(features[self.target], self.table)).sum(-1)

@@ -3,6 +3,7 @@
 from ranklab.nn.embedding import FeatureEmbedding, LinearTerm
 from ranklab.nn.interaction import CrossNet, CrossNetMix, CrossNetV2, FMInteraction
 from ranklab.nn.mlp import MLP, Dice
+from ranklab.nn.multitask import Experts, ExtractionLayer, Gate, mix
 from ranklab.nn.sequence import (
     AUGRU,
     AUGRUCell,
@@ -20,11 +21,15 @@ __all__ = [
     "CrossNetMix",
     "CrossNetV2",
     "Dice",
+    "Experts",
+    "ExtractionLayer",
     "FMInteraction",
     "FeatureEmbedding",
+    "Gate",
     "LinearTerm",
     "LocalActivationUnit",
     "MaskedGRU",
     "RecencyEmbedding",
     "TransformerBlock",
+    "mix",
 ]

@@ -1,6 +1,6 @@
 """Aggregation of run directories into publication tables and plots."""
 
-from ranklab.report.plots import bar_plot, learning_curves, reliability_diagram
+from ranklab.report.plots import bar_plot, gap_plot, learning_curves, reliability_diagram
 from ranklab.report.tables import (
     Runs,
     aggregate,
@@ -23,6 +23,7 @@ __all__ = [
     "bar_plot",
     "collect_runs",
     "find_runs",
+    "gap_plot",
     "holm",
     "learning_curves",
     "load_runs",

@@ -104,3 +104,37 @@ def reliability_diagram(
 
 def _reliability(run: str | Path, split: str) -> dict[str, list[float]] | None:
     return (_metrics(Path(run)).get("reliability") or {}).get(split)
+
+
+def gap_plot(
+    points: pl.DataFrame, x: str, path: str | Path | None = None, ylabel: str = "gap"
+) -> Figure:
+    """One panel per ``label``: mean ``gap`` (± std over seeds) against ``x`` for each
+    ``line`` (e.g. a model). ``points``: one row per run, columns ``line``, ``label``, ``x``
+    (numeric) and ``gap``."""
+    labels = points["label"].unique(maintain_order=True).to_list()
+    fig = Figure(figsize=(4.2 * max(1, len(labels)), 3.6))
+    axes = fig.subplots(1, max(1, len(labels)), squeeze=False)[0]
+    for ax, label in zip(axes, labels):
+        sub = points.filter(pl.col("label") == label)
+        stats = (
+            sub.group_by(["line", "x"], maintain_order=True)
+            .agg(pl.col("gap").mean().alias("mean"), pl.col("gap").std().alias("std"))
+            .sort("x")
+        )
+        for line in stats["line"].unique(maintain_order=True).to_list():
+            s = stats.filter(pl.col("line") == line)
+            err = [v if v is not None else 0.0 for v in s["std"].to_list()]
+            ax.errorbar(
+                s["x"].to_list(),
+                s["mean"].to_list(),
+                yerr=err,
+                marker="o",
+                ms=3,
+                capsize=2,
+                label=line,
+            )
+        ax.axhline(0.0, color="k", lw=0.8, ls="--")
+        ax.set(title=label, xlabel=x, ylabel=ylabel)
+        ax.legend(fontsize=7)
+    return _done(fig, path)

@@ -1,0 +1,182 @@
+"""What every task shares: optimiser and lr schedule from config, L2 regularisers, the epoch
+history, the training loss's epoch mean, and device transfer."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from ranklab.data.batch import Batch
+from ranklab.errors import ConfigError
+from ranklab.nn.embedding import FeatureEmbedding
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(embedding parameters, other parameters): the former are those of FeatureEmbedding
+    modules (every field table, including the first-order weights), as FuxiCTR counts them."""
+    emb_ids: set[int] = set()
+    emb: list[nn.Parameter] = []
+    for m in model.modules():
+        if isinstance(m, FeatureEmbedding):
+            for p in m.parameters():
+                if id(p) not in emb_ids:
+                    emb_ids.add(id(p))
+                    emb.append(p)
+    other = [p for p in model.parameters() if id(p) not in emb_ids]
+    return emb, other
+
+
+class BaseTask(L.LightningModule):
+    """Optimiser and lr schedule (config groups), L2 regularisers, epoch history.
+
+    Args:
+        model: the nn.Module being trained.
+        optimizer: ``params -> torch.optim.Optimizer``, e.g. ``conf/optimizer/adam.yaml`` (a
+            ``_partial_`` target: any torch optimiser is a YAML file). Default Adam, lr 1e-3.
+        scheduler: ``optimizer -> lr scheduler`` (``conf/scheduler/``) or None. A
+            ``ReduceLROnPlateau`` is stepped on the monitored metric after each validation
+            (BARS: x0.1 on each non-improving epoch); others every ``scheduler_interval``
+            (``epoch`` or ``step``).
+        embedding_regularizer: lambda of ``(lambda/2) * ||W||^2`` over every whole embedding
+            table, added to each batch's loss (BARS/FuxiCTR ``embedding_regularizer``).
+        net_regularizer: the same over the other weights (``net_regularizer``).
+        monitor, mode: the validation metric that drives lr decay, early stopping and the best
+            checkpoint.
+        hparams: plain-Python description of the run (model, optimiser and scheduler configs,
+            schema, data name) stored in checkpoints; never an nn.Module or an OmegaConf object.
+    """
+
+    family: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        embedding_regularizer: float = 0.0,
+        net_regularizer: float = 0.0,
+        monitor: str = "val/auc",
+        mode: str = "max",
+        scheduler_interval: str = "epoch",
+        hparams: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ConfigError("task.mode", f"must be 'max' or 'min', got '{mode}'")
+        if scheduler_interval not in ("epoch", "step"):
+            raise ConfigError(
+                "task.scheduler_interval", f"must be 'epoch' or 'step', got '{scheduler_interval}'"
+            )
+        model_family = getattr(model, "family", "ctr")
+        wanted = "retrieval" if model_family == "retrieval" else "ranking"
+        if self.family and model_family not in self.family:
+            raise ConfigError(
+                "task",
+                f"{type(model).__name__} is a {model_family} model and {type(self).__name__} "
+                f"trains {'/'.join(self.family)} models; choose task={wanted}",
+            )
+        # plain arguments go to checkpoints (weights_only loads); objects stay out
+        self.save_hyperparameters(
+            ignore=["model", "optimizer", "scheduler", "schema"], logger=False
+        )
+        self.model = model
+        self.optimizer_factory = optimizer or ADAM
+        self.scheduler_factory = scheduler
+        self.emb_params, self.net_params = split_parameters(model)
+        self.results: dict[str, dict[str, float]] = {}
+        self.history: list[dict[str, float]] = []  # validation metrics of each training epoch
+        # the training loss summed over the epoch's samples, on the device: no sync per batch
+        self._loss_sum: Tensor | float = 0.0
+        self._loss_rows = 0
+        self.epoch_lr: float | None = None
+
+    @property
+    def trainable(self) -> bool:
+        return any(p.requires_grad for p in self.model.parameters())
+
+    def regularization(self) -> Tensor | float:
+        hp = self.hparams
+        reg: Tensor | float = 0.0
+        if hp.embedding_regularizer:
+            reg = reg + hp.embedding_regularizer / 2 * sum(p.pow(2).sum() for p in self.emb_params)
+        if hp.net_regularizer:
+            reg = reg + hp.net_regularizer / 2 * sum(p.pow(2).sum() for p in self.net_params)
+        return reg
+
+    # -- the epoch's training loss ------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum, self._loss_rows = 0.0, 0
+        # the lr this epoch trains with (an epoch-interval schedule steps before validation)
+        opts = self.trainer.optimizers
+        self.epoch_lr = opts[0].param_groups[0]["lr"] if opts else None
+
+    def add_loss(self, loss: Tensor, rows: int) -> None:
+        """Log a batch's training loss (``train/loss``, per step) and add it to the epoch mean."""
+        self.log("train/loss", loss, prog_bar=True, batch_size=rows)
+        self._loss_sum = self._loss_sum + loss.detach() * rows
+        self._loss_rows += rows
+
+    def epoch_loss(self) -> float | None:
+        """The mean training loss of the current epoch so far (None before any batch)."""
+        return float(self._loss_sum) / self._loss_rows if self._loss_rows else None
+
+    # -- results ------------------------------------------------------------------------------
+    def record(self, stage: str, values: dict[str, float], prog_bar: tuple[str, ...] = ()) -> None:
+        """Keep and log a stage's metrics; during fitting also append them to the history."""
+        self.results[stage] = values
+        for k, v in values.items():
+            self.log(f"{stage}/{k}", v, prog_bar=k in prog_bar, sync_dist=False)
+        trainer = self.trainer
+        if stage == "val" and trainer.state.fn == "fit" and not trainer.sanity_checking:
+            lr = getattr(self, "epoch_lr", None)
+            loss = self.epoch_loss()  # every batch of the epoch has run before its validation
+            if loss is not None:  # logged once per epoch whatever log_every_n_steps is
+                self.log("train/loss_epoch", loss, sync_dist=False)
+            entry = {"epoch": int(self.current_epoch), "lr": lr, "train_loss": loss}
+            self.history.append({**entry, **values})
+
+    def best_epoch(self) -> int | None:
+        """The epoch whose monitored validation metric is best (the first, on ties)."""
+        key = self.hparams.monitor.split("/", 1)[-1]
+        scored = [h for h in self.history if key in h]
+        if not scored:
+            return None
+        pick = max if self.hparams.mode == "max" else min
+        return int(pick(scored, key=lambda h: h[key])["epoch"])
+
+    def transfer_batch_to_device(
+        self, batch: Batch, device: torch.device, dataloader_idx: int
+    ) -> Batch:
+        if batch.device == device:  # device-resident data: nothing to move
+            return batch
+        return batch.to(device, non_blocking=True)
+
+    # -- optimisation -------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        try:
+            opt = self.optimizer_factory(self.model.parameters())
+        except TypeError as e:  # e.g. an argument the optimiser does not take
+            raise ConfigError("optimizer", str(e)) from e
+        if self.scheduler_factory is None:
+            return {"optimizer": opt}
+        try:
+            sched = self.scheduler_factory(opt)
+        except TypeError as e:
+            raise ConfigError("scheduler", str(e)) from e
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            # The monitored metric exists only after a validation epoch: step the scheduler at
+            # the validation interval, or Lightning fails on the epochs without validation.
+            every = self.trainer.check_val_every_n_epoch or 1  # None: validation by steps
+            step = {"monitor": self.hparams.monitor, "interval": "epoch", "frequency": every}
+        else:
+            step = {"interval": self.hparams.scheduler_interval, "frequency": 1}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, **step}}
