@@ -33,7 +33,21 @@ from ranklab.metrics import auc, logloss
 from ranklab.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
-CTR_MODELS = ["lr", "fm", "dnn", "wide_deep", "deepfm", "dcn", "dcnv2"]
+CTR_MODELS = [
+    "lr",
+    "fm",
+    "dnn",
+    "wide_deep",
+    "deepfm",
+    "dcn",
+    "dcnv2",
+    "xdeepfm",
+    "autoint",
+    "fibinet",
+    "masknet",
+    "dlrm",
+    "finalmlp",
+]
 SEQ_MODELS = ["deepfm", "din"]  # DIN beside DeepFM on the same rows (DeepFM ignores the history)
 # Frappe_x1 field cardinalities (distinct training values), for the synthetic stand-in
 FRAPPE_VOCABS = [957, 4082, 7, 7, 2, 3, 2, 10, 80, 233]
