@@ -1,10 +1,13 @@
-"""Lightning callbacks: training throughput (train time only), a progress bar showing it, and
-one log line per epoch."""
+"""Lightning callbacks: training throughput (train time only), a progress bar showing it, one log
+line per epoch, and the checkpoint a run resumes from (also on SIGTERM)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -115,3 +118,75 @@ class EpochLog(L.Callback):
                 parts.append(f"{cb.last:,.0f} samples/s")
         parts.append(f"{time.perf_counter() - self._t0:.1f} s")
         log.info("  ".join(parts))
+
+
+class Resumable(L.Callback):
+    """Keeps ``<dirpath>/last.ckpt``, the state a run resumes from (``ckpt_path=auto``).
+
+    It is written between epochs (after the first batch of each epoch after the first: model,
+    optimiser, lr schedule after its step, early-stopping and best-checkpoint state, the data
+    order, the task's history and RNG states), every ``every_n_steps`` training steps if set,
+    and when SIGTERM or SIGUSR1 arrives (what a scheduler sends before preemption): Lightning
+    stops after the current batch, this saves the state there, and ``train`` exits with
+    128 + the signal number, never 0. Written to a temporary file and renamed, so a kill during
+    the write leaves the previous checkpoint.
+    """
+
+    def __init__(self, dirpath: str, every_n_steps: int | None = None) -> None:
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every_n_steps = every_n_steps
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def save(self, trainer: L.Trainer) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # chain after Lightning's own SIGTERM handler (which stops the loop after the batch);
+        # SIGUSR1 takes the same path
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            previous = signal.getsignal(sig)
+            self._previous[sig] = previous
+
+            def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+                self.signum = signum
+                if callable(previous):
+                    previous(signum, frame)
+                trainer._signal_connector.received_sigterm = True
+
+            signal.signal(sig, handler)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        # after the first batch of each epoch after the first: the previous epoch, its
+        # validation and its lr step are in the state, and Lightning resumes mid-epoch (its
+        # best-supported restart) from the next batch of the same order
+        first = i == 0 and trainer.current_epoch > 0
+        if first or (self.every_n_steps and trainer.global_step % self.every_n_steps == 0):
+            self.save(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException):
+            self.signum = self.signum or signal.SIGTERM
+            self.save(trainer)
+            log.warning(
+                "received signal %d: saved %s at epoch %d, step %d; rerun with ckpt_path=auto "
+                "to continue",
+                self.signum,
+                self.path,
+                trainer.current_epoch,
+                trainer.global_step,
+            )

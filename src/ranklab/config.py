@@ -27,10 +27,12 @@ NON_RESULT_KEYS = (
     "tags",
     "tracking",
     "smoke",
+    "ckpt_path",
+    "efficiency",
 )
 NON_RESULT_SUBKEYS = {
     "trainer": ("enable_progress_bar", "enable_model_summary", "log_every_n_steps"),
-    "callbacks": ("progress_bar",),
+    "callbacks": ("progress_bar", "resume"),
 }
 
 

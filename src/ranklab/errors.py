@@ -38,3 +38,11 @@ class DataError(RanklabError):
 
 class SchemaError(RanklabError):
     """A model needs a field the data does not have (or has with the wrong kind)."""
+
+
+class Diverged(RanklabError):
+    """Training produced a non-finite loss: the run stops at once (status ``diverged``)."""
+
+    def __init__(self, message: str, epoch: int, step: int) -> None:
+        self.epoch, self.step = epoch, step
+        super().__init__(message)

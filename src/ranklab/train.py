@@ -6,9 +6,11 @@ python -m ranklab.train experiment=frappe_x1_deepfm
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 import warnings
@@ -23,10 +25,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ranklab.callbacks import EpochLog, ProgressBar, Throughput
+from ranklab.callbacks import EpochLog, ProgressBar, Resumable, Throughput
 from ranklab.config import conf_dir, config_hash, is_smoke, model_name, result_config, to_plain
 from ranklab.console import print_summary, run_log
-from ranklab.errors import ConfigError, RanklabError
+from ranklab.errors import ConfigError, Diverged, RanklabError
 from ranklab.loggers import close_trackers, log_final_metrics
 from ranklab.utils import atomic_write_json, atomic_write_text, git_commit
 
@@ -193,20 +195,30 @@ def _train(
         enable_progress_bar=bar,
         log_every_n_steps=log_every,
     )
+    resume = resume_checkpoint(cfg, run_dir)
+    write_status(run_dir, "running", cfg, checkpoint=resume)
     try:
-        metrics = _fit_and_test(cfg, datamodule, task, trainer, loggers)
-    except BaseException:
+        metrics = _fit_and_test(cfg, datamodule, task, trainer, loggers, resume)
+    except BaseException as e:
         close_trackers(loggers, failed=True)
+        _record_failure(cfg, run_dir, task, trainer, e, t_start)
+        if _preempted(e):  # Lightning's SIGTERMException exits 0: a scheduler would not requeue
+            signum = next((c.signum for c in callbacks if isinstance(c, Resumable)), None)
+            raise SystemExit(128 + int(signum or signal.SIGTERM)) from e
         raise
     metrics.update(
+        status="finished",
         n_params=int(sum(p.numel() for p in model.parameters())),
         train_samples_per_s=throughput.samples_per_s,
         wall_time_s=time.perf_counter() - t_start,
+        efficiency=efficiency(model, datamodule, trainer) if cfg.get("efficiency", True) else None,
         smoke=smoke,
         run_dir=str(run_dir),
+        resumed_from=resume,
     )
     if trainer.is_global_zero:
         atomic_write_json(run_dir / "metrics.json", metrics)
+        write_status(run_dir, "finished", cfg)
         for split in ("val", "test"):
             shown = ", ".join(f"{k} {v:.5f}" for k, v in list(metrics[split].items())[:6])
             log.info("%s: %s", split, shown)
@@ -219,15 +231,22 @@ def _train(
 
 
 def _fit_and_test(
-    cfg: DictConfig, datamodule: Any, task: Any, trainer: L.Trainer, loggers: list[Any]
+    cfg: DictConfig,
+    datamodule: Any,
+    task: Any,
+    trainer: L.Trainer,
+    loggers: list[Any],
+    resume: str | None = None,
 ) -> dict[str, Any]:
-    """Log the config to the trackers, fit, restore the best checkpoint, validate and test;
-    the run's results (train() adds its costs and where it ran)."""
+    """Log the config to the trackers, fit (from ``resume``, a last.ckpt, if given), restore
+    the best checkpoint, validate and test; the run's results (train() adds its costs)."""
     config = to_plain(cfg)
     for lg in loggers:  # the resolved config, once per tracker
         lg.log_hyperparams(config)
     if task.trainable:
-        trainer.fit(task, datamodule=datamodule)
+        if resume:
+            log.info("resuming from %s", resume)
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resume)
     else:  # nothing to learn (e.g. the most-popular baseline): evaluate as it is
         log.info("model %s has no trainable parameters: skipping fit", model_name(cfg))
     ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
@@ -262,6 +281,126 @@ def _fit_and_test(
     }
 
 
+STATUS_FILE = "status.json"
+
+
+def write_status(run_dir: Path, status: str, cfg: DictConfig, **extra: Any) -> None:
+    """``<run_dir>/status.json``: running, finished, diverged or interrupted. A folder whose
+    status is not ``finished`` holds an unfinished run (a killed process leaves ``running``)."""
+    record = {"status": status, "config_hash": config_hash(cfg), "pid": os.getpid()}
+    record["time"] = datetime.now().isoformat(timespec="seconds")
+    atomic_write_json(run_dir / STATUS_FILE, {**record, **extra})
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+    """The checkpoint ``ckpt_path`` names: a path, or with ``auto`` this run directory's
+    ``checkpoints/last.ckpt`` when the folder holds an unfinished run of the same config (the
+    CLI first points ``paths.output_dir`` at the newest such folder: :func:`unfinished_run`)."""
+    wanted = cfg.get("ckpt_path")
+    if not wanted:
+        return None
+    if str(wanted) != "auto":
+        if not Path(wanted).is_file():
+            raise ConfigError("ckpt_path", f"no checkpoint {wanted}")
+        return str(wanted)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    status = read_status(run_dir)
+    same = status.get("config_hash") == config_hash(cfg)
+    if last.is_file() and same and status.get("status") != "finished":
+        return str(last)
+    return None
+
+
+def unfinished_run(cfg: DictConfig) -> Path | None:
+    """The newest folder under ``<log_dir>/runs/<run_name>/`` holding an unfinished run of this
+    config with a checkpoint to resume from."""
+    root = Path(cfg.paths.log_dir) / "runs" / str(cfg.run_name)
+    want = config_hash(cfg)
+    found = [
+        d
+        for d in root.glob("*")
+        if (d / "checkpoints" / "last.ckpt").is_file()
+        and read_status(d).get("status") not in (None, "finished")
+        and read_status(d).get("config_hash") == want
+    ]
+    return max(found, key=lambda d: (d / "checkpoints" / "last.ckpt").stat().st_mtime, default=None)
+
+
+def _preempted(e: BaseException) -> bool:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    return isinstance(e, SIGTERMException)
+
+
+def _record_failure(
+    cfg: DictConfig, run_dir: Path, task: Any, trainer: L.Trainer, e: BaseException, t0: float
+) -> None:
+    """A run that diverged or was stopped by a signal says so: status.json, and for divergence
+    a strict-JSON metrics.json (status ``diverged``, the history so far, no test results)."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checkpoint = str(last) if last.is_file() else None
+    if isinstance(e, Diverged):
+        write_status(run_dir, "diverged", cfg, error=str(e), checkpoint=checkpoint)
+        record = {
+            "status": "diverged",
+            "error": str(e),
+            "diverged_at": {"epoch": e.epoch, "step": e.step},
+            "model": model_name(cfg),
+            "seed": int(cfg.seed),
+            "val": {},
+            "test": {},
+            "history": task.history,
+            "config_hash": config_hash(cfg),
+            "experiment_hash": config_hash(cfg, ignore_seed=True),
+            "config": result_config(cfg),
+            "checkpoint": checkpoint,
+            "wall_time_s": time.perf_counter() - t0,
+            "run_dir": str(run_dir),
+        }
+        if trainer.is_global_zero:
+            atomic_write_json(run_dir / "metrics.json", record)
+    elif _preempted(e) or isinstance(e, KeyboardInterrupt):
+        write_status(run_dir, "interrupted", cfg, checkpoint=checkpoint)
+
+
+def efficiency(model: Any, datamodule: Any, trainer: L.Trainer) -> dict[str, Any]:
+    """What the result cost: peak process memory (RSS; GPU: max allocated), parameters, and
+    inference latency (p50, p99 in ms) of the model's forward pass on test rows, for a batch
+    of 1 and of 4,096, on the run's device."""
+    import resource
+
+    device = trainer.strategy.root_device
+    out: dict[str, Any] = {
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if device.type == "cuda":
+        out["peak_gpu_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    split = datamodule.split("test")
+    model = model.to(device).eval()
+    for size, repeats in ((1, 200), (4096, 20)):
+        batch = split.take(slice(0, min(size, len(split)))).to(device)
+        times = []
+        with torch.no_grad():
+            for i in range(repeats + 3):  # three warm-up passes
+                t0 = time.perf_counter()
+                model(batch.features)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                if i >= 3:
+                    times.append((time.perf_counter() - t0) * 1000)
+        q = torch.tensor(times).quantile(torch.tensor([0.5, 0.99])).tolist()
+        out[f"latency_ms_batch{size}"] = {"p50": q[0], "p99": q[1], "rows": len(batch)}
+    return out
+
+
 def environment(trainer: L.Trainer) -> dict[str, Any]:
     """What besides the config decides the digits: torch build, threads, device."""
     device = trainer.strategy.root_device
@@ -294,8 +433,26 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         sys.exit(2)
 
 
+def _auto_resume_argv(argv: list[str]) -> list[str]:
+    """``ckpt_path=auto`` on the command line: continue in the newest unfinished folder of the
+    same config (its last.ckpt), rather than in a new timestamped one."""
+    args = argv[1:]
+    if "ckpt_path=auto" not in args or any(a.startswith("-") for a in args):
+        return argv
+    if any(a.split("=", 1)[0].lstrip("+") in ("paths.output_dir", "hydra.run.dir") for a in args):
+        return argv  # the user named the folder
+    from ranklab.config import compose
+
+    found = unfinished_run(compose(args))
+    if found is None:
+        return argv
+    print(f"ckpt_path=auto: continuing {found}", file=sys.stderr)
+    return [*argv, f"paths.output_dir={found}"]
+
+
 def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    sys.argv = _auto_resume_argv(sys.argv)
     _hydra_main()
 
 

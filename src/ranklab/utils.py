@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -47,7 +48,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """Strict JSON (NaN and infinities written as null, which every parser reads), atomically."""
+    text = json.dumps(finite(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with every float that is NaN or infinite replaced by None (recursively)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:  # numpy / torch scalars
+        return finite(obj.item())
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -179,13 +179,31 @@ class BatchLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        progress: Callable[[], int | None] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.split, self.batch_size = split, batch_size
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
         self.rank, self.world_size = rank, world_size
-        self.epoch = 0
+        self.epoch = 0  # the next epoch to iterate
+        self.current: int | None = None  # the epoch being iterated
+        self.progress = progress  # batches of the current epoch trained (the trainer's count)
+        self._skip = 0
+
+    # Resumable (Lightning saves and restores a loader with these): the epoch in progress and
+    # the batches trained in it, so that a resumed run sees the rest of the same permutation.
+    # The trained count comes from the trainer: batches already fetched ahead are not trained.
+    def state_dict(self) -> dict[str, int | None]:
+        done = self.progress() if self.progress is not None else None
+        return {"current": self.current, "trained": done, "next": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int | None]) -> None:
+        current, trained = state.get("current"), state.get("trained")
+        if current is not None and trained is not None and trained < len(self):
+            self.epoch, self._skip = int(current), int(trained)  # finish that epoch
+        else:
+            self.epoch, self._skip = int(state.get("next") or 0), 0
 
     def _rows(self) -> int:
         n = len(self.split)
@@ -204,11 +222,12 @@ class BatchLoader:
         n_total, n, bs = len(self.split), self._rows(), self.batch_size
         stop = (n // bs) * bs if self.drop_last else n
         if self.shuffle:
+            self.current, skip, self._skip = self.epoch, self._skip, 0
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             perm = torch.randperm(n_total, generator=g)
             perm = perm[self.rank * n : (self.rank + 1) * n].to(self.split.device)
             self.epoch += 1
-            for i in range(0, stop, bs):
+            for i in range(skip * bs, stop, bs):
                 yield self.split.take(perm[i : i + bs])
         else:
             start = self.rank * math.ceil(n_total / self.world_size) if self.world_size > 1 else 0

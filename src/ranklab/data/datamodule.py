@@ -102,8 +102,16 @@ class RankDataModule(L.LightningDataModule):
                 seed=self.seed,
                 rank=rank,
                 world_size=world,
+                progress=self._trained_batches if train else None,
             )
         return self._loaders[split]
+
+    def _trained_batches(self) -> int | None:
+        """Batches of the current training epoch whose step has run (what a resumed run skips)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return None
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def train_dataloader(self) -> BatchLoader:
         return self._loader("train", train=True)

@@ -4,15 +4,17 @@ history, the training loss's epoch mean, and device transfer."""
 from __future__ import annotations
 
 import functools
+import random
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ranklab.data.batch import Batch
-from ranklab.errors import ConfigError
+from ranklab.errors import ConfigError, Diverged
 from ranklab.nn.embedding import FeatureEmbedding
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -98,6 +100,7 @@ class BaseTask(L.LightningModule):
         self._loss_sum: Tensor | float = 0.0
         self._loss_rows = 0
         self.epoch_lr: float | None = None
+        self._schedule_state: dict[str, Any] | None = None
 
     @property
     def trainable(self) -> bool:
@@ -114,6 +117,8 @@ class BaseTask(L.LightningModule):
 
     # -- the epoch's training loss ------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
+        # (not called when Lightning resumes mid-epoch: the epoch's loss so far and its lr then
+        # come with the checkpoint)
         self._loss_sum, self._loss_rows = 0.0, 0
         # the lr this epoch trains with (an epoch-interval schedule steps before validation)
         opts = self.trainer.optimizers
@@ -125,9 +130,56 @@ class BaseTask(L.LightningModule):
         self._loss_sum = self._loss_sum + loss.detach() * rows
         self._loss_rows += rows
 
+    def guard(self, total: Tensor) -> Tensor:
+        """The loss a step returns, checked: a NaN or infinite loss stops the run at once (a
+        step on it would spread it into every weight), naming the epoch and the step."""
+        if not bool(torch.isfinite(total)):
+            epoch, step = int(self.current_epoch), int(self.global_step)
+            raise Diverged(
+                f"training loss is {float(total.detach())} at epoch {epoch}, step {step}: the run "
+                f"diverged (lower optimizer.lr, clip gradients with trainer.gradient_clip_val)",
+                epoch,
+                step,
+            )
+        return total
+
     def epoch_loss(self) -> float | None:
         """The mean training loss of the current epoch so far (None before any batch)."""
         return float(self._loss_sum) / self._loss_rows if self._loss_rows else None
+
+    # -- resuming -----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """What Lightning's checkpoint lacks for an exact resume: the epoch history, the
+        epoch's loss so far, and the RNG states (dropout, sampled negatives). Plain types only:
+        checkpoints load with ``weights_only=True``."""
+        np_state = np.random.get_state()
+        checkpoint["ranklab"] = {
+            "history": self.history,
+            "loss_sum": float(self._loss_sum),
+            "loss_rows": self._loss_rows,
+            "epoch_lr": self.epoch_lr,
+            "schedule": sched.state_dict() if (sched := getattr(self, "schedule", None)) else None,
+            "rng_torch": torch.get_rng_state(),
+            "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+            "rng_python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        state = checkpoint.get("ranklab")
+        # only a resumed fit takes the training state (validate/test load best.ckpt's weights)
+        if not state or self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return
+        self.history = list(state["history"])
+        self._loss_sum, self._loss_rows = state["loss_sum"], state["loss_rows"]
+        self.epoch_lr = state["epoch_lr"]
+        self._schedule_state = state.get("schedule")  # applied when the schedule is built
+        torch.set_rng_state(state["rng_torch"])
+        kind, keys, *rest = state["rng_numpy"]
+        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+        version, internal, gauss = state["rng_python"]
+        random.setstate((version, tuple(internal), gauss))
 
     # -- results ------------------------------------------------------------------------------
     def record(self, stage: str, values: dict[str, float], prog_bar: tuple[str, ...] = ()) -> None:
@@ -143,6 +195,7 @@ class BaseTask(L.LightningModule):
                 self.log("train/loss_epoch", loss, sync_dist=False)
             entry = {"epoch": int(self.current_epoch), "lr": lr, "train_loss": loss}
             self.history.append({**entry, **values})
+            self.step_schedule("validation", values)
 
     def best_epoch(self) -> int | None:
         """The epoch whose monitored validation metric is best (the first, on ties)."""
@@ -162,21 +215,42 @@ class BaseTask(L.LightningModule):
 
     # -- optimisation -------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
+        """The optimiser for Lightning; the lr schedule is stepped here, not by Lightning
+        (:meth:`step_schedule`), because Lightning skips the schedule's step at the end of the
+        first epoch after a resume, and a resumed run must end as an uninterrupted one."""
         try:
             opt = self.optimizer_factory(self.model.parameters())
         except TypeError as e:  # e.g. an argument the optimiser does not take
             raise ConfigError("optimizer", str(e)) from e
-        if self.scheduler_factory is None:
-            return {"optimizer": opt}
-        try:
-            sched = self.scheduler_factory(opt)
-        except TypeError as e:
-            raise ConfigError("scheduler", str(e)) from e
-        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            # The monitored metric exists only after a validation epoch: step the scheduler at
-            # the validation interval, or Lightning fails on the epochs without validation.
-            every = self.trainer.check_val_every_n_epoch or 1  # None: validation by steps
-            step = {"monitor": self.hparams.monitor, "interval": "epoch", "frequency": every}
-        else:
-            step = {"interval": self.hparams.scheduler_interval, "frequency": 1}
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, **step}}
+        self.schedule = None
+        if self.scheduler_factory is not None:
+            try:
+                self.schedule = self.scheduler_factory(opt)
+            except TypeError as e:
+                raise ConfigError("scheduler", str(e)) from e
+            if self._schedule_state is not None:  # from the checkpoint being resumed
+                self.schedule.load_state_dict(self._schedule_state)
+        return {"optimizer": opt}
+
+    def step_schedule(self, when: str, values: dict[str, float] | None = None) -> None:
+        """Step the lr schedule: a ReduceLROnPlateau on the monitored metric after each
+        validation while fitting (BARS: x0.1 on each non-improving one), other schedules every
+        epoch or step (``scheduler_interval``)."""
+        sched = getattr(self, "schedule", None)
+        if sched is None:
+            return
+        plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        if plateau and when == "validation" and values is not None:
+            # the value as logged (float32), what Lightning's own stepping compared
+            metric = torch.tensor(
+                values[self.hparams.monitor.split("/", 1)[-1]], dtype=torch.float32
+            )
+            sched.step(float(metric))
+        elif not plateau and when == self.hparams.scheduler_interval:
+            sched.step()
+
+    def on_train_epoch_end(self) -> None:
+        self.step_schedule("epoch")
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.step_schedule("step")

@@ -225,7 +225,7 @@ class RankingTask(BaseTask):
         if aux is not None:
             total = total + self.hparams.aux_loss_weight * aux
         self.add_loss(loss, len(batch))
-        return total
+        return self.guard(total)
 
     def predictions(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per label (B,): a probability (binary labels) or a value (regression)."""

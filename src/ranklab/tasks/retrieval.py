@@ -91,7 +91,7 @@ class RetrievalTask(BaseTask):
         context = RetrievalBatch(valid.nonzero()[:, 0], torch.sort(keys).values, n_items)
         loss = self.loss_fn(states, targets, items, context)
         self.add_loss(loss, len(batch))
-        return loss + self.regularization()
+        return self.guard(loss + self.regularization())
 
     # -- evaluation -------------------------------------------------------------------------
     def _eval_step(self, batch: Batch, stage: str) -> None:

@@ -1,0 +1,40 @@
+"""A callback that sends its own process a signal at a given training batch (for the fault
+tests: SIGKILL, SIGTERM), and one that turns the weights to NaN there."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+
+class SignalAt(L.Callback):
+    """Sends ``signum`` once: a marker file beside the run says it was sent, so that the same
+    command (same config, same hash) resumes without being stopped again."""
+
+    def __init__(self, epoch: int, batch: int, signum: int, marker: str) -> None:
+        self.epoch, self.batch, self.signum, self.marker = epoch, batch, signum, Path(marker)
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        if trainer.current_epoch == self.epoch and i == self.batch and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), self.signum)
+
+
+class NaNAt(L.Callback):
+    """From (epoch, batch) on, the first parameter holds NaN: the next loss is NaN."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, i: int
+    ) -> None:
+        if trainer.current_epoch == self.epoch and i == self.batch:
+            with torch.no_grad():
+                next(pl_module.model.parameters()).fill_(float("nan"))

@@ -1,0 +1,141 @@
+"""Faults cost at most the work since the last checkpoint and never end with status 0: SIGKILL
+and SIGTERM mid-run, then ``ckpt_path=auto`` resumes to the same digits as an uninterrupted
+run; a NaN loss stops the run at once with strict JSON and the last finite checkpoint kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ranklab.errors import Diverged
+from ranklab.train import train
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = [
+    "data.source.n_train=20000",
+    "data.source.n_val=4000",
+    "data.source.n_test=4000",
+    "data.source.vocab_sizes=[30,20,10,5,5]",
+    "data.batch_size=512",
+    "model=deepfm",
+    "model.hidden_units=[32]",
+    "model.dropout=0.2",  # dropout: the resumed run must continue the same random stream
+    "trainer.max_epochs=4",
+    "callbacks.early_stopping.patience=10",
+    "threads=1",
+    "efficiency=false",
+    "print_summary=false",
+]
+
+
+def cli(run_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "ranklab.train", *RUN, f"hydra.run.dir={run_dir}", *extra],
+        cwd=run_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+
+
+def signal_at(epoch: int, batch: int, signum: int, marker: Path) -> list[str]:
+    return [
+        "+callbacks.fault._target_=faults.SignalAt",
+        f"+callbacks.fault.epoch={epoch}",
+        f"+callbacks.fault.batch={batch}",
+        f"+callbacks.fault.signum={int(signum)}",
+        f"+callbacks.fault.marker={marker}",
+    ]
+
+
+def results(run_dir: Path) -> dict:
+    m = json.loads((run_dir / "metrics.json").read_text())
+    return {k: m[k] for k in ("val", "test", "history", "best_epoch", "epochs")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    d = tmp_path_factory.mktemp("full") / "run"
+    r = cli(d)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return results(d)
+
+
+@pytest.mark.parametrize(
+    ("signum", "epoch", "batch", "code"),
+    [(signal.SIGKILL, 2, 10, -signal.SIGKILL), (signal.SIGTERM, 1, 17, 128 + signal.SIGTERM)],
+    ids=["sigkill-after-a-checkpoint", "sigterm-mid-epoch"],
+)
+def test_killed_run_resumes_to_the_same_digits(
+    tmp_path: Path, uninterrupted: dict, signum: int, epoch: int, batch: int, code: int
+) -> None:
+    run = tmp_path / "run"
+    fault = signal_at(epoch, batch, signum, tmp_path / "sent")  # part of the config: kept
+    r = cli(run, *fault)
+    assert r.returncode == code, r.stderr[-3000:]  # never 0
+    assert not (run / "metrics.json").exists()
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == ("running" if signum == signal.SIGKILL else "interrupted")
+    last = run / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True, map_location="cpu")
+    # SIGKILL: the checkpoint written between epochs; SIGTERM: the one written at the signal
+    assert state["epoch"] == epoch
+    if signum == signal.SIGTERM:
+        assert state["global_step"] == epoch * 40 + batch + 1  # 40 batches an epoch
+    r = cli(run, *fault, "ckpt_path=auto")  # the same command, continued
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert results(run) == uninterrupted
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["status"] == "finished"
+    assert (run.parent / m["resumed_from"]).resolve() == last.resolve()
+
+
+def test_nan_loss_stops_at_once_and_keeps_the_finite_checkpoint(make_cfg, tmp_path: Path) -> None:
+    from faults import NaNAt
+
+    cfg = make_cfg("model=dnn", "model.hidden_units=[16]", "trainer.max_epochs=5")
+    with pytest.raises(Diverged, match=r"training loss is nan at epoch 1, step 1[0-9]"):
+        train(cfg, callbacks=[NaNAt(epoch=1, batch=3)])
+    run = tmp_path / "run"
+    text = (run / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    m = json.loads(text)  # strict JSON
+    assert m["status"] == "diverged" and m["diverged_at"]["epoch"] == 1
+    assert [h["epoch"] for h in m["history"]] == [0]
+    assert json.loads((run / "status.json").read_text())["status"] == "diverged"
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    assert state["epoch"] == 1  # written between epochs 0 and 1, before the NaN
+    assert all(
+        torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point()
+    )
+
+
+def test_a_huge_lr_diverges_from_the_first_step_with_status_2(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ranklab.train",
+            "data.source.n_train=3000",
+            "data.source.n_val=1000",
+            "data.source.n_test=1000",
+            "optimizer.lr=1e20",
+            f"hydra.run.dir={tmp_path}/run",
+            "efficiency=false",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 2
+    assert "diverged" in r.stderr and "epoch 0, step" in r.stderr
