@@ -101,3 +101,39 @@ def test_table_only_tabulates_without_training(tmp_path: Path, tiny_overrides: l
     run_study(load_study(spec_path), tmp_path / "out", tmp_path)
     md = run_study(load_study(spec_path), tmp_path / "out", tmp_path, train=False)
     assert "| lr | LR | 1 |" in md
+
+
+def test_an_interrupted_study_run_continues_from_its_checkpoint(
+    tmp_path: Path, tiny_overrides: list[str], monkeypatch
+) -> None:
+    import json
+    import signal
+    import sys
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # tests/faults.py
+    fault = [
+        "+callbacks.fault._target_=faults.SignalAt",
+        "+callbacks.fault.epoch=1",
+        "+callbacks.fault.batch=3",
+        f"+callbacks.fault.signum={int(signal.SIGTERM)}",
+        f"+callbacks.fault.marker={tmp_path}/sent",
+    ]
+    spec = {
+        "name": "toy",
+        "base": [*tiny_overrides, f"paths.cache_dir={tmp_path}/cache", "threads=1", *fault],
+        "seeds": [1],
+        "variants": {"lr": ["model=lr"]},
+        "metrics": ["test/auc"],
+        "by": "variant",
+        "digits": 5,
+    }
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stopped:  # SIGTERM: checkpoint, then 128 + 15
+        run_study(spec, out, tmp_path)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    run = out / "lr" / "seed1"
+    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+    run_study(spec, out, tmp_path)  # the same study again: the run continues
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["resumed_from"] == str(run / "checkpoints" / "last.ckpt")
+    assert sys.modules.get("faults") is not None

@@ -140,7 +140,7 @@ class Resumable(L.Callback):
 
     def save(self, trainer: L.Trainer) -> None:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # the whole training state
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 

@@ -45,6 +45,7 @@ def run_grid(
                     f"paths.output_dir={run}",
                     "trainer.enable_progress_bar=false",
                     "print_summary=false",
+                    "ckpt_path=auto",  # an interrupted run continues from its last.ckpt
                 ]
             )
             set_tracking(cfg, f"{study}/{name}/seed{seed}", study, "study", tag=study)

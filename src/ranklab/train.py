@@ -77,7 +77,10 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
     schema = datamodule.schema.with_labels(OmegaConf.select(cfg, "task.labels"))
     # _partial_: objects (schema, model) are passed to the constructor as they are, not
     # merged into the config first (Hydra would turn a dataclass into a DictConfig)
-    model = instantiate(cfg.model, _partial_=True, _convert_="all")(schema=schema)
+    model_cfg = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "compile"])
+    model = instantiate(model_cfg, _partial_=True, _convert_="all")(schema=schema)
+    if cfg.model.get("compile"):  # torch.compile in place: state_dict keys stay as they are
+        model.compile()
     training = {k: cfg.get(k) for k in ("optimizer", "scheduler")}
     hparams = {
         "model": to_plain(cfg.model),
@@ -169,7 +172,8 @@ def _train(
     _fill_tracking(cfg)
     smoke = is_smoke(cfg)
     log.info("run %s%s", run_dir, " (smoke run: not for tables)" if smoke else "")
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if rank_zero():
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -246,13 +250,14 @@ def _fit_and_test(
     if task.trainable:
         if resume:
             log.info("resuming from %s", resume)
-        trainer.fit(task, datamodule=datamodule, ckpt_path=resume)
+        # our checkpoints hold plain types only: load them that way
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     else:  # nothing to learn (e.g. the most-popular baseline): evaluate as it is
         log.info("model %s has no trainable parameters: skipping fit", model_name(cfg))
     ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     ckpt = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
-    trainer.validate(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-    trainer.test(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    trainer.validate(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
+    trainer.test(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
     bayes = datamodule.meta.get("bayes")
     return {
         "model": model_name(cfg),
@@ -284,9 +289,18 @@ def _fit_and_test(
 STATUS_FILE = "status.json"
 
 
+def rank_zero() -> bool:
+    """This process writes the run's files (under DDP only global rank 0 does)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 def write_status(run_dir: Path, status: str, cfg: DictConfig, **extra: Any) -> None:
     """``<run_dir>/status.json``: running, finished, diverged or interrupted. A folder whose
     status is not ``finished`` holds an unfinished run (a killed process leaves ``running``)."""
+    if not rank_zero():
+        return
     record = {"status": status, "config_hash": config_hash(cfg), "pid": os.getpid()}
     record["time"] = datetime.now().isoformat(timespec="seconds")
     atomic_write_json(run_dir / STATUS_FILE, {**record, **extra})

@@ -20,12 +20,13 @@ from ranklab.sweep.study import superseded
 def test_killed_worker_trial_is_failed_retried_and_the_study_completes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # 6 epochs without early stopping: long enough to be killed in the middle
+    # 30 epochs without early stopping: long enough to be killed in the middle, after its
+    # first checkpoint
     path = sweep_config(
         tmp_path,
         {"optimizer.lr": "tag(log, interval(1e-3, 1e-2))"},
         trials=2,
-        fixed=["trainer.max_epochs=6", "callbacks.early_stopping.patience=100"],
+        fixed=["trainer.max_epochs=30", "callbacks.early_stopping.patience=100"],
     )
     spec = load_spec(str(path))
     first_run = spec.dir / "trials" / "0000"
@@ -38,7 +39,7 @@ def test_killed_worker_trial_is_failed_retried_and_the_study_completes(
     )
     try:
         deadline = time.monotonic() + 120
-        while not (first_run / "config.yaml").exists():  # train() has started trial 0
+        while not (first_run / "checkpoints" / "last.ckpt").exists():  # trial 0 is in epoch 1
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
     finally:
@@ -62,6 +63,9 @@ def test_killed_worker_trial_is_failed_retried_and_the_study_completes(
     assert retries[0].params == trials[0].params
     assert "retry of 0" in printed
     retried_run = Path(retries[0].user_attrs["run_dir"])
-    assert json.loads((retried_run / "metrics.json").read_text())["val"]["auc"] == retries[0].value
+    finished = json.loads((retried_run / "metrics.json").read_text())
+    assert finished["val"]["auc"] == retries[0].value
+    # the retry continued the killed trial from its checkpoint instead of starting over
+    assert finished["resumed_from"] == str(first_run / "checkpoints" / "last.ckpt")
     assert "0 (retried)" not in (spec.dir / "trials.csv").read_text()
     assert "fail (retried)" in (spec.dir / "trials.csv").read_text()

@@ -204,3 +204,14 @@ def test_census_income_reads_two_labels_and_39_fields(shared_data: Path, tmp_pat
     assert sum(rows.values()) == 99762 and rows["val"] == rows["test"] == 9976
     income = dm.split("train").labels["income"].mean()
     assert 0.05 < float(income) < 0.08  # 6,186 of 99,762 rows earn above 50K
+
+
+def test_model_compile_trains_and_keeps_checkpoint_keys(make_cfg, tmp_path: Path) -> None:
+    import torch
+
+    m = train(
+        make_cfg("model=lr", "+model.compile=true", "trainer.max_epochs=1", "efficiency=false")
+    )
+    assert math.isfinite(m["test"]["auc"])
+    state = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
+    assert all(not k.startswith("model._orig_mod") for k in state["state_dict"])  # in place

@@ -37,7 +37,7 @@ def run_sweep(
     import optuna
 
     from ranklab.sweep.outputs import write_outputs
-    from ranklab.sweep.study import grid_size, init_study, safe_url
+    from ranklab.sweep.study import budget, grid_size, init_study, safe_url
 
     t0 = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -100,7 +100,11 @@ def run_sweep(
         say(f"  skipped {k}: {why}", flush=True)
     say(f"browse: optuna-dashboard {safe_url(spec.storage_url)}", flush=True)
     if failed is not None:
-        raise failed
+        b = budget(study)
+        if b.remaining(total) > 0 or b.running or b.waiting:
+            raise failed
+        # a worker died (killed while idle, say) but every trial is done: nothing to rerun
+        say(f"note: {failed}; every trial of the study is finished", flush=True)
     return summary
 
 

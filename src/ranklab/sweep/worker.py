@@ -26,7 +26,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from ranklab.errors import ConfigError
-from ranklab.sweep.spec import SweepSpec
+from ranklab.sweep.spec import SweepSpec, quote
 from ranklab.sweep.study import (
     StudyLock,
     budget,
@@ -118,6 +118,10 @@ def run_worker(
         if "error" in trial.user_attrs:  # copied from the trial this one retries
             trial.set_user_attr("error", None)
         overrides = spec.trial_overrides(values, run_dir) + extra
+        if original is not None:  # a retry continues the trial it repeats from its checkpoint
+            last = spec.dir / "trials" / f"{original:04d}" / "checkpoints" / "last.ckpt"
+            if last.is_file():
+                overrides.append(f"ckpt_path={quote(str(last))}")
         shown = " ".join(f"{k}={_short(p.text(values[k]))}" for k, p in _by_key(spec).items())
         head = f"[trial {trial.number}{f' retry of {original}' if original is not None else ''}]"
         record = {
