@@ -10,7 +10,7 @@ SWEEP ?= synthetic_fast
 WORKERS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock train test lint format bench sweep dashboard report study reproduce-frappe clean
+.PHONY: help install lock train test lint format bench bench-gpu sweep dashboard report study reproduce-frappe clean
 
 help: ## List the targets (colour only on a terminal)
 	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; else on=''; off=''; fi; \
@@ -49,6 +49,9 @@ format: $(STAMP) ## ruff format + autofix
 
 bench: $(STAMP) ## Throughput of every model vs a bare PyTorch loop (DATA_DIR=../shared/data for real Frappe)
 	$(BIN)/python benchmarks/throughput.py --data-dir $(DATA_DIR) $(ARGS)
+
+bench-gpu: $(STAMP) ## GPU training samples/s and peak memory of DCNv2 and DLRM vs a bare loop (Criteo-shaped)
+	$(BIN)/python benchmarks/gpu_throughput.py $(ARGS)
 
 sweep: $(STAMP) ## Optuna sweep: make sweep SWEEP=<conf/sweep name> WORKERS=N ARGS="overrides"
 	$(BIN)/ranklab-sweep sweep=$(SWEEP) --workers $(WORKERS) $(ARGS)

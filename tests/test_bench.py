@@ -64,3 +64,19 @@ def test_structure_matched_model_approaches_the_bayes_ceiling() -> None:
     # the model has the generator's form, so it gets close to the ceiling but never above it
     # by more than sampling noise of 4000 test rows
     assert bayes - 0.03 < test_auc < bayes + 0.01
+
+
+def test_gpu_bench_runs_on_the_cpu_as_a_smoke_test(tmp_path: Path) -> None:
+    """`make bench-gpu` without CUDA: tiny Criteo-shaped data, both models, the JSON written."""
+    spec = importlib.util.spec_from_file_location(
+        "gpu_throughput", ROOT / "benchmarks" / "gpu_throughput.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--rows", "4096", "--batch", "1024", "--max-vocab", "200", "--epochs", "2"]
+    args += ["--repeats", "1", "--precision", "32-true", "--out", str(tmp_path)]
+    args += ["--overrides", f"paths.cache_dir={tmp_path}/cache", "model.hidden_units=[32]"]
+    assert bench.main(["--models", "dcnv2", *args]) == 0
+    (out,) = tmp_path.glob("gpu-*.json")
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["model"] == "dcnv2" and row["ranklab_samples_per_s"] > 0 and row["ratio"] > 0

@@ -64,6 +64,15 @@ def summary_table(metrics: dict[str, Any]) -> Table:
         ("train samples/s", f"{metrics.get('train_samples_per_s', 0):,.0f}"),
         ("wall time (s)", fmt(metrics.get("wall_time_s"), 1)),
     ]
+    eff = metrics.get("efficiency") or {}
+    if eff:  # what the result cost
+        facts.append(("peak memory (MB)", f"{eff['peak_rss_mb']:,.0f} RSS"))
+        if "peak_gpu_allocated_mb" in eff:
+            facts.append(("peak GPU memory (MB)", f"{eff['peak_gpu_allocated_mb']:,.0f}"))
+        for size in (1, 4096):
+            lat = eff.get(f"latency_ms_batch{size}")
+            if lat:
+                facts.append((f"latency, batch {size}", f"{lat['p50']:.3f} / {lat['p99']:.3f} ms"))
     env = metrics.get("environment")
     if env:  # the digits depend on these too
         threads = f"{env['threads']} threads"
