@@ -1,5 +1,7 @@
-"""The small synthetic instance the tests share (a module, so helpers outside conftest can
+"""The small synthetic instances the tests share (a module, so helpers outside conftest can
 import it too)."""
+
+from pathlib import Path
 
 # A small synthetic instance: big enough to learn something, small enough for seconds.
 TINY_DATA = [
@@ -13,3 +15,18 @@ TINY_DATA = [
     "data.batch_size=512",
     "data.eval_batch_size=1024",
 ]
+
+
+def write_markov_log(path: Path, n_users: int = 400, n_items: int = 40, seed: int = 0) -> Path:
+    """`user item` lines: each user walks item -> item + 1 (mod n) with prob 0.8, else jumps."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    lines = []
+    for u in range(n_users):
+        item = int(rng.integers(n_items))
+        for _ in range(int(rng.integers(5, 15))):
+            lines.append(f"u{u} i{item}")
+            item = (item + 1) % n_items if rng.random() < 0.8 else int(rng.integers(n_items))
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 import torch
 from hydra.utils import get_class, instantiate
+from tiny import write_markov_log
 
 from ranklab.compare import compare
 from ranklab.config import compose, conf_dir
@@ -27,19 +28,6 @@ RETRIEVAL = [
     for m in MODELS
     if getattr(get_class(compose([f"model={m}"]).model._target_), "family", "ctr") == "retrieval"
 ]
-
-
-def write_markov_log(path: Path, n_users: int = 400, n_items: int = 40, seed: int = 0) -> Path:
-    """`user item` lines: each user walks item -> item + 1 (mod n) with prob 0.8, else jumps."""
-    rng = np.random.default_rng(seed)
-    lines = []
-    for u in range(n_users):
-        item = int(rng.integers(n_items))
-        for _ in range(int(rng.integers(5, 15))):
-            lines.append(f"u{u} i{item}")
-            item = (item + 1) % n_items if rng.random() < 0.8 else int(rng.integers(n_items))
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from tiny import write_markov_log
 
 from ranklab.train import build, train
 
@@ -86,20 +87,6 @@ FAMILIES = {
 }
 
 
-def markov_log(path, n_users: int = 1500, n_items: int = 60) -> None:
-    """`user item` lines: each user mostly walks item -> item + 1."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    lines = []
-    for u in range(n_users):
-        item = int(rng.integers(n_items))
-        for _ in range(int(rng.integers(5, 15))):
-            lines.append(f"u{u} i{item}")
-            item = (item + 1) % n_items if rng.random() < 0.8 else int(rng.integers(n_items))
-    path.write_text("\n".join(lines) + "\n")
-
-
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_two_processes_train_like_one(family: str, tmp_path) -> None:
     """trainer=ddp with 2 CPU processes (gloo) against 1 on the same data and seed: each rank
@@ -121,7 +108,7 @@ def test_two_processes_train_like_one(family: str, tmp_path) -> None:
     ]
     batch, auc = 512, "auc"
     if family == "retrieval":
-        markov_log(tmp_path / "log.txt")
+        write_markov_log(tmp_path / "log.txt", n_users=1500, n_items=60)
         common = [c for c in common if not c.startswith("data.source.n_")]
         common += [f"data.source.events.path={tmp_path}/log.txt", "data.source.n_eval_negatives=20"]
         batch, auc = 128, "full/auc"

@@ -51,6 +51,30 @@ def _bias_for_rate(z: np.ndarray, rate: float) -> float:
     return (lo + hi) / 2
 
 
+def check_pairs(n_pairs: int, n_fields: int) -> None:
+    if n_pairs > n_fields * (n_fields - 1) // 2:
+        raise ConfigError(
+            "data.source.n_pairs",
+            f"at most {n_fields * (n_fields - 1) // 2} pairs for {n_fields} fields",
+        )
+
+
+def planted_pairs(
+    rng: np.random.Generator, ids: list[np.ndarray], vocab: Sequence[int], n_pairs: int, rank: int
+) -> np.ndarray:
+    """(N,) sum of ``n_pairs`` low-rank interactions <U[x_f], V[x_g]> of distinct field pairs."""
+    n_f = len(vocab)
+    all_pairs = [(f, g) for f in range(n_f) for g in range(f + 1, n_f)]
+    chosen = rng.choice(len(all_pairs), size=n_pairs, replace=False)
+    pairs = np.zeros(len(ids[0]))
+    for c in chosen:
+        f, g = all_pairs[c]
+        u = rng.standard_normal((vocab[f], rank))
+        w = rng.standard_normal((vocab[g], rank))
+        pairs += (u[ids[f]] * w[ids[g]]).sum(1)
+    return pairs
+
+
 def generated_dataset(
     name: str,
     kw: dict,
@@ -135,12 +159,7 @@ class SyntheticCTR(DataSource):
             seed=seed,
         )
         self.name = name
-        n_fields = len(self.kw["vocab_sizes"])
-        if n_pairs > n_fields * (n_fields - 1) // 2:
-            raise ConfigError(
-                "data.source.n_pairs",
-                f"at most {n_fields * (n_fields - 1) // 2} pairs for {n_fields} fields",
-            )
+        check_pairs(n_pairs, len(self.kw["vocab_sizes"]))
         if n_triples and sum(v <= triple_max_vocab for v in self.kw["vocab_sizes"]) < 3:
             raise ConfigError(
                 "data.source.triple_max_vocab", "fewer than 3 fields are small enough for triples"
@@ -157,18 +176,9 @@ class SyntheticCTR(DataSource):
         n = k["n_train"] + k["n_val"] + k["n_test"]
         ids = [zipf_ids(rng, v, n, k["zipf_exponent"]) for v in vocab]
         num = rng.standard_normal((n, k["n_numeric"]))
-        n_f = len(vocab)
         # first order
         first = sum(rng.standard_normal(v)[x] for v, x in zip(vocab, ids))
-        # planted pairs: distinct field pairs, low rank
-        all_pairs = [(f, g) for f in range(n_f) for g in range(f + 1, n_f)]
-        chosen = rng.choice(len(all_pairs), size=k["n_pairs"], replace=False)
-        pairs = np.zeros(n)
-        for c in chosen:
-            f, g = all_pairs[c]
-            u = rng.standard_normal((vocab[f], k["pair_rank"]))
-            w = rng.standard_normal((vocab[g], k["pair_rank"]))
-            pairs += (u[ids[f]] * w[ids[g]]).sum(1)
+        pairs = planted_pairs(rng, ids, vocab, k["n_pairs"], k["pair_rank"])
         # third-order crosses among small fields: products a[x_f] * b[x_g] * c[x_h]
         triples = np.zeros(n)
         small = [i for i, v in enumerate(vocab) if v <= k["triple_max_vocab"]]

@@ -22,7 +22,7 @@ import torch
 
 from ranklab.data.dataset import GROUP_KEY, DataSource, EncodedData
 from ranklab.data.schema import Feature, LabelSpec, Schema
-from ranklab.data.synthetic import _standardise, zipf_ids
+from ranklab.data.synthetic import _standardise, check_pairs, planted_pairs, zipf_ids
 from ranklab.errors import ConfigError
 from ranklab.metrics import auc, logloss
 from ranklab.utils import hash_object
@@ -107,12 +107,7 @@ class SyntheticMTL(DataSource):
         for key, rate in (("ctr", ctr), ("cvr", cvr)):
             if not 0.0 < rate < 1.0:
                 raise ConfigError(f"data.source.{key}", f"must be in (0, 1), got {rate}")
-        n_fields = len(vocab_sizes)
-        if n_pairs > n_fields * (n_fields - 1) // 2:
-            raise ConfigError(
-                "data.source.n_pairs",
-                f"at most {n_fields * (n_fields - 1) // 2} pairs for {n_fields} fields",
-            )
+        check_pairs(n_pairs, len(vocab_sizes))
         self.kw = dict(
             n_train=n_train,
             n_val=n_val,
@@ -140,14 +135,7 @@ class SyntheticMTL(DataSource):
         k, vocab = self.kw, self.kw["vocab_sizes"]
         n = len(ids[0])
         first = _standardise(sum(rng.standard_normal(v)[x] for v, x in zip(vocab, ids)), 1.0)
-        fields = len(vocab)
-        all_pairs = [(f, g) for f in range(fields) for g in range(f + 1, fields)]
-        pairs = np.zeros(n)
-        for c in rng.choice(len(all_pairs), size=k["n_pairs"], replace=False):
-            f, g = all_pairs[c]
-            u = rng.standard_normal((vocab[f], k["pair_rank"]))
-            w = rng.standard_normal((vocab[g], k["pair_rank"]))
-            pairs += (u[ids[f]] * w[ids[g]]).sum(1)
+        pairs = planted_pairs(rng, ids, vocab, k["n_pairs"], k["pair_rank"])
         numeric = np.zeros(n)
         if k["n_numeric"]:
             numeric = num @ rng.standard_normal(k["n_numeric"]) + np.sin(2 * num[:, 0])
