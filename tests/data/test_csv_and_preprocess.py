@@ -184,3 +184,37 @@ def test_read_table_unknown_format(tmp_path: Path) -> None:
     p = write(tmp_path / "a.csv", ["a"])
     with pytest.raises(DataError, match="unknown format 'parquetx'"):
         read_table(p, "parquetx")
+
+
+def test_a_multi_character_separator_is_split_literally(tmp_path: Path) -> None:
+    path = tmp_path / "ratings.dat"  # MovieLens 1M's layout
+    path.write_text("1::10::5::978300760\n1::11::3::978302109\n2::10::4::978301968\n")
+    names = ["user", "item", "rating", "ts"]
+    df = read_table(path, "csv", separator="::", has_header=False, columns=names)
+    assert df.columns == names and df["item"].to_list() == ["10", "11", "10"]
+    path.write_text("1::10::5::978300760\n1::11::3\n")
+    with pytest.raises(
+        DataError, match=r"ratings.dat, line 2: expected 4 fields separated by '::'"
+    ):
+        read_table(path, "csv", separator="::", has_header=False, columns=names)
+
+
+def test_header_less_errors_name_the_bad_line_itself(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    good = ["0,a,1.5", "1,b,2.5", "0,c,0.5", "1,a,1.0"]
+    for name in ("train.csv", "valid.csv", "test.csv"):
+        (d / name).write_text("\n".join(good) + "\n")
+    (d / "valid.csv").write_text("\n".join(["0,a,1.5", "1,b,2.5", "7,c,0.5"]) + "\n")
+    src = CSVSplits(
+        dir=str(d),
+        files={"train": "train.csv", "val": "valid.csv", "test": "test.csv"},
+        label="y",
+        features={"categorical": ["c"], "numeric": ["x"]},
+        read_options={"has_header": False, "columns": ["y", "c", "x"]},
+    )
+    with pytest.raises(DataError, match=r"valid.csv, line 3, column 'y'"):
+        src.build()
+    (d / "valid.csv").write_text("\n".join(["0,a,1.5", "1,b,oops"]) + "\n")
+    with pytest.raises(DataError, match=r"valid.csv, line 2, column 'x'"):
+        src.build()

@@ -86,24 +86,6 @@ def parse_feature_specs(
     return specs
 
 
-def check_binary_label(df: pl.DataFrame, label: str, path: str, line_offset: int = 2) -> pl.Series:
-    """Return the label as float32, failing at the first row that is not 0 or 1.
-
-    ``line_offset`` converts a 0-based row index to a file line (2 = one header line).
-    """
-    if label not in df.columns:
-        raise DataError(f"label column '{label}' not found (columns: {df.columns})", path=path)
-    raw = df[label]
-    as_num = raw.cast(pl.Float64, strict=False) if raw.dtype == pl.String else raw.cast(pl.Float64)
-    bad = (as_num.is_null() | ~as_num.is_in([0.0, 1.0])).arg_true()
-    if len(bad):
-        i = int(bad[0])
-        raise DataError(
-            f"label must be 0 or 1, found {raw[i]!r}", path=path, line=i + line_offset, column=label
-        )
-    return as_num.cast(pl.Float32)
-
-
 def _as_key(s: pl.Series) -> pl.Series:
     """Categorical values as strings (nulls become the empty string, their own token)."""
     if s.dtype != pl.String:
@@ -214,13 +196,13 @@ class TabularEncoder:
             if spec.kind == "numeric":
                 self._numeric(df, spec, path, line_offset)
 
-    def fit(self, train: pl.DataFrame, path: str = "train") -> TabularEncoder:
+    def fit(self, train: pl.DataFrame, path: str = "train", line_offset: int = 2) -> TabularEncoder:
         by_table: dict[str, list[pl.Series]] = {}
         min_count: dict[str, int] = {}
         hashing: dict[str, int] = {}
         for spec in self.specs:
             if spec.kind == "numeric":
-                x = self._numeric(train, spec, path)
+                x = self._numeric(train, spec, path, line_offset)
                 if spec.transform == "none":
                     self.scalers[spec.name] = (0.0, 1.0)
                 else:
@@ -248,12 +230,15 @@ class TabularEncoder:
             return col.cast(pl.List(pl.String))
         return split_sequence(col, spec.separator or ",")
 
-    def transform(self, df: pl.DataFrame, path: str = "") -> dict[str, np.ndarray]:
+    def transform(
+        self, df: pl.DataFrame, path: str = "", line_offset: int = 2
+    ) -> dict[str, np.ndarray]:
+        """Encode every feature; ``line_offset`` is the file line of the first row (errors)."""
         out: dict[str, np.ndarray] = {}
         for spec in self.specs:
             if spec.kind == "numeric":
                 mean, std = self.scalers[spec.name]
-                x = (self._numeric(df, spec, path) - mean) / std
+                x = (self._numeric(df, spec, path, line_offset) - mean) / std
                 out[spec.name] = x.fill_null(0.0).fill_nan(0.0).cast(pl.Float32).to_numpy()
             elif spec.kind == "categorical":
                 out[spec.name] = self.vocabs[spec.table].encode(self._column(df, spec, path))
@@ -296,7 +281,6 @@ __all__ = [
     "FeatureSpec",
     "TabularEncoder",
     "Vocabulary",
-    "check_binary_label",
     "fit_vocabulary",
     "parse_feature_specs",
 ]

@@ -96,7 +96,16 @@ def read_csv(
     so ids keep their exact spelling ("05db9164", "007") and typing is the preprocessor's job.
     ``strip`` removes spaces around string values (UCI files separate fields by ", ");
     ``null_values`` are then compared with the stripped values. Gzip files are read as they are.
+    A separator of several characters (MovieLens' ``::``) is split literally, without quoting.
     """
+    if not separator:
+        raise DataError("the separator (read_options.separator) is empty", path=str(path))
+    if len(separator.encode()) > 1:
+        df = _read_split_lines(path, separator, has_header, columns)
+        types = {"int": pl.Int64, "float": pl.Float64}
+        casts = [pl.col(c).cast(types[t]) for c, t in (dtypes or {}).items() if t in types]
+        df = df.with_columns(casts) if casts else df
+        return _clean(df, strip, null_values)
     if has_header:
         header = pl.read_csv(path, n_rows=0, separator=separator).columns
         if not header:
@@ -128,15 +137,54 @@ def read_csv(
     last = header[-1]
     if df.schema[last] == pl.String:
         df = df.with_columns(pl.col(last).str.strip_chars_end("\r"))
+    return _clean(df, strip, null_values) if strip else df
+
+
+def _clean(df: pl.DataFrame, strip: bool, null_values: list[str] | None) -> pl.DataFrame:
+    """Spaces stripped around string values (``strip``), then ``null_values`` made null."""
+    text = [c for c, t in df.schema.items() if t == pl.String]
     if strip:
-        text = [c for c, t in df.schema.items() if t == pl.String]
         df = df.with_columns(pl.col(text).str.strip_chars())
-        if null_values:
-            df = df.with_columns(
-                pl.when(pl.col(c).is_in(null_values)).then(None).otherwise(pl.col(c)).alias(c)
-                for c in text
-            )
+    if null_values:
+        df = df.with_columns(
+            pl.when(pl.col(c).is_in(null_values)).then(None).otherwise(pl.col(c)).alias(c)
+            for c in text
+        )
     return df
+
+
+def _read_split_lines(
+    path: Path, separator: str, has_header: bool, columns: list[str] | None
+) -> pl.DataFrame:
+    """Lines split on a literal multi-character separator, every field a string; a line with
+    another number of fields fails naming it."""
+    lines = pl.read_csv(
+        path, has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String}
+    ).with_columns(pl.col("line").str.strip_chars_end("\r"))
+    if lines.height == 0:
+        raise DataError("empty file", path=str(path))
+    if has_header:
+        header = [h.strip() for h in lines["line"][0].split(separator)]
+        lines = lines.slice(1)
+    elif columns:
+        header = list(columns)
+    else:
+        raise DataError("a header-less file needs `columns`", path=str(path))
+    first = 2 if has_header else 1
+    parts = lines.with_row_index("lineno", offset=first).with_columns(
+        pl.col("line").str.split(separator)
+    )
+    counts = parts["line"].list.len()
+    bad = (counts != len(header)) & (parts["line"].list.join("").str.len_bytes() > 0)
+    if bool(bad.any()):
+        i = int(bad.arg_true()[0])
+        raise DataError(
+            f"expected {len(header)} fields separated by {separator!r}, found {counts[i]}",
+            path=str(path),
+            line=int(parts["lineno"][i]),
+        )
+    keep = parts.filter(counts == len(header))
+    return keep.select(pl.col("line").list.get(i).alias(c) for i, c in enumerate(header))
 
 
 def require_columns(df: pl.DataFrame, columns: list[str], path: str | Path, key: str) -> None:

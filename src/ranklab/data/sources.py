@@ -148,12 +148,14 @@ class CSVSplits(DataSource):
             cols = [s.column for s in self.specs] + ([self.group] if self.group else [])
             require_columns(df, cols, paths.get(split, paths.get("all")), "data.source.features")
         where = {s: str(paths.get(s, paths.get("all"))) for s in SPLITS}
-        encoder = TabularEncoder(self.specs).fit(frames["train"], where["train"])
+        # the file line of a split's first row, for errors (one-file splits were checked whole)
+        first_line = 2 if self.read_options.get("has_header", True) else 1
+        encoder = TabularEncoder(self.specs).fit(frames["train"], where["train"], first_line)
         splits: dict[str, dict[str, np.ndarray]] = {}
         group_vocab = None
         for split, df in frames.items():
-            arrays = encoder.transform(df, where[split])
-            arrays.update(encode_labels(df, self.label_columns, where[split]))
+            arrays = encoder.transform(df, where[split], first_line)
+            arrays.update(encode_labels(df, self.label_columns, where[split], first_line))
             if self.group:
                 # groups only need to be distinct ids; fit over all splits (no learned state)
                 if group_vocab is None:
