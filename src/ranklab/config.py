@@ -139,3 +139,49 @@ def is_smoke(cfg: DictConfig) -> bool:
 
 def model_name(cfg: DictConfig) -> str:
     return str(cfg.model._target_).rsplit(".", 1)[-1]
+
+
+OLD_OPTIMIZERS = {
+    "adam": "torch.optim.Adam",
+    "adamw": "torch.optim.AdamW",
+    "sgd": "torch.optim.SGD",
+    "adagrad": "torch.optim.Adagrad",
+}
+OLD_TASK_KEYS = ("lr", "optimizer", "weight_decay", "lr_decay_factor", "lr_patience", "min_lr")
+
+
+def upgrade_config(cfg: DictConfig) -> DictConfig:
+    """A run's config.yaml written before optimisers and schedules were config groups (its
+    ``task`` holds ``lr``, ``optimizer``, ``lr_decay_factor``...) in today's terms, so that
+    ``ranklab-evaluate`` can rebuild its task: the same optimiser and plateau schedule."""
+    task = cfg.get("task") or {}
+    if "optimizer" in cfg or "lr" not in task:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        name = str(task.get("optimizer", "adam"))
+        cfg.optimizer = {
+            "_target_": OLD_OPTIMIZERS.get(name, name),
+            "_partial_": True,
+            "lr": task.get("lr", 1e-3),
+            "weight_decay": task.get("weight_decay", 0.0),
+        }
+        factor = float(task.get("lr_decay_factor", 1.0))
+        cfg.scheduler = (
+            {
+                "_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau",
+                "_partial_": True,
+                "mode": task.get("mode", "max"),
+                "factor": factor,
+                "patience": task.get("lr_patience", 0),
+                "threshold": 1e-6,
+                "threshold_mode": "abs",
+                "min_lr": task.get("min_lr", 1e-6),
+            }
+            if factor < 1
+            else {}
+        )
+        for k in OLD_TASK_KEYS:
+            cfg.task.pop(k, None)
+        cfg.task._target_ = str(cfg.task._target_).replace("ranklab.task.", "ranklab.tasks.")
+    return cfg

@@ -26,7 +26,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ranklab.config import config_hash
+from ranklab.config import config_hash, upgrade_config
 from ranklab.errors import ConfigError, DataError, RanklabError
 from ranklab.train import _quiet_lightning, build
 from ranklab.utils import atomic_write_json
@@ -41,7 +41,7 @@ def evaluate(run_dir: Path, overrides: list[str], track: bool = False) -> dict[s
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise DataError("not a run directory (no config.yaml)", path=run_dir)
-    cfg = OmegaConf.load(cfg_path)
+    cfg = upgrade_config(OmegaConf.load(cfg_path))  # runs from before optimizer/scheduler groups
     dotlist = []
     for o in overrides:
         key, sep, _ = o.partition("=")

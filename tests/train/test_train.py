@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from ranklab.config import compose
@@ -215,3 +216,25 @@ def test_evaluate_reproduces_the_runs_test_metrics_and_names_bad_keys(
     with pytest.raises(ConfigError, match=r"task\.no_such_key"):
         evaluate(run, ["task.no_such_key=1"])
     assert json.loads((run / "metrics.json").read_text())["test"] == metrics["test"]
+
+
+def test_evaluate_rebuilds_a_run_made_before_optimizer_groups(make_cfg, tmp_path: Path) -> None:
+    """A config.yaml with task.lr / task.optimizer / task.lr_decay_factor (as runs made before
+    the optimizer and scheduler groups wrote it) is upgraded, not refused."""
+    from omegaconf import OmegaConf
+
+    from ranklab.config import upgrade_config
+    from ranklab.evaluate import evaluate
+
+    metrics = train(make_cfg("model=lr", "trainer.max_epochs=1", "efficiency=false"))
+    run = tmp_path / "run"
+    old = OmegaConf.load(run / "config.yaml")
+    with open_dict(old):
+        del old["optimizer"], old["scheduler"]
+        old.task._target_ = "ranklab.task.RankingTask"
+        old.task.update(lr=0.001, optimizer="adam", weight_decay=0.0, lr_decay_factor=0.1)
+    OmegaConf.save(old, run / "config.yaml")
+    new = upgrade_config(old)
+    assert new.optimizer._target_ == "torch.optim.Adam" and new.scheduler.factor == 0.1
+    assert "lr" not in new.task
+    assert evaluate(run, [])["test"] == pytest.approx(metrics["test"], abs=1e-6)
