@@ -191,6 +191,11 @@ def _train(
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     # train/loss reaches the loggers at least once an epoch, however few the batches
     log_every = min(int(cfg.trainer.get("log_every_n_steps") or 50), _batches_per_epoch(datamodule))
+    extra: dict[str, Any] = {}
+    accelerator = str(cfg.trainer.get("accelerator", "cpu"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if cfg.trainer.get("sync_batchnorm") and on_cpu:  # SyncBatchNorm runs on CUDA only
+        extra["sync_batchnorm"] = False
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,
@@ -198,6 +203,7 @@ def _train(
         default_root_dir=str(run_dir),
         enable_progress_bar=bar,
         log_every_n_steps=log_every,
+        **extra,
     )
     resume = resume_checkpoint(cfg, run_dir)
     write_status(run_dir, "running", cfg, checkpoint=resume)

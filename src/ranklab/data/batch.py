@@ -165,9 +165,11 @@ class TensorSplit:
 class BatchLoader:
     """Iterates a TensorSplit in batches cut from a permutation (shuffle) or by slicing.
 
-    Deterministic: epoch ``e`` uses the permutation drawn from ``seed + e``. Under
-    data parallelism each of ``world_size`` ranks takes an equal share of every epoch's
-    permutation (training) or a contiguous shard (evaluation).
+    Deterministic: epoch ``e`` uses the permutation drawn from ``seed + e``. Under data
+    parallelism (training) the ``world_size`` ranks together take the single-process batches of
+    ``world_size * batch_size`` rows of the same permutation, each rank its slice of every one:
+    each row once per epoch, every rank the same number of steps, and a step's averaged
+    gradient that of the whole global batch. Evaluation gives each rank a contiguous shard.
     """
 
     def __init__(
@@ -214,6 +216,17 @@ class BatchLoader:
         per = math.ceil(n / self.world_size)
         return max(0, min(n, (self.rank + 1) * per) - self.rank * per)
 
+    def _rank_rows(self, perm: Tensor) -> list[Tensor]:
+        """This rank's rows of each global batch: step i of the global order
+        ``perm[i*G:(i+1)*G]`` (G = world_size * batch_size) split into equal slices."""
+        world, bs = self.world_size, self.batch_size
+        n = (len(perm) // world) * world  # equal shares: up to world - 1 rows wait an epoch
+        steps = []
+        for lo in range(0, n, world * bs):
+            b = min(bs, (n - lo) // world)
+            steps.append(perm[lo + self.rank * b : lo + (self.rank + 1) * b])
+        return steps
+
     def __len__(self) -> int:
         n = self._rows()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
@@ -224,9 +237,15 @@ class BatchLoader:
         if self.shuffle:
             self.current, skip, self._skip = self.epoch, self._skip, 0
             g = torch.Generator().manual_seed(self.seed + self.epoch)
-            perm = torch.randperm(n_total, generator=g)
-            perm = perm[self.rank * n : (self.rank + 1) * n].to(self.split.device)
+            perm = torch.randperm(n_total, generator=g).to(self.split.device)
             self.epoch += 1
+            if self.world_size > 1:
+                steps = self._rank_rows(perm)
+                if self.drop_last:
+                    steps = [s for s in steps if len(s) == bs]
+                for rows in steps[skip:]:
+                    yield self.split.take(rows)
+                return
             for i in range(skip * bs, stop, bs):
                 yield self.split.take(perm[i : i + bs])
         else:
