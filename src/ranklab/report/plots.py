@@ -32,7 +32,9 @@ def bar_plot(
     label: str = "label",
     ceiling: float | None = None,
 ) -> Figure:
-    """Horizontal bars of ``metric`` mean with std error bars; a dashed line at the ceiling."""
+    """Horizontal bars of ``metric`` mean with std error bars; a dashed line at the ceiling.
+    Rows without the metric (a single-task model of another label) are left out."""
+    table = table.filter(pl.col(f"{metric}:mean").is_not_null())
     fig = Figure(figsize=(7, 0.45 * table.height + 1.2))
     ax = fig.subplots()
     names = [str(x) for x in table[label]]

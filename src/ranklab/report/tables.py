@@ -251,8 +251,9 @@ def significance_note(sig: pl.DataFrame, baseline: str, key: str, holm_corrected
     """The footnote: what ``*`` means, the tests actually used (and for which rows when both
     were), and the rows left untested."""
     used = sig.filter(pl.col("test") != "-")
-    untested = sig.filter((pl.col("test") == "-") & (pl.col(key) != baseline))
-    skipped = untested[key].unique(maintain_order=True).to_list()
+    tested = set(used[key].to_list())
+    others = sig.filter(pl.col(key) != baseline)[key].unique(maintain_order=True).to_list()
+    skipped = [r for r in others if r not in tested]  # rows with no test on any metric
     few = f"not tested (fewer than 2 seeds on a side): {', '.join(map(str, skipped))}"
     if not used.height:
         return f"No test against {baseline}: " + few + "."
