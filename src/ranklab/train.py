@@ -66,12 +66,60 @@ def instantiate_config(conf: Any, *args: Any, **kwargs: Any) -> Any:
         raise cause from None
 
 
+# arguments build() supplies itself rather than the config
+MODEL_PASSED = ("schema", "compile")
+TASK_PASSED = ("model", "schema", "hparams", "optimizer", "scheduler")
+
+
+def check_arguments(conf: Any, key: str, passed: tuple[str, ...] = ()) -> None:
+    """Fail naming ``key.<name>`` when a config node gives an argument its ``_target_`` does
+    not take (``+model.dropuot=0.1``), before any data is read; ``passed`` are the arguments
+    the code supplies itself. Targets that take ``**kwargs`` are not checked."""
+    import inspect
+
+    from hydra.utils import get_method
+
+    target = conf.get("_target_") if conf is not None else None
+    if not target:
+        return
+    try:
+        obj = get_method(target)
+    except Exception as e:
+        raise ConfigError(f"{key}._target_", f"cannot import '{target}': {e}") from None
+    # a class whose __init__ forwards **kwargs to its base takes the base's arguments too
+    params: dict[str, inspect.Parameter] = {}
+    for fn in (
+        [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)]
+        if inspect.isclass(obj)
+        else [obj]
+    ):
+        own = inspect.signature(fn).parameters
+        params.update(own)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own.values()):
+            break
+    else:
+        return
+    extra = [k for k in conf if not str(k).startswith("_") and k not in params]
+    extra = [k for k in extra if k not in passed]
+    if extra:
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        takes = sorted(
+            k for k, p in params.items() if p.kind in named and k not in passed and k != "self"
+        )
+        raise ConfigError(
+            f"{key}.{extra[0]}",
+            f"{target.rsplit('.', 1)[-1]} takes no argument '{extra[0]}' (it takes {takes})",
+        )
+
+
 def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
     """Instantiate (datamodule, model, task) from a config; the data is prepared here.
 
     The model is built for the labels the task trains (``task.labels``, default all of the
     data's); the optimiser and lr schedule come from the ``optimizer`` and ``scheduler``
     groups (``_partial_`` targets the task completes with the parameters)."""
+    check_arguments(cfg.model, "model", passed=MODEL_PASSED)
+    check_arguments(cfg.task, "task", passed=TASK_PASSED)
     datamodule = instantiate_config(cfg.data)
     datamodule.setup()
     schema = datamodule.schema.with_labels(OmegaConf.select(cfg, "task.labels"))

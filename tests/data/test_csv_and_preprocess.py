@@ -218,3 +218,59 @@ def test_header_less_errors_name_the_bad_line_itself(tmp_path: Path) -> None:
     (d / "valid.csv").write_text("\n".join(["0,a,1.5", "1,b,oops"]) + "\n")
     with pytest.raises(DataError, match=r"valid.csv, line 2, column 'x'"):
         src.build()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r"train\.csv: empty file \(no header line\)"),
+        (b"label,user,item,price\n", r"train\.csv: the train file has no data rows"),
+        (
+            b"label,user,item,price\n1,u1,a,1.0\n0,\xff\xfe,b,2.0\n",
+            r"train\.csv, line 3: not UTF-8 text \(byte 0xff\)",
+        ),
+        (
+            b"label,user,item,price\n1,u1,a,1.0\n0,u1,b,inf\n",
+            r"train\.csv, line 3, column 'price'.*not finite \('inf'\)",
+        ),
+        (
+            b"label\tuser\titem\tprice\n1\tu1\ta\t1.0\n",
+            r"columns .* not in the file .* looks tab-separated: set read_options.separator",
+        ),
+    ],
+    ids=["empty", "header-only", "not-utf8", "inf", "tab-with-comma-config"],
+)
+def test_bad_files_fail_in_one_line_naming_the_place(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    d = make_splits(tmp_path / "d")
+    (d / "train.csv").write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        load_or_build(source(d), None)
+
+
+def test_utf8_check_names_the_line_across_chunks(tmp_path: Path) -> None:
+    from ranklab.data.readers import _check_utf8
+
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"ab\n" * 1000 + "é\n".encode() * 10 + b"x\xe9y\n")
+    for chunk in (7, 64, 1 << 20):
+        with pytest.raises(DataError, match="line 1011: not UTF-8"):
+            _check_utf8(path, chunk=chunk)
+    path.write_bytes(b"ab\n" * 100 + "é".encode() * 50)  # a 2-byte char split by any chunk
+    for chunk in (3, 5, 64):
+        _check_utf8(path, chunk=chunk)
+    assert read_table(path, "csv", has_header=False, columns=["a"], encoding="utf8-lossy").height
+
+
+def test_an_unreadable_file_is_a_data_error(tmp_path: Path, monkeypatch) -> None:
+    from ranklab.data import readers
+
+    p = write(tmp_path / "a.csv", ["a", "1"])
+
+    def denied(path: Path, **_: object) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setitem(readers.READERS, "csv", denied)
+    with pytest.raises(DataError, match=r"a\.csv: cannot read: Permission denied"):
+        read_table(p, "csv")

@@ -215,3 +215,28 @@ def test_model_compile_trains_and_keeps_checkpoint_keys(make_cfg, tmp_path: Path
     assert math.isfinite(m["test"]["auc"])
     state = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", weights_only=True)
     assert all(not k.startswith("model._orig_mod") for k in state["state_dict"])  # in place
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("+model.dropuot=0.1", "model.dropuot"),
+        ("+task.lr=0.1", "task.lr"),  # the learning rate lives in optimizer.lr
+    ],
+)
+def test_an_argument_the_target_does_not_take_names_its_key(
+    make_cfg, override: str, key: str, tmp_path: Path
+) -> None:
+    cfg = make_cfg("model=deepfm", override)
+    with pytest.raises(ConfigError, match=rf"config key '{key}': \w+ takes no argument"):
+        train(cfg)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")))
+def test_every_model_config_gives_only_arguments_its_class_takes(name: str) -> None:
+    from ranklab.train import MODEL_PASSED, TASK_PASSED, check_arguments
+
+    cfg = compose([f"model={name}"])
+    check_arguments(cfg.model, "model", passed=MODEL_PASSED)
+    check_arguments(cfg.task, "task", passed=TASK_PASSED)

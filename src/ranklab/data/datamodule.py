@@ -10,7 +10,7 @@ import torch
 from ranklab.data.batch import BatchLoader, TensorSplit
 from ranklab.data.dataset import DataSource, EncodedData, load_or_build
 from ranklab.data.schema import Schema
-from ranklab.errors import ConfigError
+from ranklab.errors import ConfigError, DataError
 
 
 class RankDataModule(L.LightningDataModule):
@@ -56,7 +56,13 @@ class RankDataModule(L.LightningDataModule):
     # -- preparation ------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.data is None:
-            self.data = load_or_build(self.source, self.cache_dir)
+            data = load_or_build(self.source, self.cache_dir)
+            empty = [s for s in data.splits if data.rows(s) == 0]
+            if empty:
+                files = data.meta.get("files", {})
+                where = files.get(empty[0], files.get("all", self.name))
+                raise DataError(f"the {empty[0]} split has no rows", path=str(where))
+            self.data = data
             self._splits = {s: self.data.tensors(s) for s in self.data.splits}
 
     @property

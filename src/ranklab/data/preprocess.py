@@ -185,6 +185,17 @@ class TabularEncoder:
                 line=i + line_offset,
                 column=spec.column,
             )
+        # 'inf' and 'nan' parse as floats but would turn the scaler and every loss into NaN
+        bad = (x.is_not_null() & ~x.is_finite()).arg_true()
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(
+                f"numeric feature '{spec.name}' is not finite ({s[i]!r}); "
+                "leave the field empty for a missing value",
+                path=path,
+                line=i + line_offset,
+                column=spec.column,
+            )
         if spec.transform == "log":
             x = x.clip(lower_bound=0.0).log1p()
         return x

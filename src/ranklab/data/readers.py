@@ -38,11 +38,19 @@ def read_table(path: str | Path, format: str = "csv", **options: Any) -> pl.Data
             "or check the data config's file names)",
             path=str(path),
         )
-    return READERS[format](path, **options)
+    try:
+        return READERS[format](path, **options)
+    except OSError as e:  # unreadable (permissions, a vanished mount): the user's to fix
+        raise DataError(f"cannot read: {e.strerror or e}", path=str(path)) from e
 
 
 def check_field_counts(
-    path: Path, separator: str, expected: int, has_header: bool, quote_char: str | None = '"'
+    path: Path,
+    separator: str,
+    expected: int,
+    has_header: bool,
+    quote_char: str | None = '"',
+    encoding: str = "utf8",
 ) -> None:
     """Raise DataError at the first line whose number of fields differs from ``expected``.
 
@@ -50,14 +58,7 @@ def check_field_counts(
     so this costs one extra pass over the bytes, not a Python loop. Lines holding a quote
     character are skipped (a quoted separator would be miscounted); the CSV parser checks those.
     """
-    lines = pl.read_csv(
-        path,
-        has_header=False,
-        separator="\x1f",
-        quote_char=None,
-        schema={"line": pl.String},
-        comment_prefix=None,
-    ).with_row_index("lineno", offset=1)
+    lines = _lines(path, encoding).with_row_index("lineno", offset=1)
     bad = (
         lines.lazy()
         .filter(
@@ -89,6 +90,7 @@ def read_csv(
     null_values: list[str] | None = None,
     quote_char: str | None = '"',
     strip: bool = False,
+    encoding: str = "utf8",
 ) -> pl.DataFrame:
     """Delimited text with a header row (or ``columns`` naming the fields when there is none).
 
@@ -97,17 +99,28 @@ def read_csv(
     ``strip`` removes spaces around string values (UCI files separate fields by ", ");
     ``null_values`` are then compared with the stripped values. Gzip files are read as they are.
     A separator of several characters (MovieLens' ``::``) is split literally, without quoting.
+    Text must be UTF-8 (a bad byte fails naming its line); ``encoding: utf8-lossy`` replaces
+    bad bytes with U+FFFD instead.
     """
     if not separator:
         raise DataError("the separator (read_options.separator) is empty", path=str(path))
+    if encoding not in ("utf8", "utf8-lossy"):
+        raise DataError(
+            f"read_options.encoding must be utf8 or utf8-lossy, not {encoding!r}", path=str(path)
+        )
+    if encoding == "utf8":
+        _check_utf8(path)
     if len(separator.encode()) > 1:
-        df = _read_split_lines(path, separator, has_header, columns)
+        df = _read_split_lines(path, separator, has_header, columns, encoding)
         types = {"int": pl.Int64, "float": pl.Float64}
         casts = [pl.col(c).cast(types[t]) for c, t in (dtypes or {}).items() if t in types]
         df = df.with_columns(casts) if casts else df
         return _clean(df, strip, null_values)
     if has_header:
-        header = pl.read_csv(path, n_rows=0, separator=separator).columns
+        try:
+            header = pl.read_csv(path, n_rows=0, separator=separator, encoding=encoding).columns
+        except pl.exceptions.NoDataError:
+            header = []
         if not header:
             raise DataError("empty file (no header line)", path=str(path))
         header = [h.strip() for h in header]
@@ -115,7 +128,7 @@ def read_csv(
         if not columns:
             raise DataError("a header-less file needs `columns`", path=str(path))
         header = list(columns)
-    check_field_counts(path, separator, len(header), has_header, quote_char)
+    check_field_counts(path, separator, len(header), has_header, quote_char, encoding)
     types = {"int": pl.Int64, "float": pl.Float64, "str": pl.String}
     schema = {c: types[(dtypes or {}).get(c, "str")] for c in header}
     try:
@@ -129,6 +142,7 @@ def read_csv(
             null_values=None if strip else null_values,
             quote_char=quote_char,
             truncate_ragged_lines=False,
+            encoding=encoding,
         )
     except pl.exceptions.PolarsError as e:  # quoted lines that the field count skipped
         raise DataError(f"cannot parse: {str(e).splitlines()[0]}", path=str(path)) from e
@@ -138,6 +152,33 @@ def read_csv(
     if df.schema[last] == pl.String:
         df = df.with_columns(pl.col(last).str.strip_chars_end("\r"))
     return _clean(df, strip, null_values) if strip else df
+
+
+def _check_utf8(path: Path, chunk: int = 1 << 24) -> None:
+    """Fail naming the line of the first byte sequence that is not UTF-8 (polars only says
+    "invalid utf-8 sequence"). One pass in chunks cut at line ends; gzip is left to the parser."""
+    if path.suffix == ".gz":
+        return
+    lines_before, carry = 0, b""
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            data = carry + block
+            # a chunk ends at its last newline, so no character is cut in two
+            cut = len(data) if not block else data.rfind(b"\n") + 1
+            head, carry = data[:cut], data[cut:]
+            try:
+                head.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"not UTF-8 text (byte {head[e.start]:#04x}); re-encode the file, "
+                    "e.g. iconv -f latin1 -t utf-8",
+                    path=str(path),
+                    line=lines_before + head.count(b"\n", 0, e.start) + 1,
+                ) from None
+            lines_before += head.count(b"\n")
+            if not block:
+                return
 
 
 def _clean(df: pl.DataFrame, strip: bool, null_values: list[str] | None) -> pl.DataFrame:
@@ -153,14 +194,28 @@ def _clean(df: pl.DataFrame, strip: bool, null_values: list[str] | None) -> pl.D
     return df
 
 
+def _lines(path: Path, encoding: str = "utf8") -> pl.DataFrame:
+    """The file's lines as one string column ``line`` (none for an empty file)."""
+    try:
+        return pl.read_csv(
+            path,
+            has_header=False,
+            separator="\x1f",
+            quote_char=None,
+            schema={"line": pl.String},
+            comment_prefix=None,
+            encoding=encoding,
+        )
+    except pl.exceptions.NoDataError:
+        return pl.DataFrame(schema={"line": pl.String})
+
+
 def _read_split_lines(
-    path: Path, separator: str, has_header: bool, columns: list[str] | None
+    path: Path, separator: str, has_header: bool, columns: list[str] | None, encoding: str
 ) -> pl.DataFrame:
     """Lines split on a literal multi-character separator, every field a string; a line with
     another number of fields fails naming it."""
-    lines = pl.read_csv(
-        path, has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String}
-    ).with_columns(pl.col("line").str.strip_chars_end("\r"))
+    lines = _lines(path, encoding).with_columns(pl.col("line").str.strip_chars_end("\r"))
     if lines.height == 0:
         raise DataError("empty file", path=str(path))
     if has_header:
@@ -191,9 +246,15 @@ def require_columns(df: pl.DataFrame, columns: list[str], path: str | Path, key:
     """Fail naming the config key when the file lacks a column the config asks for."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
+        hint = ""
+        if len(df.columns) == 1:
+            for sep, name in (("\t", "tab"), (";", "';'"), ("|", "'|'"), (",", "','")):
+                if sep in df.columns[0]:
+                    hint = f"; the header looks {name}-separated: set read_options.separator"
+                    break
         raise DataError(
             f"columns {missing} named by config key '{key}' are not in the file "
-            f"(it has {df.columns})",
+            f"(it has {df.columns}){hint}",
             path=str(path),
         )
 

@@ -145,6 +145,10 @@ class CSVSplits(DataSource):
         paths = self.paths()
         frames = self._frames(paths)
         for split, df in frames.items():
+            if df.height == 0:
+                file = paths.get(split, paths.get("all"))
+                what = "file has no data rows" if split in paths else "cut has no rows"
+                raise DataError(f"the {split} {what}", path=str(file))
             cols = [s.column for s in self.specs] + ([self.group] if self.group else [])
             require_columns(df, cols, paths.get(split, paths.get("all")), "data.source.features")
         where = {s: str(paths.get(s, paths.get("all"))) for s in SPLITS}
