@@ -120,6 +120,8 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
     groups (``_partial_`` targets the task completes with the parameters)."""
     check_arguments(cfg.model, "model", passed=MODEL_PASSED)
     check_arguments(cfg.task, "task", passed=TASK_PASSED)
+    check_arguments(cfg.get("optimizer"), "optimizer", passed=("params",))
+    check_arguments(cfg.get("scheduler"), "scheduler", passed=("optimizer",))
     datamodule = instantiate_config(cfg.data)
     datamodule.setup()
     schema = datamodule.schema.with_labels(OmegaConf.select(cfg, "task.labels"))
