@@ -114,9 +114,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def hash_files(paths: list[Path], chunk: int = 1 << 22) -> str:
-    """Content hash (blake2b) of files, in the given order, names included."""
+    """Content hash (blake2b) of files, in the given order, names included; a folder stands
+    for its files in name order (shards)."""
     h = hashlib.blake2b(digest_size=16)
-    for p in paths:
+    files = []
+    for p in map(Path, paths):
+        files.extend(sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p])
+    for p in files:
         h.update(Path(p).name.encode() + b"\0")
         with open(p, "rb") as f:
             while block := f.read(chunk):

@@ -33,6 +33,7 @@ class LabelColumn:
     spec: LabelSpec
     column: str
     positive: tuple[str, ...] = field(default=())
+    key: str = "data.source.labels"  # the config key that names the column, for errors
 
 
 def parse_labels(
@@ -42,7 +43,7 @@ def parse_labels(
     if (label is None) == (labels is None):
         raise ConfigError(f"{key}.labels", "give either `label: <column>` or a `labels:` list")
     if label is not None:
-        return [LabelColumn(LabelSpec(str(label)), str(label))]
+        return [LabelColumn(LabelSpec(str(label)), str(label), key=f"{key}.label")]
     out = []
     for i, entry in enumerate(labels or []):
         where = f"{key}.labels[{i}]"
@@ -65,7 +66,8 @@ def parse_labels(
             entry.get("condition"),
             entry.get("joint"),
         )
-        out.append(LabelColumn(spec, str(entry.get("column", entry["name"])), positive))
+        column = str(entry.get("column", entry["name"]))
+        out.append(LabelColumn(spec, column, positive, key=f"{where}.column"))
     if not out:
         raise ConfigError(f"{key}.labels", "needs at least one label")
     names = [c.spec.name for c in out]
@@ -94,7 +96,7 @@ def encode_labels(
     for c in columns:
         if c.column not in df.columns:
             raise DataError(
-                f"label '{c.spec.name}' (config key data.source.labels) reads column "
+                f"label '{c.spec.name}' (config key {c.key}) reads column "
                 f"'{c.column}', which the file does not have (it has {df.columns})",
                 path=path,
             )

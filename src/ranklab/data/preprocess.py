@@ -15,6 +15,9 @@ import polars as pl
 from ranklab.data.schema import OOV, PAD, Feature, LabelSpec, Schema
 from ranklab.errors import ConfigError, DataError
 
+# per kind, the transforms a feature may name; the first is the default
+TRANSFORMS = {"numeric": ("standard", "log", "none"), "categorical": ("none", "criteo_log")}
+
 
 @dataclass
 class FeatureSpec:
@@ -22,8 +25,10 @@ class FeatureSpec:
 
     ``min_count``: training-split values seen fewer times map to OOV. ``hash_buckets`` > 0
     replaces the vocabulary by hashing into that many buckets (for huge vocabularies).
-    ``transform`` (numeric): ``standard`` (train mean/std), ``log`` (log1p of max(x, 0), then
-    standardised) or ``none``. ``separator`` (sequence): splits a string column into items.
+    ``transform`` (numeric): ``standard`` (train mean/std, the default), ``log`` (log1p of
+    max(x, 0), then standardised) or ``none``; (categorical): ``none`` (the default) or
+    ``criteo_log``, a count bucketed as in the Criteo winners' solution: ``floor(ln(x)^2)`` for
+    x > 2, else the integer itself. ``separator`` (sequence): splits a string column into items.
     """
 
     name: str
@@ -36,11 +41,18 @@ class FeatureSpec:
     max_len: int = 0
     separator: str | None = None
     sequence: str | None = None
-    transform: str = "standard"
+    transform: str | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.column = self.column or self.name
+        allowed = TRANSFORMS.get(self.kind, ("none",))
+        self.transform = self.transform or allowed[0]
+        if self.transform not in allowed:
+            raise ConfigError(
+                f"{self.name}.transform",
+                f"'{self.transform}' is not a {self.kind} transform (choose from {list(allowed)})",
+            )
         if self.kind != "numeric":
             self.table = self.table or self.name
 
@@ -79,7 +91,12 @@ def parse_feature_specs(
                 raise ConfigError(
                     f"{key}.sequence[{i}].max_len", f"must be >= 1, got {merged.get('max_len', 0)}"
                 )
-            specs.append(FeatureSpec(**merged))
+            try:
+                specs.append(FeatureSpec(**merged))
+            except ConfigError as e:  # named by its place in the config
+                raise ConfigError(
+                    f"{key}.{kind}[{i}].transform", str(e).split(": ", 1)[1]
+                ) from None
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(key, f"duplicate feature names in {names}")
@@ -200,6 +217,26 @@ class TabularEncoder:
             x = x.clip(lower_bound=0.0).log1p()
         return x
 
+    def _categorical(
+        self, df: pl.DataFrame, spec: FeatureSpec, path: str, line_offset: int = 2
+    ) -> pl.Series:
+        s = self._column(df, spec, path)
+        if spec.transform != "criteo_log":
+            return s
+        x = s.cast(pl.Float64, strict=False)
+        bad = (x.is_null() & s.is_not_null() & (s.cast(pl.String) != "")).arg_true()
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(
+                f"feature '{spec.name}' (transform criteo_log) needs a number, found {s[i]!r}",
+                path=path,
+                line=i + line_offset,
+                column=spec.column,
+            )
+        # x > 2 -> floor(ln(x)^2); else int(x), truncated toward zero as Python's int() does
+        bucket = pl.when(x > 2).then((x.log() ** 2).floor()).otherwise(x.cast(pl.Int64))
+        return pl.select(bucket.cast(pl.Int64).cast(pl.String)).to_series().alias(s.name)
+
     def check(self, df: pl.DataFrame, path: str, line_offset: int = 2) -> None:
         """Fail at the first value a numeric feature cannot parse (before any split), naming
         the file's line (``line_offset``: the first data row's line)."""
@@ -223,7 +260,7 @@ class TabularEncoder:
                         float(std) if std is not None and std > 0 else 1.0,
                     )
                 continue
-            col = self._column(train, spec, path)
+            col = self._categorical(train, spec, path, line_offset)
             if spec.kind == "sequence":
                 col = self._as_list(col, spec).explode().drop_nulls()
             by_table.setdefault(spec.table, []).append(_as_key(col).alias("v"))
@@ -252,7 +289,8 @@ class TabularEncoder:
                 x = (self._numeric(df, spec, path, line_offset) - mean) / std
                 out[spec.name] = x.fill_null(0.0).fill_nan(0.0).cast(pl.Float32).to_numpy()
             elif spec.kind == "categorical":
-                out[spec.name] = self.vocabs[spec.table].encode(self._column(df, spec, path))
+                col = self._categorical(df, spec, path, line_offset)
+                out[spec.name] = self.vocabs[spec.table].encode(col)
             else:
                 lists = self._as_list(self._column(df, spec, path), spec)
                 out[spec.name] = pad_left(lists, spec.max_len, self.vocabs[spec.table])

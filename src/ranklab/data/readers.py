@@ -32,7 +32,7 @@ def read_table(path: str | Path, format: str = "csv", **options: Any) -> pl.Data
     path = Path(path)
     if format not in READERS:
         raise DataError(f"unknown format '{format}' (known: {sorted(READERS)})", path=str(path))
-    if not path.is_file():
+    if not (path.is_file() or (format == "parquet" and path.is_dir())):
         raise DataError(
             "file not found (set paths.data_dir=/dir/holding/the/dataset, "
             "or check the data config's file names)",
@@ -42,6 +42,18 @@ def read_table(path: str | Path, format: str = "csv", **options: Any) -> pl.Data
         return READERS[format](path, **options)
     except OSError as e:  # unreadable (permissions, a vanished mount): the user's to fix
         raise DataError(f"cannot read: {e.strerror or e}", path=str(path)) from e
+
+
+def first_data_line(path: str | Path, format: str = "csv", **options: Any) -> int:
+    """The file line of a frame's first row as ``format`` reads it (1 without a header), so
+    errors found in the frame name the file's own line; parquet rows count from 1."""
+    if format == "csv":
+        return 2 if options.get("has_header", True) else 1
+    if format == "criteo":  # the raw TSV has no header; the CSV layouts have one
+        with open(path, "rb") as f:
+            head = f.readline()
+        return 1 if b"\t" in head or not head.lower().startswith((b"id,", b"label,")) else 2
+    return 1 if format in ("parquet", "interactions") else 2
 
 
 def check_field_counts(
@@ -349,3 +361,92 @@ def read_interactions(path: Path, columns: list[str] | None = None) -> pl.DataFr
     if "timestamp" not in names:
         df = df.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("timestamp"))
     return df
+
+
+CRITEO_COLUMNS = ["label", *(f"I{i}" for i in range(1, 14)), *(f"C{i}" for i in range(1, 27))]
+
+
+@register("criteo")
+def read_criteo(path: Path, encoding: str = "utf8") -> pl.DataFrame:
+    """Criteo display-advertising rows in any of their published layouts, as columns
+    ``label, I1..I13, C1..C26`` (strings; empty fields are null):
+
+    - the raw files (``train.txt``, the 1TB ``day_N``): tab-separated, no header, 40 fields; the
+      unlabelled ``test.txt`` has 39 (no ``label`` column then);
+    - the Kaggle CSV, ``Id,Label,I1..I13,C1..C26`` (``Id`` dropped);
+    - a CSV with the header ``label,I1..`` (BARS' Criteo_x1 files).
+    """
+    first = _lines(path, encoding).head(1)
+    if first.height == 0:
+        raise DataError("empty file", path=str(path))
+    head = first["line"][0].rstrip("\r")
+    if "\t" in head or not head.lower().startswith(("id,", "label,")):
+        n = head.count("\t") + 1
+        if n not in (39, 40):
+            raise DataError(
+                f"a raw Criteo file has 40 tab-separated fields (39 unlabelled), line 1 has {n}",
+                path=str(path),
+                line=1,
+            )
+        columns = CRITEO_COLUMNS[40 - n :]
+        df = read_csv(
+            path,
+            separator="\t",
+            has_header=False,
+            columns=columns,
+            quote_char=None,
+            null_values=[""],
+            encoding=encoding,
+        )
+        return df
+    df = read_csv(path, null_values=[""], encoding=encoding)
+    df.columns = [{"Id": "id", "Label": "label"}.get(c, c) for c in df.columns]
+    df = df.drop("id", strict=False)
+    want = [c for c in CRITEO_COLUMNS if c != "label" or "label" in df.columns]
+    if df.columns != want:
+        raise DataError(
+            f"a Criteo CSV has the header [Id,]Label,I1..I13,C1..C26; this one has {df.columns}",
+            path=str(path),
+            line=1,
+        )
+    return df
+
+
+@register("avazu")
+def read_avazu(path: Path, encoding: str = "utf8") -> pl.DataFrame:
+    """Avazu's raw CSV (``id,click,hour,C1,banner_pos,...,C21``): ``hour`` (YYMMDDHH) becomes
+    ``hour`` (hour of day, 00-23) and ``weekday`` (0 = Monday), ``id`` is dropped; every other
+    column is kept as a string. The unlabelled test file has no ``click``."""
+    df = read_csv(path, encoding=encoding)
+    if "hour" not in df.columns:
+        raise DataError(f"an Avazu file has an 'hour' column (it has {df.columns})", path=str(path))
+    raw = pl.col("hour").str.strip_chars()
+    day = raw.str.slice(0, 6).str.to_date("%y%m%d", strict=False)
+    hour = raw.str.slice(6, 2).cast(pl.Int32, strict=False)
+    ok = (raw.str.len_chars() == 8) & day.is_not_null() & hour.is_between(0, 23)
+    bad = df.select((~ok.fill_null(False) & pl.col("hour").is_not_null()).arg_true())
+    if bad.height:
+        i = int(bad[0, 0])
+        raise DataError(
+            f"hour {df['hour'][i]!r} is not YYMMDDHH", path=str(path), line=i + 2, column="hour"
+        )
+    return df.drop("id", strict=False).with_columns(
+        (day.dt.weekday() - 1).cast(pl.String).alias("weekday"),
+        raw.str.slice(6, 2).alias("hour"),
+    )
+
+
+@register("parquet")
+def read_parquet(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
+    """One parquet file, or a folder of shards (``*.parquet``, read in name order). Column
+    types are kept as written (typing is the preprocessor's job)."""
+    if path.is_dir():
+        shards = sorted(path.glob("*.parquet"))
+        if not shards:
+            raise DataError("folder holds no *.parquet files", path=str(path))
+    else:
+        shards = [path]
+    try:
+        return pl.concat([pl.read_parquet(s, columns=columns) for s in shards], how="vertical")
+    except pl.exceptions.PolarsError as e:
+        raise DataError(f"cannot read parquet: {str(e).splitlines()[0]}", path=str(path)) from e

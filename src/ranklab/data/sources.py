@@ -12,7 +12,7 @@ import polars as pl
 from ranklab.data.dataset import CACHE_FORMAT, GROUP_KEY, DataSource, EncodedData
 from ranklab.data.labels import encode_labels, label_meta, parse_labels
 from ranklab.data.preprocess import TabularEncoder, parse_feature_specs
-from ranklab.data.readers import read_table, require_columns
+from ranklab.data.readers import first_data_line, read_table, require_columns
 from ranklab.errors import ConfigError, DataError
 from ranklab.utils import hash_files, hash_object
 
@@ -105,7 +105,7 @@ class CSVSplits(DataSource):
             return {s: read_table(paths[s], self.format, **self.read_options) for s in SPLITS}
         df = read_table(paths["all"], self.format, **self.read_options)
         # checked on the whole file first, so that an error names the file's own line
-        first_line = 2 if self.read_options.get("has_header", True) else 1
+        first_line = first_data_line(paths["all"], self.format, **self.read_options)
         encode_labels(df, self.label_columns, str(paths["all"]), line_offset=first_line)
         TabularEncoder(self.specs).check(df, str(paths["all"]), line_offset=first_line)
         rng = np.random.default_rng(int(self.split.get("seed", 0)))
@@ -119,7 +119,7 @@ class CSVSplits(DataSource):
     def paths(self) -> dict[str, Path]:
         out = {s: self.dir / f for s, f in self.files.items()}
         for split, p in out.items():
-            if not p.is_file():
+            if not (p.is_file() or (self.format == "parquet" and p.is_dir())):
                 raise DataError(
                     f"{split} file not found; set paths.data_dir to the directory holding "
                     f"'{self.dir.name}/' (config key data.source.dir = {self.dir})",
@@ -153,13 +153,13 @@ class CSVSplits(DataSource):
             require_columns(df, cols, paths.get(split, paths.get("all")), "data.source.features")
         where = {s: str(paths.get(s, paths.get("all"))) for s in SPLITS}
         # the file line of a split's first row, for errors (one-file splits were checked whole)
-        first_line = 2 if self.read_options.get("has_header", True) else 1
-        encoder = TabularEncoder(self.specs).fit(frames["train"], where["train"], first_line)
+        first = {s: first_data_line(where[s], self.format, **self.read_options) for s in SPLITS}
+        encoder = TabularEncoder(self.specs).fit(frames["train"], where["train"], first["train"])
         splits: dict[str, dict[str, np.ndarray]] = {}
         group_vocab = None
         for split, df in frames.items():
-            arrays = encoder.transform(df, where[split], first_line)
-            arrays.update(encode_labels(df, self.label_columns, where[split], first_line))
+            arrays = encoder.transform(df, where[split], first[split])
+            arrays.update(encode_labels(df, self.label_columns, where[split], first[split]))
             if self.group:
                 # groups only need to be distinct ids; fit over all splits (no learned state)
                 if group_vocab is None:

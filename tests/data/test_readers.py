@@ -1,0 +1,200 @@
+"""The field's file formats behind ``read_table``: Criteo (raw TSV, Kaggle CSV, BARS CSV),
+Avazu, parquet (file or shards), and the Criteo count bucketing, each against a naive
+reference; the sample configs train from config alone."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ranklab.config import compose
+from ranklab.data import CSVSplits, load_or_build
+from ranklab.data.preprocess import FeatureSpec, TabularEncoder, parse_feature_specs
+from ranklab.data.readers import CRITEO_COLUMNS, first_data_line, read_table
+from ranklab.errors import ConfigError, DataError
+from ranklab.train import train
+
+
+@pytest.fixture
+def kaggle(shared_data: Path) -> Path:
+    return shared_data / "criteo_sample" / "kaggle_train_2k.csv"
+
+
+def test_criteo_layouts_read_to_the_same_frame(kaggle: Path, tmp_path: Path) -> None:
+    df = read_table(kaggle, "criteo")
+    assert df.columns == CRITEO_COLUMNS and df.height == 1999
+    assert df["C1"][0] == "68fd1e64" and df["I12"][0] is None  # empty field -> missing
+    raw = tmp_path / "train.txt"  # the raw release: tab-separated, no header, '' for missing
+    df.write_csv(raw, separator="\t", include_header=False)
+    assert read_table(raw, "criteo").equals(df)
+    assert first_data_line(raw, "criteo") == 1 and first_data_line(kaggle, "criteo") == 2
+    unlabelled = tmp_path / "test.txt"
+    df.drop("label").write_csv(unlabelled, separator="\t", include_header=False)
+    assert read_table(unlabelled, "criteo").equals(df.drop("label"))
+    bars = tmp_path / "bars.csv"
+    df.write_csv(bars)
+    assert read_table(bars, "criteo").equals(df)
+
+
+def test_criteo_errors_name_the_line(kaggle: Path, tmp_path: Path) -> None:
+    lines = kaggle.read_text().splitlines()
+    raw = tmp_path / "train.txt"
+    rows = [line.split(",", 1)[1].replace(",", "\t") for line in lines[1:6]]
+    rows[3] = rows[3].rsplit("\t", 1)[0]  # line 4 lost its last field
+    raw.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"train.txt, line 4: expected 40 fields, found 39"):
+        read_table(raw, "criteo")
+    raw.write_text("1\t2\t3\n")
+    with pytest.raises(DataError, match=r"40 tab-separated fields .* line 1 has 3"):
+        read_table(raw, "criteo")
+    other = tmp_path / "other.csv"
+    other.write_text("Id,Label,I1\n1,0,3\n")
+    with pytest.raises(DataError, match=r"other.csv, line 1: a Criteo CSV has the header"):
+        read_table(other, "criteo")
+
+
+def test_avazu_hour_becomes_hour_of_day_and_weekday(shared_data: Path, tmp_path: Path) -> None:
+    path = shared_data / "avazu_sample" / "avazu_sample_100.csv"
+    df = read_table(path, "avazu")
+    raw = pl.read_csv(path, infer_schema=False)
+    assert "id" not in df.columns and df.height == raw.height
+    for stamp, hour, weekday in zip(raw["hour"], df["hour"], df["weekday"]):
+        from datetime import datetime
+
+        t = datetime.strptime(stamp, "%y%m%d%H")  # the naive reference
+        assert (hour, weekday) == (f"{t.hour:02d}", str(t.weekday()))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,click,hour,C1\n1,0,14102100,5\n2,1,14102125,5\n")
+    with pytest.raises(DataError, match=r"bad.csv, line 3, column 'hour': hour '14102125'"):
+        read_table(bad, "avazu")
+
+
+def test_parquet_file_and_folder_of_shards(tmp_path: Path) -> None:
+    df = pl.DataFrame({"label": [0, 1, 0, 1, 1], "a": ["x", "y", "x", "z", "y"]})
+    df.write_parquet(tmp_path / "one.parquet")
+    assert read_table(tmp_path / "one.parquet", "parquet").equals(df)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    df[:2].write_parquet(shards / "part-000.parquet")
+    df[2:].write_parquet(shards / "part-001.parquet")
+    assert read_table(shards, "parquet").equals(df)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="folder holds no"):
+        read_table(tmp_path / "empty", "parquet")
+
+
+def test_parquet_source_with_a_random_split_builds(tmp_path: Path) -> None:
+    n = 200
+    df = pl.DataFrame(
+        {
+            "y": [i % 3 == 0 for i in range(n)],
+            "c": [f"v{i % 7}" for i in range(n)],
+            "x": [float(i) for i in range(n)],
+        }
+    ).with_columns(pl.col("y").cast(pl.Int64))
+    df.write_parquet(tmp_path / "all.parquet")
+    src = CSVSplits(
+        dir=str(tmp_path),
+        files={"all": "all.parquet"},
+        split={"val": 0.1, "test": 0.1},
+        format="parquet",
+        label="y",
+        features={"categorical": ["c"], "numeric": ["x"]},
+    )
+    data = load_or_build(src, None)
+    assert sum(data.rows(s) for s in ("train", "val", "test")) == n
+    df.with_columns(
+        pl.when(pl.col("x") == 7).then(5).otherwise(pl.col("y")).alias("y")
+    ).write_parquet(tmp_path / "all.parquet")
+    with pytest.raises(DataError, match=r"all.parquet, line 8, column 'y'"):  # row 8
+        load_or_build(src, None)
+
+
+def test_criteo_log_buckets_match_the_naive_rule() -> None:
+    values = ["260.0", "-1", "0", "1", "2", "3", "2.5", "1.5", "1e6", None, ""]
+
+    def naive(v: str | None) -> str | None:
+        if v is None or v == "":
+            return None if v is None else ""
+        x = float(v)
+        return str(math.floor(math.log(x) ** 2) if x > 2 else int(x))
+
+    enc = TabularEncoder([FeatureSpec("I", transform="criteo_log")])
+    got = enc._categorical(pl.DataFrame({"I": values}), enc.specs[0], "f").to_list()
+    assert got == [naive(v) if v != "" else None for v in values]
+    with pytest.raises(DataError, match=r"f, line 3, column 'I'.*needs a number, found 'abc'"):
+        enc._categorical(pl.DataFrame({"I": ["1", "abc"]}), enc.specs[0], "f")
+
+
+def test_a_transform_the_kind_does_not_have_names_its_key() -> None:
+    with pytest.raises(ConfigError, match=r"features.categorical\[1\].transform'.*criteo_log"):
+        parse_feature_specs({"categorical": ["a", {"name": "b", "transform": "log"}]})
+    with pytest.raises(ConfigError, match=r"features.numeric\[0\].transform'"):
+        parse_feature_specs({"numeric": [{"name": "b", "transform": "criteo_log"}]})
+
+
+@pytest.mark.parametrize("data", ["criteo_sample", "avazu_sample"])
+def test_sample_configs_train_from_config_alone(
+    data: str, shared_data: Path, make_cfg, tmp_path: Path
+) -> None:
+    cfg = make_cfg(
+        f"data={data}",
+        f"paths.data_dir={shared_data}",
+        "model=deepfm",
+        "trainer.max_epochs=1",
+        "efficiency=false",
+        tiny=False,
+    )
+    m = train(cfg)
+    assert math.isfinite(m["test"]["logloss"])
+    expected = {"criteo_sample": 39, "avazu_sample": 23}[data]
+    assert len(compose([f"data={data}"]).data.source.features.categorical) == expected
+
+
+def test_the_readme_own_table_config_trains(tmp_path: Path, monkeypatch) -> None:
+    """The README's header-less ';' example, as written there, on a file of that shape."""
+    import gzip
+    import re
+    import shutil
+
+    import numpy as np
+
+    from ranklab.config import CONF_DIR
+
+    block = re.search(
+        r"```yaml\n(# conf/data/my_log.yaml\n.*?)```",
+        (CONF_DIR.parent / "README.md").read_text(),
+        re.S,
+    )
+    assert block, "README lost its own-table example"
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    (conf / "data" / "my_log.yaml").write_text(block.group(1))
+    monkeypatch.setenv("RANKLAB_CONF", str(conf))
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(3000):
+        user, ad, hour = rng.integers(50), rng.integers(30), rng.integers(24)
+        clk = int(rng.random() < (0.6 if ad < 10 else 0.1))
+        rows.append(f"{clk};u{user};a{ad};{rng.gamma(2.0):.2f};{hour}")
+    (tmp_path / "data" / "my_log").mkdir(parents=True)
+    with gzip.open(tmp_path / "data" / "my_log" / "impressions.csv.gz", "wt") as f:
+        f.write("\n".join(rows) + "\n")
+    cfg = compose(
+        [
+            "data=my_log",
+            "model=deepfm",
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            f"paths.output_dir={tmp_path / 'run'}",
+            "data.batch_size=128",
+            "trainer.max_epochs=3",
+            "efficiency=false",
+            "print_summary=false",
+        ]
+    )
+    m = train(cfg)
+    assert m["test"]["auc"] > 0.7  # ad < 10 clicks 60%, the rest 10%
