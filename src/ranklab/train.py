@@ -112,6 +112,43 @@ def check_arguments(conf: Any, key: str, passed: tuple[str, ...] = ()) -> None:
         )
 
 
+def auc_standard_error(positives: int, negatives: int, auc: float = 0.75) -> float:
+    """Hanley & McNeil (1982): the standard error of an AUC estimated from this many positives
+    and negatives, at the given AUC."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    var = (
+        auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)
+    ) / max(positives * negatives, 1)
+    return math.sqrt(max(var, 0.0))
+
+
+def rare_label_warnings(datamodule: Any, schema: Any, minimum: int = 100) -> list[str]:
+    """One line per split and binary label with fewer than ``minimum`` positives (or one class
+    only): validation AUC over 28 clicks picks epochs by noise, silently otherwise."""
+    lines = []
+    for split in ("train", "val", "test"):
+        labels = datamodule.split(split).labels
+        for spec in schema.labels:
+            if spec.kind != "binary" or spec.name not in labels:
+                continue
+            y = labels[spec.name]
+            if spec.condition is not None and spec.condition in labels:
+                y = y[labels[spec.condition] == 1]
+            pos, n = int(y.sum()), int(y.numel())
+            if pos >= minimum and n - pos >= minimum:
+                continue
+            if pos == 0 or pos == n:
+                what = f"only {'positives' if pos else 'negatives'}: AUC is undefined"
+            else:
+                se = auc_standard_error(pos, n - pos)
+                what = f"{pos:,} positives of {n:,}: AUC is uncertain by about ±{se:.3f} (1 s.e.)"
+            hint = "; monitor the log loss instead (task.monitor=val/logloss task.mode=min)"
+            lines.append(
+                f"the {split} split has {what} for '{spec.name}'{hint if split == 'val' else ''}"
+            )
+    return lines
+
+
 def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
     """Instantiate (datamodule, model, task) from a config; the data is prepared here.
 
@@ -125,6 +162,8 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
     datamodule = instantiate_config(cfg.data)
     datamodule.setup()
     schema = datamodule.schema.with_labels(OmegaConf.select(cfg, "task.labels"))
+    for line in rare_label_warnings(datamodule, schema):
+        log.warning(line)
     # _partial_: objects (schema, model) are passed to the constructor as they are, not
     # merged into the config first (Hydra would turn a dataclass into a DictConfig)
     model_cfg = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "compile"])

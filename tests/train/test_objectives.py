@@ -237,3 +237,36 @@ def test_every_model_config_gives_only_arguments_its_class_takes(name: str) -> N
     cfg = compose([f"model={name}"])
     check_arguments(cfg.model, "model", passed=MODEL_PASSED)
     check_arguments(cfg.task, "task", passed=TASK_PASSED)
+
+
+def test_rare_positives_warn_with_the_auc_uncertainty() -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from ranklab.data.schema import LabelSpec
+    from ranklab.train import auc_standard_error, rare_label_warnings
+
+    def labels(n: int, pos: int) -> dict:
+        y = torch.zeros(n)
+        y[:pos] = 1
+        return {"click": y}
+
+    splits = {"train": labels(10000, 600), "val": labels(5000, 28), "test": labels(500, 0)}
+    dm = SimpleNamespace(split=lambda s: SimpleNamespace(labels=splits[s]))
+    schema = SimpleNamespace(labels=(LabelSpec("click"),))
+    lines = rare_label_warnings(dm, schema)
+    assert len(lines) == 2
+    assert lines[0].startswith("the val split has 28 positives of 5,000") and "±0.054" in lines[0]
+    assert "task.monitor=val/logloss" in lines[0]
+    assert lines[1] == "the test split has only negatives: AUC is undefined for 'click'"
+    # the Hanley-McNeil error against a simulation of AUC 0.75 with 28 positives
+    rng = np.random.default_rng(0)
+    from scipy.stats import norm
+
+    shift = norm.ppf(0.75) * math.sqrt(2)  # binormal: AUC = Phi(shift / sqrt(2))
+    aucs = []
+    for _ in range(800):
+        p, q = rng.normal(shift, 1, 28), rng.normal(0, 1, 4972)
+        aucs.append((p[:, None] > q[None, :]).mean())
+    assert np.std(aucs) == pytest.approx(auc_standard_error(28, 4972), rel=0.15)
