@@ -159,7 +159,10 @@ def test_help_lists_the_groups_ranklab_train_accepts(tmp_path: Path) -> None:
     r = cli("--help", cwd=tmp_path)
     assert r.returncode == 0
     groups = r.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
-    assert "model: bst, dcn, dcnv2, deepfm" in groups and "logger: csv, many, mlflow" in groups
+    assert (
+        "model: autoint, bst, dcn, dcnv2, deepfm" in groups
+        and "logger: csv, many, mlflow" in groups
+    )
     assert "sweep:" not in groups and "hydra" not in groups
 
 
