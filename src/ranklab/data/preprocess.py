@@ -5,7 +5,7 @@ Everything here is a polars expression over whole columns; nothing loops over ro
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -103,6 +103,21 @@ def parse_feature_specs(
     return specs
 
 
+def fail_at_first(
+    bad: pl.Series,
+    message: Callable[[int], str],
+    path: str,
+    line_offset: int = 2,
+    column: str | None = None,
+) -> None:
+    """Raise DataError at the first True row of ``bad`` (N,), naming its file line (``row +
+    line_offset``) and column; ``message(row)`` says what is wrong there."""
+    rows = bad.arg_true()
+    if len(rows):
+        i = int(rows[0])
+        raise DataError(message(i), path=path, line=i + line_offset, column=column)
+
+
 def _as_key(s: pl.Series) -> pl.Series:
     """Categorical values as strings (nulls become the empty string, their own token)."""
     if s.dtype != pl.String:
@@ -193,26 +208,21 @@ class TabularEncoder:
     ) -> pl.Series:
         s = self._column(df, spec, path)
         x = s.cast(pl.Float64, strict=False)
-        bad = (x.is_null() & s.is_not_null() & (s.cast(pl.String) != "")).arg_true()
-        if len(bad):
-            i = int(bad[0])
-            raise DataError(
-                f"numeric feature '{spec.name}' cannot parse {s[i]!r}",
-                path=path,
-                line=i + line_offset,
-                column=spec.column,
-            )
+        where = {"path": path, "line_offset": line_offset, "column": spec.column}
+        fail_at_first(
+            x.is_null() & s.is_not_null() & (s.cast(pl.String) != ""),
+            lambda i: f"numeric feature '{spec.name}' cannot parse {s[i]!r}",
+            **where,
+        )
         # 'inf' and 'nan' parse as floats but would turn the scaler and every loss into NaN
-        bad = (x.is_not_null() & ~x.is_finite()).arg_true()
-        if len(bad):
-            i = int(bad[0])
-            raise DataError(
+        fail_at_first(
+            x.is_not_null() & ~x.is_finite(),
+            lambda i: (
                 f"numeric feature '{spec.name}' is not finite ({s[i]!r}); "
-                "leave the field empty for a missing value",
-                path=path,
-                line=i + line_offset,
-                column=spec.column,
-            )
+                "leave the field empty for a missing value"
+            ),
+            **where,
+        )
         if spec.transform == "log":
             x = x.clip(lower_bound=0.0).log1p()
         return x
@@ -224,15 +234,15 @@ class TabularEncoder:
         if spec.transform != "criteo_log":
             return s
         x = s.cast(pl.Float64, strict=False)
-        bad = (x.is_null() & s.is_not_null() & (s.cast(pl.String) != "")).arg_true()
-        if len(bad):
-            i = int(bad[0])
-            raise DataError(
-                f"feature '{spec.name}' (transform criteo_log) needs a number, found {s[i]!r}",
-                path=path,
-                line=i + line_offset,
-                column=spec.column,
-            )
+        fail_at_first(
+            x.is_null() & s.is_not_null() & (s.cast(pl.String) != ""),
+            lambda i: (
+                f"feature '{spec.name}' (transform criteo_log) needs a number, found {s[i]!r}"
+            ),
+            path,
+            line_offset,
+            spec.column,
+        )
         # x > 2 -> floor(ln(x)^2); else int(x), truncated toward zero as Python's int() does
         bucket = pl.when(x > 2).then((x.log() ** 2).floor()).otherwise(x.cast(pl.Int64))
         return pl.select(bucket.cast(pl.Int64).cast(pl.String)).to_series().alias(s.name)

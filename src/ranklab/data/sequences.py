@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from ranklab.data.dataset import CACHE_FORMAT, GROUP_KEY, DataSource, EncodedData
-from ranklab.data.preprocess import FeatureSpec, TabularEncoder, parse_feature_specs
+from ranklab.data.preprocess import FeatureSpec, TabularEncoder, fail_at_first, parse_feature_specs
 from ranklab.data.readers import read_table
 from ranklab.data.schema import FIRST_ID, Feature, LabelSpec, Schema
 from ranklab.data.sources import _plain
@@ -103,15 +103,13 @@ def parse_time(df: pl.DataFrame, column: str, path: str, line_offset: int = 2) -
         parsed = t.dt.epoch("s").cast(pl.Float64)
     else:
         parsed = t.cast(pl.Float64)
-    bad = parsed.is_null().arg_true()
-    if len(bad):
-        i = int(bad[0])
-        raise DataError(
-            f"timestamp {t[i]!r} is missing or unparsable",
-            path=path,
-            line=i + line_offset,
-            column=column,
-        )
+    fail_at_first(
+        parsed.is_null(),
+        lambda i: f"timestamp {t[i]!r} is missing or unparsable",
+        path,
+        line_offset,
+        column,
+    )
     return parsed
 
 
