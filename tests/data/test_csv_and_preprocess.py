@@ -274,3 +274,76 @@ def test_an_unreadable_file_is_a_data_error(tmp_path: Path, monkeypatch) -> None
     monkeypatch.setitem(readers.READERS, "csv", denied)
     with pytest.raises(DataError, match=r"a\.csv: cannot read: Permission denied"):
         read_table(p, "csv")
+
+
+def _one_file(d: Path, rows: list[str], **split) -> CSVSplits:
+    d.mkdir(parents=True, exist_ok=True)
+    write(d / "all.csv", ["label,user,ts,part", *rows])
+    return CSVSplits(
+        dir=str(d),
+        files={"all": "all.csv"},
+        split=split,
+        label="label",
+        features={"categorical": ["user"]},
+    )
+
+
+def test_a_time_split_keeps_every_later_row_out_of_training(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    ts = rng.integers(0, 50, 400)  # many ties
+    rows = [f"{i % 2},u{i % 7},{t},{i}" for i, t in enumerate(ts)]  # part: the row number
+    src = _one_file(tmp_path / "d", rows, method="time", column="ts", val=0.1, test=0.2)
+    frames = src._frames(src.paths())
+    times = {s: frames[s]["ts"].cast(pl.Int64) for s in ("train", "val", "test")}
+    assert times["train"].max() < times["val"].min() <= times["val"].max() < times["test"].min()
+    assert sum(len(t) for t in times.values()) == 400
+    # the naive reference: thresholds at the sorted timestamps
+    s = np.sort(ts)
+    assert times["test"].min() == s[400 - 80] and times["val"].min() == s[400 - 80 - 40]
+    for name in ("train", "val", "test"):  # rows keep the file's order
+        row = frames[name]["part"].cast(pl.Int64)
+        assert row.is_sorted()
+    bad = _one_file(
+        tmp_path / "e", ["1,u1,5,x", "0,u2,noon,x", *rows[:50]], method="time", column="ts"
+    )
+    with pytest.raises(DataError, match=r"all.csv, line 3, column 'ts': timestamp 'noon'"):
+        load_or_build(bad, None)
+
+
+def test_a_split_column_names_each_rows_split(tmp_path: Path) -> None:
+    parts = ["tr", "tr", "va", "tr", "te", "va", "tr", "te"]
+    rows = [f"{i % 2},u{i},{i},{p}" for i, p in enumerate(parts)]
+    values = {"train": "tr", "val": "va", "test": "te"}
+    src = _one_file(tmp_path / "d", rows, method="column", column="part", values=values)
+    frames = src._frames(src.paths())
+    assert frames["val"]["user"].to_list() == ["u2", "u5"]
+    assert frames["test"]["user"].to_list() == ["u4", "u7"]
+    assert frames["train"].height == 4
+    rows[5] = "1,u5,5,dev"
+    src = _one_file(tmp_path / "e", rows, method="column", column="part", values=values)
+    with pytest.raises(
+        DataError, match=r"all.csv, line 7, column 'part': split column holds 'dev'"
+    ):
+        load_or_build(src, None)
+
+
+@pytest.mark.parametrize(
+    ("split", "key"),
+    [
+        ({"method": "weekly"}, "data.source.split.method"),
+        ({"method": "time"}, "data.source.split.column"),
+        ({"method": "time", "column": "ts", "seed": 1}, "data.source.split.seed"),
+        ({"method": "column", "column": "p", "values": {"dev": "d"}}, "data.source.split.values"),
+    ],
+)
+def test_split_config_mistakes_name_their_key(tmp_path: Path, split: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"config key '{key}'"):
+        _one_file(tmp_path / "d", ["1,u,1,tr"], **split)
+
+
+def test_too_few_rows_to_cut_is_a_data_error(tmp_path: Path) -> None:
+    src = _one_file(
+        tmp_path / "d", ["1,u,1,tr", "0,v,2,tr", "1,w,3,tr"], method="time", column="ts"
+    )
+    with pytest.raises(DataError, match="3 rows are too few to cut"):
+        load_or_build(src, None)

@@ -5,6 +5,7 @@ Everything here is a polars expression over whole columns; nothing loops over ro
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -116,6 +117,32 @@ def fail_at_first(
     if len(rows):
         i = int(rows[0])
         raise DataError(message(i), path=path, line=i + line_offset, column=column)
+
+
+def parse_time(df: pl.DataFrame, column: str, path: str, line_offset: int = 2) -> pl.Series:
+    """A timestamp column as float seconds: numbers as they are, date-times since the epoch.
+
+    Fails at the first missing or unparsable value, naming file, line and column.
+    """
+    t = df[column]
+    if t.dtype == pl.String:
+        parsed = t.cast(pl.Float64, strict=False)
+        if parsed.null_count() == len(t) and t.null_count() < len(t):  # not numbers: date-times?
+            # no date-time format fits: keep the failed numbers and report the first bad value
+            with contextlib.suppress(pl.exceptions.PolarsError):
+                parsed = t.str.to_datetime(strict=False).dt.epoch("s").cast(pl.Float64)
+    elif t.dtype.is_temporal():
+        parsed = t.dt.epoch("s").cast(pl.Float64)
+    else:
+        parsed = t.cast(pl.Float64)
+    fail_at_first(
+        parsed.is_null(),
+        lambda i: f"timestamp {t[i]!r} is missing or unparsable",
+        path,
+        line_offset,
+        column,
+    )
+    return parsed
 
 
 def _as_key(s: pl.Series) -> pl.Series:

@@ -9,7 +9,6 @@ matrix picks them; no Python loop over rows.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from ranklab.data.dataset import CACHE_FORMAT, GROUP_KEY, DataSource, EncodedData
-from ranklab.data.preprocess import FeatureSpec, TabularEncoder, fail_at_first, parse_feature_specs
+from ranklab.data.preprocess import FeatureSpec, TabularEncoder, parse_feature_specs, parse_time
 from ranklab.data.readers import read_table
 from ranklab.data.schema import FIRST_ID, Feature, LabelSpec, Schema
 from ranklab.data.sources import _plain
@@ -85,32 +84,6 @@ def gap_buckets(
     """Time gaps as categorical ids: 2 + floor(log2(1 + gap / unit)); 0 where padded."""
     gap = np.maximum(query_time[:, None] - event_time, 0) / unit
     return np.where(valid, 2 + np.floor(np.log2(1 + gap)).astype(np.int64), 0)
-
-
-def parse_time(df: pl.DataFrame, column: str, path: str, line_offset: int = 2) -> pl.Series:
-    """A timestamp column as float seconds: numbers as they are, date-times since the epoch.
-
-    Fails at the first missing or unparsable value, naming file, line and column.
-    """
-    t = df[column]
-    if t.dtype == pl.String:
-        parsed = t.cast(pl.Float64, strict=False)
-        if parsed.null_count() == len(t) and t.null_count() < len(t):  # not numbers: date-times?
-            # no date-time format fits: keep the failed numbers and report the first bad value
-            with contextlib.suppress(pl.exceptions.PolarsError):
-                parsed = t.str.to_datetime(strict=False).dt.epoch("s").cast(pl.Float64)
-    elif t.dtype.is_temporal():
-        parsed = t.dt.epoch("s").cast(pl.Float64)
-    else:
-        parsed = t.cast(pl.Float64)
-    fail_at_first(
-        parsed.is_null(),
-        lambda i: f"timestamp {t[i]!r} is missing or unparsable",
-        path,
-        line_offset,
-        column,
-    )
-    return parsed
 
 
 def read_side_table(table: Mapping[str, Any]) -> pl.DataFrame:

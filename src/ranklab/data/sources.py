@@ -1,4 +1,5 @@
-"""Tabular sources read from files: BARS-style train/valid/test splits."""
+"""Tabular sources read from files: BARS-style train/valid/test files, or one file cut by a
+declared split (random, time, a column)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import polars as pl
 
 from ranklab.data.dataset import CACHE_FORMAT, GROUP_KEY, DataSource, EncodedData
 from ranklab.data.labels import encode_labels, label_meta, parse_labels
-from ranklab.data.preprocess import TabularEncoder, parse_feature_specs
+from ranklab.data.preprocess import TabularEncoder, fail_at_first, parse_feature_specs, parse_time
 from ranklab.data.readers import first_data_line, read_table, require_columns
 from ranklab.errors import ConfigError, DataError
 from ranklab.utils import hash_files, hash_object
@@ -40,7 +41,10 @@ class CSVSplits(DataSource):
         files: split -> file name; splits are ``train``, ``val`` and ``test``; or ``{all:
             file}`` with ``split``.
         split: for one file, ``{method: random, val: 0.1, test: 0.1, seed: 0}``: a seeded
-            permutation of its rows cut into train / val / test.
+            permutation cut into train / val / test; ``{method: time, column: ts, val: 0.1,
+            test: 0.1}``: the latest rows are test, the ones before validation (cut at
+            timestamps); ``{method: column, column: split}``: a column names each row's split
+            (``values: {train: tr, val: va, test: te}`` if it spells them otherwise).
         label: the label column (one binary label, values 0 or 1); or
         labels: several labels (:mod:`ranklab.data.labels`: name, column, kind, weight,
             condition, joint, positive values).
@@ -91,8 +95,29 @@ class CSVSplits(DataSource):
     def _check_split(self) -> None:
         if set(self.files) != {"all"}:
             raise ConfigError("data.source.files", "with a split, give one file: {all: <file>}")
-        if self.split.get("method", "random") != "random":
-            raise ConfigError("data.source.split.method", "must be 'random'")
+        method = self.split.get("method", "random")
+        known = {
+            "random": {"method", "val", "test", "seed"},
+            "time": {"method", "column", "val", "test"},
+            "column": {"method", "column", "values"},
+        }
+        if method not in known:
+            raise ConfigError("data.source.split.method", f"must be one of {list(known)}")
+        unknown = sorted(set(self.split) - known[method])
+        if unknown:
+            raise ConfigError(
+                f"data.source.split.{unknown[0]}",
+                f"not an option of method {method} (options: {sorted(known[method])})",
+            )
+        if method in ("time", "column") and not self.split.get("column"):
+            raise ConfigError("data.source.split.column", f"method {method} needs a column")
+        if method == "column":
+            values = dict(self.split.get("values") or {})
+            if set(values) - set(SPLITS):
+                raise ConfigError(
+                    "data.source.split.values", f"maps the splits {SPLITS} to the column's values"
+                )
+            return
         val, test = float(self.split.get("val", 0.1)), float(self.split.get("test", 0.1))
         if not (val > 0 and test > 0 and val + test < 1):
             raise ConfigError(
@@ -100,21 +125,70 @@ class CSVSplits(DataSource):
             )
 
     def _frames(self, paths: dict[str, Path]) -> dict[str, pl.DataFrame]:
-        """Each split's rows: its file, or a seeded random cut of the one file."""
+        """Each split's rows: its file, or a cut of the one file (rows keep the file's order)."""
         if not self.split:
             return {s: read_table(paths[s], self.format, **self.read_options) for s in SPLITS}
-        df = read_table(paths["all"], self.format, **self.read_options)
+        path = paths["all"]
+        df = read_table(path, self.format, **self.read_options)
         # checked on the whole file first, so that an error names the file's own line
-        first_line = first_data_line(paths["all"], self.format, **self.read_options)
-        encode_labels(df, self.label_columns, str(paths["all"]), line_offset=first_line)
-        TabularEncoder(self.specs).check(df, str(paths["all"]), line_offset=first_line)
-        rng = np.random.default_rng(int(self.split.get("seed", 0)))
-        order = rng.permutation(df.height)
+        first_line = first_data_line(path, self.format, **self.read_options)
+        encode_labels(df, self.label_columns, str(path), line_offset=first_line)
+        TabularEncoder(self.specs).check(df, str(path), line_offset=first_line)
+        method = self.split.get("method", "random")
+        if method == "column":
+            return self._cut_by_column(df, str(path), first_line)
         n_val = round(df.height * float(self.split.get("val", 0.1)))
         n_test = round(df.height * float(self.split.get("test", 0.1)))
+        if min(n_val, n_test) < 1 or n_val + n_test >= df.height:
+            raise DataError(
+                f"{df.height} rows are too few to cut val {self.split.get('val', 0.1)} and test "
+                f"{self.split.get('test', 0.1)} from (data.source.split)",
+                path=str(path),
+            )
+        if method == "time":
+            return self._cut_by_time(df, str(path), first_line, n_val, n_test)
+        rng = np.random.default_rng(int(self.split.get("seed", 0)))
+        order = rng.permutation(df.height)
         cuts = {"test": order[:n_test], "val": order[n_test : n_test + n_val]}
         cuts["train"] = order[n_test + n_val :]
         return {s: df[np.sort(cuts[s])] for s in SPLITS}
+
+    def _cut_by_time(
+        self, df: pl.DataFrame, path: str, first_line: int, n_val: int, n_test: int
+    ) -> dict[str, pl.DataFrame]:
+        """The latest ``test`` share of rows is test, the ``val`` share before it validation:
+        cut at timestamps, so rows of one timestamp stay together and every test row is later
+        than every validation row, which is later than every training row."""
+        column = str(self.split["column"])
+        require_columns(df, [column], path, "data.source.split.column")
+        t = parse_time(df, column, path, first_line).to_numpy()
+        ordered = np.sort(t, kind="stable")
+        t_val, t_test = ordered[df.height - n_test - n_val], ordered[df.height - n_test]
+        masks = {"train": t < t_val, "val": (t >= t_val) & (t < t_test), "test": t >= t_test}
+        return {s: df.filter(pl.Series(m)) for s, m in masks.items()}
+
+    def _cut_by_column(
+        self, df: pl.DataFrame, path: str, first_line: int
+    ) -> dict[str, pl.DataFrame]:
+        """Rows go to the split their column names (``values`` maps split -> the column's value,
+        by default ``train``/``val``/``test``); any other value fails naming its line."""
+        column = str(self.split["column"])
+        require_columns(df, [column], path, "data.source.split.column")
+        values = {s: s for s in SPLITS} | {
+            k: str(v) for k, v in (self.split.get("values") or {}).items()
+        }
+        col = df[column].cast(pl.String).str.strip_chars()
+        fail_at_first(
+            ~col.is_in(list(values.values())).fill_null(False),
+            lambda i: (
+                f"split column holds {df[column][i]!r}, not one of {list(values.values())} "
+                "(data.source.split.values maps the splits to its values)"
+            ),
+            path,
+            first_line,
+            column,
+        )
+        return {s: df.filter(col == v) for s, v in values.items()}
 
     def paths(self) -> dict[str, Path]:
         out = {s: self.dir / f for s, f in self.files.items()}
