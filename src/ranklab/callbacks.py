@@ -37,6 +37,10 @@ class Throughput(L.Callback):
     def samples_per_s(self) -> float:
         return self.samples / self.seconds if self.seconds > 0 else float("nan")
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a run resumed mid-epoch continues that epoch without on_train_epoch_start
+        self.on_train_epoch_start(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()
         self._epoch_samples = 0
@@ -93,6 +97,10 @@ class EpochLog(L.Callback):
         self.monitor = monitor.split("/", 1)[-1]
         self.max_metrics = max_metrics
         self._t0 = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a run resumed mid-epoch continues that epoch without on_train_epoch_start
+        self._t0 = time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = time.perf_counter()

@@ -97,6 +97,9 @@ def test_killed_run_resumes_to_the_same_digits(
     m = json.loads((run / "metrics.json").read_text())
     assert m["status"] == "finished"
     assert (run.parent / m["resumed_from"]).resolve() == last.resolve()
+    # the resumed epoch's log line times only that process's part of it, and shows throughput
+    lines = [x for x in (run / "train.log").read_text().splitlines() if "] epoch " in x]
+    assert lines and all("samples/s" in x and float(x.split()[-2]) < 300 for x in lines)
 
 
 def test_nan_loss_stops_at_once_and_keeps_the_finite_checkpoint(make_cfg, tmp_path: Path) -> None:
