@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
@@ -29,6 +30,13 @@ def logloss(probs: Tensor, target: Tensor) -> float:
     p = probs.double().clamp(EPS, 1 - EPS)
     t = target.double()
     return float(-(t * p.log() + (1 - t) * (1 - p).log()).mean())
+
+
+def bayes_metrics(prob: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """The Bayes-optimal figures of a split: AUC and log loss of the true probabilities
+    ``prob`` (N,) against the drawn labels ``label`` (N,), and the base rate."""
+    p, y = torch.tensor(prob), torch.tensor(label)  # copies: inputs may be read-only maps
+    return {"auc": auc(p, y), "logloss": logloss(p, y), "base_rate": float(label.mean())}
 
 
 def grouped_auc(preds: Tensor, target: Tensor, groups: Tensor) -> float:

@@ -15,9 +15,11 @@ from ranklab.data.labels import encode_labels, label_meta, parse_labels
 from ranklab.data.preprocess import TabularEncoder, fail_at_first, parse_feature_specs, parse_time
 from ranklab.data.readers import first_data_line, read_table, require_columns
 from ranklab.errors import ConfigError, DataError
+from ranklab.metrics import bayes_metrics
 from ranklab.utils import hash_files, hash_object
 
 SPLITS = ("train", "val", "test")
+TRUTH = "__ranklab_truth__"  # the planted probability, carried through the cut
 
 
 def _plain(obj: Any) -> Any:
@@ -52,6 +54,10 @@ class CSVSplits(DataSource):
             see :func:`ranklab.data.preprocess.parse_feature_specs`.
         group: column whose values define groups for grouped AUC (e.g. the user), or None.
         format: reader name (``csv``); ``read_options`` are passed to it.
+        truth: for one file, a ``.npy`` in ``dir`` holding each data row's true probability of
+            the (first) label, as synthetic writers plant it (``ranklab-criteo-synth``): each
+            split then reports its Bayes-optimal AUC and log loss (``meta["bayes"]``), which
+            runs print beside their own.
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class CSVSplits(DataSource):
         format: str = "csv",
         read_options: Mapping[str, Any] | None = None,
         split: Mapping[str, Any] | None = None,
+        truth: str | None = None,
         name: str = "csv",
     ) -> None:
         self.dir = Path(dir)
@@ -91,6 +98,11 @@ class CSVSplits(DataSource):
         self.features_cfg = _plain(features)
         self.specs = parse_feature_specs(self.features_cfg)
         self.read_options = dict(_plain(read_options) or {})
+        self.truth = truth
+        if truth is not None and not self.split:
+            raise ConfigError(
+                "data.source.truth", "needs the one-file layout ({all: <file>} and a split)"
+            )
 
     def _check_split(self) -> None:
         if set(self.files) != {"all"}:
@@ -134,6 +146,8 @@ class CSVSplits(DataSource):
         first_line = first_data_line(path, self.format, **self.read_options)
         encode_labels(df, self.label_columns, str(path), line_offset=first_line)
         TabularEncoder(self.specs).check(df, str(path), line_offset=first_line)
+        if self.truth is not None:
+            df = df.with_columns(pl.Series(TRUTH, self._read_truth(df.height)))
         method = self.split.get("method", "random")
         if method == "column":
             return self._cut_by_column(df, str(path), first_line)
@@ -152,6 +166,24 @@ class CSVSplits(DataSource):
         cuts = {"test": order[:n_test], "val": order[n_test : n_test + n_val]}
         cuts["train"] = order[n_test + n_val :]
         return {s: df[np.sort(cuts[s])] for s in SPLITS}
+
+    def _read_truth(self, rows: int) -> np.ndarray:
+        """(rows,) float64 true probabilities from the ``truth`` file, one per data row."""
+        path = self.dir / str(self.truth)
+        try:
+            p = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            msg = f"cannot read the truth file ({e}) (data.source.truth)"
+            raise DataError(msg, path=str(path)) from None
+        if p.ndim != 1 or len(p) != rows:
+            raise DataError(
+                f"holds {p.shape} probabilities for {rows} data rows (data.source.truth)",
+                path=str(path),
+            )
+        p = np.asarray(p, dtype=np.float64)
+        if not np.all((p >= 0) & (p <= 1)):
+            raise DataError("holds values outside [0, 1] (data.source.truth)", path=str(path))
+        return p
 
     def _cut_by_time(
         self, df: pl.DataFrame, path: str, first_line: int, n_val: int, n_test: int
@@ -213,7 +245,11 @@ class CSVSplits(DataSource):
             "features": self.features_cfg,
             "split": self.split,
         }
-        return hash_object([options, hash_files(list(paths.values()))])[:16]
+        files = list(paths.values())
+        if self.truth is not None:
+            files.append(self.dir / str(self.truth))
+            options["truth"] = self.truth
+        return hash_object([options, hash_files(files)])[:16]
 
     def build(self) -> EncodedData:
         paths = self.paths()
@@ -256,6 +292,12 @@ class CSVSplits(DataSource):
             },
             "labels": {s: label_meta(a, self.label_columns) for s, a in splits.items()},
         }
+        if self.truth is not None:
+            first_label = self.label_columns[0].spec.name
+            meta["bayes"] = {
+                s: bayes_metrics(df[TRUTH].to_numpy(), splits[s][first_label])
+                for s, df in frames.items()
+            }
         labels = tuple(c.spec for c in self.label_columns)
         schema = encoder.schema(labels, self.group, meta)
         schema.check_conditions()

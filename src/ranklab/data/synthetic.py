@@ -17,12 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from ranklab.data.dataset import GROUP_KEY, DataSource, EncodedData
 from ranklab.data.schema import Feature, Schema
 from ranklab.errors import ConfigError
-from ranklab.metrics import auc, logloss
+from ranklab.metrics import bayes_metrics
 from ranklab.utils import hash_object
 
 GENERATOR_VERSION = 1
@@ -93,8 +92,7 @@ def generated_dataset(
         split["label"] = label[lo:hi]
         split[GROUP_KEY] = split[group].copy()
         splits[s] = split
-        p, y = torch.from_numpy(prob[lo:hi]), torch.from_numpy(label[lo:hi])
-        bayes[s] = {"auc": auc(p, y), "logloss": logloss(p, y), "base_rate": float(y.mean())}
+        bayes[s] = bayes_metrics(prob[lo:hi], label[lo:hi])
     rows = {s: len(a["label"]) for s, a in splits.items()}
     meta = {"source": name, "generator": kw, "bayes": bayes, "rows": rows}
     schema = Schema(tuple(feats), group=group, meta={"bayes": bayes})
