@@ -10,7 +10,7 @@ SWEEP ?= synthetic_fast
 WORKERS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock train test lint format bench bench-gpu sweep dashboard report study reproduce-frappe clean
+.PHONY: help install lock train test lint format bench bench-data bench-gpu sweep dashboard report study reproduce-frappe clean
 
 help: ## List the targets (colour only on a terminal)
 	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; else on=''; off=''; fi; \
@@ -49,6 +49,15 @@ format: $(STAMP) ## ruff format + autofix
 
 bench: $(STAMP) ## Throughput of every model vs a bare PyTorch loop (DATA_DIR=../shared/data for real Frappe)
 	$(BIN)/python benchmarks/throughput.py --data-dir $(DATA_DIR) $(ARGS)
+
+PEER := .bench/fuxictr
+$(PEER)/.installed:
+	$(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/pip install --quiet "torch==2.13.0" "fuxictr==2.3.10" "polars<2"
+	@touch $@
+
+bench-data: $(STAMP) $(PEER)/.installed ## Preprocessing (vs FuxiCTR, own venv in .bench/) and loader speed on 1M Criteo-format rows
+	$(BIN)/python benchmarks/data_throughput.py --peer-python $(PEER)/bin/python $(ARGS)
 
 bench-gpu: $(STAMP) ## GPU training samples/s and peak memory of DCNv2 and DLRM vs a bare loop (Criteo-shaped)
 	$(BIN)/python benchmarks/gpu_throughput.py $(ARGS)

@@ -80,3 +80,21 @@ def test_gpu_bench_runs_on_the_cpu_as_a_smoke_test(tmp_path: Path) -> None:
     (out,) = tmp_path.glob("gpu-*.json")
     (row,) = json.loads(out.read_text())["results"]
     assert row["model"] == "dcnv2" and row["ranklab_samples_per_s"] > 0 and row["ratio"] > 0
+
+
+def test_bench_data_smoke(tmp_path: Path) -> None:
+    """`make bench-data` end to end on a small file, the peer skipped; both layouts encode the
+    same rows, and the loader's ranklab / bare figures are both measured."""
+    spec = importlib.util.spec_from_file_location(
+        "data_throughput", ROOT / "benchmarks" / "data_throughput.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "out.json"
+    args = ["--rows", "4000", "--repeats", "1", "--work", str(tmp_path), "--no-peer"]
+    assert bench.main([*args, "--batch-size", "512", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    raw, bars = res["preprocess"].values()
+    assert raw[0]["rows"] == bars[0]["rows"] == 4000
+    assert raw[0]["seconds"] > 0 and raw[0]["rss_mb"] > 0
+    assert min(res["loader"]["ranklab"]) > 0 and min(res["loader"]["bare"]) > 0

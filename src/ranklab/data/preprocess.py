@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -152,6 +153,16 @@ def _as_key(s: pl.Series) -> pl.Series:
     return s.fill_null("")
 
 
+def _per_column(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """``[fn(x) for x in items]``, the columns in parallel threads: polars releases the GIL, and
+    one column's work is mostly serial. The first failing item (in order) raises, so an error
+    names the same column as a serial loop would."""
+    if len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(len(items), pl.thread_pool_size())) as pool:
+        return list(pool.map(fn, items))
+
+
 @dataclass
 class Vocabulary:
     """Values of one embedding table, ordered by training count (desc) then value; ids from 2."""
@@ -282,31 +293,34 @@ class TabularEncoder:
                 self._numeric(df, spec, path, line_offset)
 
     def fit(self, train: pl.DataFrame, path: str = "train", line_offset: int = 2) -> TabularEncoder:
-        by_table: dict[str, list[pl.Series]] = {}
-        min_count: dict[str, int] = {}
-        hashing: dict[str, int] = {}
-        for spec in self.specs:
+        def prepare(spec: FeatureSpec) -> pl.Series | tuple[float, float]:
             if spec.kind == "numeric":
                 x = self._numeric(train, spec, path, line_offset)
                 if spec.transform == "none":
-                    self.scalers[spec.name] = (0.0, 1.0)
-                else:
-                    mean, std = x.mean(), x.std()
-                    self.scalers[spec.name] = (
-                        float(mean or 0.0),
-                        float(std) if std is not None and std > 0 else 1.0,
-                    )
-                continue
+                    return (0.0, 1.0)
+                mean, std = x.mean(), x.std()
+                return (float(mean or 0.0), float(std) if std is not None and std > 0 else 1.0)
             col = self._categorical(train, spec, path, line_offset)
             if spec.kind == "sequence":
                 col = self._as_list(col, spec).explode().drop_nulls()
-            by_table.setdefault(spec.table, []).append(_as_key(col).alias("v"))
+            return _as_key(col).alias("v")
+
+        by_table: dict[str, list[pl.Series]] = {}
+        min_count: dict[str, int] = {}
+        hashing: dict[str, int] = {}
+        for spec, done in zip(self.specs, _per_column(prepare, self.specs)):
+            if spec.kind == "numeric":
+                self.scalers[spec.name] = done  # type: ignore[assignment]
+                continue
+            by_table.setdefault(spec.table, []).append(done)  # type: ignore[arg-type]
             min_count[spec.table] = min(min_count.get(spec.table, spec.min_count), spec.min_count)
             hashing[spec.table] = max(hashing.get(spec.table, 0), spec.hash_buckets)
-        for table, cols in by_table.items():
-            self.vocabs[table] = fit_vocabulary(
-                pl.concat(cols).alias("v"), min_count[table], hashing[table]
-            )
+        tables = list(by_table)
+        vocabs = _per_column(
+            lambda t: fit_vocabulary(pl.concat(by_table[t]).alias("v"), min_count[t], hashing[t]),
+            tables,
+        )
+        self.vocabs.update(zip(tables, vocabs))
         return self
 
     @staticmethod
@@ -319,19 +333,19 @@ class TabularEncoder:
         self, df: pl.DataFrame, path: str = "", line_offset: int = 2
     ) -> dict[str, np.ndarray]:
         """Encode every feature; ``line_offset`` is the file line of the first row (errors)."""
-        out: dict[str, np.ndarray] = {}
-        for spec in self.specs:
+
+        def encode(spec: FeatureSpec) -> np.ndarray:
             if spec.kind == "numeric":
                 mean, std = self.scalers[spec.name]
                 x = (self._numeric(df, spec, path, line_offset) - mean) / std
-                out[spec.name] = x.fill_null(0.0).fill_nan(0.0).cast(pl.Float32).to_numpy()
-            elif spec.kind == "categorical":
+                return x.fill_null(0.0).fill_nan(0.0).cast(pl.Float32).to_numpy()
+            if spec.kind == "categorical":
                 col = self._categorical(df, spec, path, line_offset)
-                out[spec.name] = self.vocabs[spec.table].encode(col)
-            else:
-                lists = self._as_list(self._column(df, spec, path), spec)
-                out[spec.name] = pad_left(lists, spec.max_len, self.vocabs[spec.table])
-        return out
+                return self.vocabs[spec.table].encode(col)
+            lists = self._as_list(self._column(df, spec, path), spec)
+            return pad_left(lists, spec.max_len, self.vocabs[spec.table])
+
+        return {s.name: a for s, a in zip(self.specs, _per_column(encode, self.specs))}
 
     def schema(
         self,
