@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ranklab.data.batch import Ragged, TensorSplit
-from ranklab.data.schema import Schema
+from ranklab.data.schema import Schema, weight_key
 from ranklab.utils import atomic_directory, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,9 @@ class EncodedData:
             return torch.from_numpy(np.require(a, dtype=dtype, requirements=["C", "W"]))
 
         feats = {f.name: tensor(arrays[f.name]) for f in self.schema.features}
+        for f in self.schema.bags:
+            if f.weighted:
+                feats[weight_key(f.name)] = tensor(arrays[weight_key(f.name)], np.float32)
         labels = {lb: tensor(arrays[lb], np.float32) for lb in self.schema.label_names}
         evaluation: dict[str, torch.Tensor | Ragged] = {}
         for f in self.schema.evaluation:  # a split may lack one (counterfactuals: test only)

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ranklab.data.schema import OOV, PAD, Feature, LabelSpec, Schema
+from ranklab.data.schema import OOV, PAD, Feature, LabelSpec, Schema, weight_key
 from ranklab.errors import ConfigError, DataError
 
+FEATURE_KINDS = ("categorical", "numeric", "sequence", "bag")
 # per kind, the transforms a feature may name; the first is the default
 TRANSFORMS = {"numeric": ("standard", "log", "none"), "categorical": ("none", "criteo_log")}
 
@@ -30,7 +31,11 @@ class FeatureSpec:
     ``transform`` (numeric): ``standard`` (train mean/std, the default), ``log`` (log1p of
     max(x, 0), then standardised) or ``none``; (categorical): ``none`` (the default) or
     ``criteo_log``, a count bucketed as in the Criteo winners' solution: ``floor(ln(x)^2)`` for
-    x > 2, else the integer itself. ``separator`` (sequence): splits a string column into items.
+    x > 2, else the integer itself. ``separator`` (sequence, bag): splits a string column into
+    items (a list column is taken as it is). A ``bag`` is a multi-valued field pooled into one
+    embedding (``pooling``: ``sum`` or ``mean``); ``weights`` names a column of per-item values
+    aligned with its items (libFM's ``index:value``); ``max_len`` keeps a row's last items (0:
+    the longest training row).
     """
 
     name: str
@@ -44,6 +49,8 @@ class FeatureSpec:
     separator: str | None = None
     sequence: str | None = None
     transform: str | None = None
+    weights: str | None = None
+    pooling: str = "sum"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -62,18 +69,18 @@ class FeatureSpec:
 def parse_feature_specs(
     cfg: Mapping[str, Any], key: str = "data.source.features"
 ) -> list[FeatureSpec]:
-    """Parse ``{categorical: [...], numeric: [...], sequence: [...], min_count: 1}``.
+    """Parse ``{categorical: [...], numeric: [...], sequence: [...], bag: [...], min_count: 1}``.
 
     Entries are a column name or a mapping of FeatureSpec fields. Unknown fields fail with
     the config key that holds them.
     """
     allowed = {f.name for f in fields(FeatureSpec)}
-    defaults = {k: v for k, v in cfg.items() if k not in ("categorical", "numeric", "sequence")}
+    defaults = {k: v for k, v in cfg.items() if k not in FEATURE_KINDS}
     bad = set(defaults) - allowed
     if bad:
         raise ConfigError(f"{key}.{sorted(bad)[0]}", f"unknown option (known: {sorted(allowed)})")
     specs: list[FeatureSpec] = []
-    for kind in ("categorical", "numeric", "sequence"):
+    for kind in FEATURE_KINDS:
         for i, entry in enumerate(cfg.get(kind) or []):
             if isinstance(entry, str):
                 entry = {"name": entry}
@@ -93,6 +100,10 @@ def parse_feature_specs(
                 raise ConfigError(
                     f"{key}.sequence[{i}].max_len", f"must be >= 1, got {merged.get('max_len', 0)}"
                 )
+            if kind == "bag" and merged.get("pooling", "sum") not in ("sum", "mean"):
+                raise ConfigError(f"{key}.bag[{i}].pooling", "must be sum or mean")
+            if kind != "bag" and entry.get("weights"):
+                raise ConfigError(f"{key}.{kind}[{i}].weights", "only a bag has weights")
             try:
                 specs.append(FeatureSpec(**merged))
             except ConfigError as e:  # named by its place in the config
@@ -210,9 +221,14 @@ def split_sequence(s: pl.Series, separator: str) -> pl.Series:
 def pad_left(lists: pl.Series, max_len: int, vocab: Vocabulary) -> np.ndarray:
     """List column of raw values -> (N, max_len) int64 ids, last max_len items, left-padded."""
     tail = lists.list.tail(max_len)
-    lengths = tail.list.len().to_numpy().astype(np.int64)
     flat = vocab.encode(tail.explode(empty_as_null=False).drop_nulls())
-    out = np.zeros((len(lengths), max_len), dtype=np.int64)
+    return _pad(tail.list.len().to_numpy().astype(np.int64), flat, max_len)
+
+
+def _pad(lengths: np.ndarray, flat: np.ndarray, max_len: int) -> np.ndarray:
+    """Rows of ``lengths`` items, concatenated in ``flat`` -> (N, max_len), right-aligned,
+    zeros in front."""
+    out = np.zeros((len(lengths), max_len), dtype=flat.dtype)
     starts = np.cumsum(lengths) - lengths
     pos = np.arange(len(flat)) - np.repeat(starts, lengths)  # index of each item in its row
     rows = np.repeat(np.arange(len(lengths)), lengths)
@@ -231,6 +247,7 @@ class TabularEncoder:
         self.specs = list(specs)
         self.vocabs: dict[str, Vocabulary] = {}
         self.scalers: dict[str, tuple[float, float]] = {}
+        self.lengths: dict[str, int] = {}  # a bag's L: its max_len, or the longest train row
 
     def _column(self, df: pl.DataFrame, spec: FeatureSpec, path: str) -> pl.Series:
         if spec.column not in df.columns:
@@ -301,8 +318,11 @@ class TabularEncoder:
                 mean, std = x.mean(), x.std()
                 return (float(mean or 0.0), float(std) if std is not None and std > 0 else 1.0)
             col = self._categorical(train, spec, path, line_offset)
-            if spec.kind == "sequence":
-                col = self._as_list(col, spec).explode().drop_nulls()
+            if spec.kind in ("sequence", "bag"):
+                lists = self._as_list(col, spec)
+                if spec.kind == "bag":
+                    self.lengths[spec.name] = spec.max_len or max(1, lists.list.len().max() or 0)
+                col = lists.explode().drop_nulls()
             return _as_key(col).alias("v")
 
         by_table: dict[str, list[pl.Series]] = {}
@@ -334,18 +354,62 @@ class TabularEncoder:
     ) -> dict[str, np.ndarray]:
         """Encode every feature; ``line_offset`` is the file line of the first row (errors)."""
 
-        def encode(spec: FeatureSpec) -> np.ndarray:
+        def encode(spec: FeatureSpec) -> dict[str, np.ndarray]:
             if spec.kind == "numeric":
                 mean, std = self.scalers[spec.name]
                 x = (self._numeric(df, spec, path, line_offset) - mean) / std
-                return x.fill_null(0.0).fill_nan(0.0).cast(pl.Float32).to_numpy()
+                return {spec.name: x.fill_null(0.0).fill_nan(0.0).cast(pl.Float32).to_numpy()}
             if spec.kind == "categorical":
                 col = self._categorical(df, spec, path, line_offset)
-                return self.vocabs[spec.table].encode(col)
+                return {spec.name: self.vocabs[spec.table].encode(col)}
             lists = self._as_list(self._column(df, spec, path), spec)
-            return pad_left(lists, spec.max_len, self.vocabs[spec.table])
+            if spec.kind == "sequence":
+                return {spec.name: pad_left(lists, spec.max_len, self.vocabs[spec.table])}
+            length = self.lengths[spec.name]
+            out = {spec.name: pad_left(lists, length, self.vocabs[spec.table])}
+            if spec.weights:
+                out[weight_key(spec.name)] = self._bag_weights(
+                    df, spec, lists, length, path, line_offset
+                )
+            return out
 
-        return {s.name: a for s, a in zip(self.specs, _per_column(encode, self.specs))}
+        out: dict[str, np.ndarray] = {}
+        for arrays in _per_column(encode, self.specs):
+            out.update(arrays)
+        return out
+
+    def _bag_weights(
+        self,
+        df: pl.DataFrame,
+        spec: FeatureSpec,
+        lists: pl.Series,
+        length: int,
+        path: str,
+        line_offset: int,
+    ) -> np.ndarray:
+        """A bag's per-item values (N, length) float32, aligned with its ids (0 in padding).
+        Fails at the first row whose values do not parse, are not finite, or do not match the
+        items in number."""
+        raw = self._column(df, FeatureSpec(spec.weights, column=spec.weights), path)
+        values = self._as_list(raw, spec).cast(pl.List(pl.Float64), strict=False)
+        where = {"path": path, "line_offset": line_offset, "column": spec.weights}
+        fail_at_first(
+            (values.list.len() != lists.list.len()).fill_null(True),
+            lambda i: (
+                f"bag '{spec.name}' has {lists[i].len()} items but {raw[i]!r} gives "
+                f"{values[i].len() if values[i] is not None else 0} values"
+            ),
+            **where,
+        )
+        bad = values.list.eval(pl.element().is_null() | ~pl.element().is_finite()).list.any()
+        fail_at_first(
+            bad,
+            lambda i: f"bag '{spec.name}': a value in {raw[i]!r} is not a finite number",
+            **where,
+        )
+        tail = values.list.tail(length)
+        flat = tail.explode(empty_as_null=False).drop_nulls().cast(pl.Float32).to_numpy()
+        return _pad(tail.list.len().to_numpy().astype(np.int64), flat, length)
 
     def schema(
         self,
@@ -365,9 +429,11 @@ class TabularEncoder:
                         spec.kind,
                         vocab_size=self.vocabs[spec.table].size,
                         table=spec.table,
-                        max_len=spec.max_len,
+                        max_len=self.lengths.get(spec.name, spec.max_len),
                         role=spec.role,
                         sequence=spec.sequence,
+                        pooling=spec.pooling,
+                        weighted=spec.kind == "bag" and bool(spec.weights),
                     )
                 )
         return Schema(

@@ -53,7 +53,7 @@ def first_data_line(path: str | Path, format: str = "csv", **options: Any) -> in
         with open(path, "rb") as f:
             head = f.readline()
         return 1 if b"\t" in head or not head.lower().startswith((b"id,", b"label,")) else 2
-    return 1 if format in ("parquet", "interactions") else 2
+    return 1 if format in ("parquet", "interactions", "libfm", "libsvm", "ffm") else 2
 
 
 def check_field_counts(
@@ -361,6 +361,135 @@ def read_interactions(path: Path, columns: list[str] | None = None) -> pl.DataFr
     if "timestamp" not in names:
         df = df.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("timestamp"))
     return df
+
+
+def _fail_at(mask: pl.Series, rows: pl.Series, path: Path, message: Callable[[int], str]) -> None:
+    """DataError at the first True of ``mask``, naming the file line of ``rows`` there (0-based
+    row + 1); ``message(i)`` describes entry ``i``."""
+    hits = mask.fill_null(True).arg_true()
+    if len(hits):
+        i = int(hits[0])
+        raise DataError(message(i), path=str(path), line=int(rows[i]) + 1)
+
+
+@register("libfm")
+@register("libsvm")
+@register("ffm")
+def read_libfm(
+    path: Path,
+    field_map: str | None = None,
+    bag: str = "features",
+    encoding: str = "utf8",
+) -> pl.DataFrame:
+    """libFM / libSVM / FFM lines: ``label token token ...``, whitespace-separated, any number
+    of tokens per line (none is an all-zero row). A token is ``index:value`` (libFM, libSVM;
+    a bare ``index`` means value 1) or ``field:index:value`` (FFM). Values are kept.
+
+    Columns: ``label`` as written (map ``-1``/``+1`` with a label's ``positive`` values), and
+    for each field a list column of the line's indices, ``<field>``, and of their values,
+    ``<field>.value``: a ``bag`` feature with ``weights: <field>.value``. The fields are:
+
+    * FFM tokens' own (columns ``f<field>``, in numeric order);
+    * else, with ``field_map`` (a path), a featindex file: ``<field>:<value> <index>`` lines
+      (the field is the key before its last ``:``; a key without one is its own field), in
+      the order the fields first appear there; an index it lacks fails naming the line;
+    * else one bag of every token, named ``bag``.
+
+    A line fails, naming it, on a missing label, a token with another number of parts, an
+    empty index, or a value that is not a finite number.
+    """
+    lines = _lines(path, encoding).with_row_index("row")
+    if lines.height == 0:
+        raise DataError("empty file", path=str(path))
+    parts = lines.select(
+        "row", pl.col("line").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
+    )
+    label = parts["line"].list.first()
+    _fail_at(label.is_null() | (label == ""), parts["row"], path, lambda i: "empty line")
+    tokens = (
+        parts.select("row", pl.col("line").list.slice(1).alias("tok"))
+        .explode("tok")
+        .drop_nulls("tok")
+        .with_columns(pl.col("tok").str.split(":").alias("p"))
+    )
+    n = tokens["p"].list.len()
+    ffm = bool((n == 3).any())
+    _fail_at(
+        (n != 3) if ffm else (n > 2),
+        tokens["row"],
+        path,
+        lambda i: (
+            f"token {tokens['tok'][i]!r}: expected "
+            + ("field:index:value (FFM: every token names its field)" if ffm else "index:value")
+        ),
+    )
+    k = 1 if ffm else 0
+    tokens = tokens.with_columns(
+        pl.col("p").list.get(k).alias("index"),
+        pl.when(pl.col("p").list.len() > k + 1)
+        .then(pl.col("p").list.get(k + 1, null_on_oob=True))
+        .otherwise(pl.lit("1"))
+        .alias("raw_value"),
+        (pl.lit("f") + pl.col("p").list.get(0)).alias("field")
+        if ffm
+        else pl.lit(bag).alias("field"),
+    ).with_columns(pl.col("raw_value").cast(pl.Float64, strict=False).alias("value"))
+    _fail_at(
+        tokens["index"] == "",
+        tokens["row"],
+        path,
+        lambda i: f"token {tokens['tok'][i]!r}: no index",
+    )
+    _fail_at(
+        tokens["value"].is_null() | ~tokens["value"].is_finite(),
+        tokens["row"],
+        path,
+        lambda i: f"token {tokens['tok'][i]!r}: the value is not a finite number",
+    )
+    if ffm:
+        order = sorted(tokens["field"].unique().to_list(), key=lambda f: (len(f), f))
+    elif field_map is not None:
+        fields = _read_field_map(Path(field_map), encoding)
+        tokens = tokens.drop("field").join(fields, on="index", how="left", maintain_order="left")
+        _fail_at(
+            tokens["field"].is_null(),
+            tokens["row"],
+            path,
+            lambda i: f"index {tokens['index'][i]!r} is not in the field map {field_map}",
+        )
+        order = fields["field"].unique(maintain_order=True).to_list()
+    else:
+        order = [bag]
+    grouped = tokens.group_by(["row", "field"], maintain_order=True).agg("index", "value")
+    out = parts.select("row", label.alias("label"))
+    for f in order:
+        sub = grouped.filter(pl.col("field") == f).select(
+            "row", pl.col("index").alias(f), pl.col("value").alias(f"{f}.value")
+        )
+        out = out.join(sub, on="row", how="left", maintain_order="left")
+    empty = {c: pl.col(c).fill_null(pl.lit([], dtype=out.schema[c])) for c in out.columns[2:]}
+    return out.with_columns(**empty).drop("row")
+
+
+def _read_field_map(path: Path, encoding: str = "utf8") -> pl.DataFrame:
+    """A featindex file (``<field>:<value> <index>`` per line) -> frame ``index``, ``field``."""
+    if not path.is_file():
+        raise DataError("field map not found (data.source.read_options.field_map)", path=str(path))
+    lines = _lines(path, encoding).with_row_index("row")
+    parts = lines.select(
+        "row", pl.col("line").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
+    ).filter(pl.col("line").list.len() > 0, pl.col("line").list.first() != "")
+    _fail_at(
+        parts["line"].list.len() != 2,
+        parts["row"],
+        path,
+        lambda i: "expected '<field>:<value> <index>'",
+    )
+    key = parts["line"].list.first()
+    field = pl.when(key.str.contains(":")).then(key.str.replace(r":[^:]*$", "")).otherwise(key)
+    return parts.select(
+        pl.col("line").list.last().alias("index"), pl.select(field).to_series().alias("field")
+    ).unique("index", keep="first", maintain_order=True)
 
 
 CRITEO_COLUMNS = ["label", *(f"I{i}" for i in range(1, 14)), *(f"C{i}" for i in range(1, 27))]

@@ -17,9 +17,17 @@ from ranklab.errors import SchemaError
 
 PAD, OOV = 0, 1
 FIRST_ID = 2  # the first real id of every table
-Kind = Literal["categorical", "numeric", "sequence", "ragged"]
+Kind = Literal["categorical", "numeric", "sequence", "bag", "ragged"]
 Role = Literal["user", "item", "context"]
-KINDS = ("categorical", "numeric", "sequence", "ragged")
+KINDS = ("categorical", "numeric", "sequence", "bag", "ragged")
+POOLINGS = ("sum", "mean")
+
+
+def weight_key(name: str) -> str:
+    """The key of a weighted bag's (B, L) values beside its ids in ``Batch.features``."""
+    return f"{name}.weight"
+
+
 LABEL_KINDS = ("binary", "regression")
 
 
@@ -30,15 +38,21 @@ class Feature:
     Attributes:
         name: key in ``Batch.features``.
         kind: ``categorical`` (B,) int64 ids, ``numeric`` (B,) float32, ``sequence`` (B, L)
-            int64 ids left-padded with 0; ``ragged`` (evaluation fields only): rows of any
-            length, a :class:`ranklab.data.batch.Ragged`.
+            int64 ids left-padded with 0; ``bag`` (B, L) int64 ids padded with 0, a
+            multi-valued field (tags, a libFM line's tokens) pooled into one field embedding,
+            with (B, L) float32 values under ``weight_key(name)`` if ``weighted``; ``ragged``
+            (evaluation fields only): rows of any length, a :class:`ranklab.data.batch.Ragged`.
         vocab_size: rows of its embedding table (ids 0..vocab_size-1); 0 for numeric.
         table: embedding table name; features with the same table share one embedding
             (e.g. the target item and the items in the history). Defaults to ``name``.
-        max_len: L for sequences, 0 otherwise.
+        max_len: L for sequences and bags, 0 otherwise.
         role: user, item or context.
         sequence: for a side field of a history (e.g. categories of the history items),
             the name of the sequence feature it is aligned with; None otherwise.
+        pooling: a bag's pooling of its items' embeddings: ``sum`` (weighted by the values if
+            ``weighted``, as libFM's linear and embedding terms are) or ``mean`` (over the
+            row's items).
+        weighted: a bag carries a value per item (libFM ``index:value``).
     """
 
     name: str
@@ -48,6 +62,8 @@ class Feature:
     max_len: int = 0
     role: Role = "context"
     sequence: str | None = None
+    pooling: str = "sum"
+    weighted: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -56,8 +72,12 @@ class Feature:
             )
         if self.kind != "numeric" and self.table is None:
             object.__setattr__(self, "table", self.name)
-        if self.kind == "sequence" and self.max_len < 1:
+        if self.kind in ("sequence", "bag") and self.max_len < 1:
             raise SchemaError(f"feature '{self.name}': max_len must be >= 1, got {self.max_len}")
+        if self.pooling not in POOLINGS:
+            raise SchemaError(
+                f"feature '{self.name}': pooling must be one of {POOLINGS}, not {self.pooling}"
+            )
 
 
 @dataclass(frozen=True)
@@ -200,6 +220,10 @@ class Schema:
     @property
     def sequences(self) -> list[Feature]:
         return self.of_kind("sequence")
+
+    @property
+    def bags(self) -> list[Feature]:
+        return self.of_kind("bag")
 
     @property
     def tables(self) -> dict[str, int]:

@@ -260,7 +260,8 @@ class CSVSplits(DataSource):
                 file = paths.get(split, paths.get("all"))
                 what = "file has no data rows" if split in paths else "cut has no rows"
                 raise DataError(f"the {split} {what}", path=str(file))
-            cols = [s.column for s in self.specs] + ([self.group] if self.group else [])
+            cols = [s.column for s in self.specs] + [s.weights for s in self.specs if s.weights]
+            cols += [self.group] if self.group else []
             require_columns(df, cols, paths.get(split, paths.get("all")), "data.source.features")
         where = {s: str(paths.get(s, paths.get("all"))) for s in SPLITS}
         # the file line of a split's first row, for errors (one-file splits were checked whole)

@@ -33,4 +33,6 @@ class DeepFM(nn.Module):
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         emb = self.embedding(features)  # (B, F, D)
         deep = self.mlp(emb.flatten(1)).squeeze(-1)  # (B,)
-        return self.linear(features) + self.fm(emb) + deep
+        out = self.linear(features) + self.fm(emb) + deep
+        within = self.embedding.within_bag_pairs(features)  # a bag's own pairs (see FM)
+        return out if within is None else out + within

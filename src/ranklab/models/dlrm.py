@@ -35,7 +35,7 @@ class DLRM(nn.Module):
         super().__init__()
         if interaction not in ("dot", "cat"):
             raise ConfigError("model.interaction", f"must be dot or cat, got '{interaction}'")
-        cat = [f.name for f in schema.categorical]
+        cat = [f.name for f in schema.of_kind("categorical", "bag")]
         self.numeric = [f.name for f in schema.numeric]
         self.embedding = FeatureEmbedding(schema, embedding_dim, fields=cat, init_std=init_std)
         self.bottom = None
@@ -43,7 +43,7 @@ class DLRM(nn.Module):
             self.bottom = MLP(
                 len(self.numeric), bottom_units, embedding_dim, 0.0, batch_norm, activation
             )
-        n = len(cat) + (1 if self.bottom is not None else 0)
+        n = self.embedding.num_fields_total + (1 if self.bottom is not None else 0)
         self.interaction = DotInteraction(n) if interaction == "dot" else None
         width = (
             self.interaction.out_dim + (embedding_dim if self.bottom is not None else 0)

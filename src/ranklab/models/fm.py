@@ -9,7 +9,11 @@ from ranklab.nn import FeatureEmbedding, FMInteraction, LinearTerm
 
 
 class FM(nn.Module):
-    """logit = LR term + sum_{i<j} <v_i, v_j>.  features -> (B,)."""
+    """logit = LR term + sum_{i<j} <v_i, v_j>.  features -> (B,).
+
+    Over fields; a sum-pooled bag (libFM tokens) also adds the pairs among its own items, so
+    on a libFM file read as bags this is libFM's FM over every token.
+    """
 
     def __init__(self, schema: Schema, embedding_dim: int = 10, init_std: float = 1e-4) -> None:
         super().__init__()
@@ -18,4 +22,6 @@ class FM(nn.Module):
         self.fm = FMInteraction()
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
-        return self.linear(features) + self.fm(self.embedding(features))
+        out = self.linear(features) + self.fm(self.embedding(features))
+        within = self.embedding.within_bag_pairs(features)
+        return out if within is None else out + within

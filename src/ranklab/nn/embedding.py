@@ -13,24 +13,28 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ranklab.data.schema import Schema
+from ranklab.data.schema import Feature, Schema, weight_key
 from ranklab.errors import SchemaError
 
 
 class FeatureEmbedding(nn.Module):
     """Embeds the non-sequence fields of a schema and, on request, sequences.
 
+    A bag (a multi-valued field) is one field: its items' embeddings pooled, summed with its
+    values as weights (``weighted``) or by count, or averaged over the row's items.
+
     Args:
         schema: the data schema.
         dim: embedding size D.
-        fields: the categorical/numeric fields ``forward`` returns, in order (default: every
-            categorical then every numeric field).
+        fields: the categorical/bag/numeric fields ``forward`` returns (default: all of them),
+            grouped by kind: categorical, then bags, then numeric.
         extra_tables: further tables to hold (e.g. a history's side tables not used by
             ``fields``); every table of a sequence feature is included by default.
         init_std: embeddings start as N(0, init_std^2) (FuxiCTR's default 1e-4).
 
     Shapes:
-        forward: features -> (B, F, D) with F = len(fields).
+        forward: features -> (B, F, D) with F = len(fields); a bag's (B, L) ids (and values)
+            become one (B, D) field.
         sequence(name, features): (B, L) ids -> (B, L, D).
 
     Example:
@@ -48,7 +52,7 @@ class FeatureEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         if fields is None:
-            fields = [f.name for f in schema.categorical] + [f.name for f in schema.numeric]
+            fields = [f.name for f in schema.of_kind("categorical", "bag", "numeric")]
         if not fields and not extra_tables:
             raise SchemaError(
                 f"the data has no categorical or numeric fields to embed (features: {schema.names})"
@@ -60,9 +64,10 @@ class FeatureEmbedding(nn.Module):
             raise ValueError(f"sequences {bad} are embedded with .sequence(), not as fields")
         self.dim = dim
         self.cat_fields = [f.name for f in feats if f.kind == "categorical"]
+        self.bags = [f for f in feats if f.kind == "bag"]
         self.num_fields = [f.name for f in feats if f.kind == "numeric"]
         sizes = schema.tables
-        used = {f.table for f in feats if f.kind == "categorical"}
+        used = {f.table for f in feats if f.kind in ("categorical", "bag")}
         used |= {f.table for f in schema.sequences} | set(extra_tables)
         self.offsets: dict[str, int] = {}
         rows = 0
@@ -87,14 +92,43 @@ class FeatureEmbedding(nn.Module):
 
     @property
     def num_fields_total(self) -> int:
-        return len(self.cat_fields) + len(self.num_fields)
+        return len(self.cat_fields) + len(self.bags) + len(self.num_fields)
+
+    def pool(self, bag: Feature, features: dict[str, Tensor]) -> Tensor:
+        """A bag's (B, L) ids (0 = padding) [and (B, L) values] -> (B, D)."""
+        ids = features[bag.name]
+        mask = (ids > 0).to(self.embedding.weight.dtype)  # (B, L)
+        w = features[weight_key(bag.name)] * mask if bag.weighted else mask
+        out = torch.einsum("bl,bld->bd", w, self.lookup(ids, bag.table))
+        if bag.pooling == "mean":
+            out = out / mask.sum(1, keepdim=True).clamp(min=1.0)
+        return out
+
+    def within_bag_pairs(self, features: dict[str, Tensor]) -> Tensor | None:
+        """The FM pairs inside each sum-pooled bag, sum_{i<j} w_i w_j <e_i, e_j> (B,); None
+        without such bags. An FM over fields sees a bag as one vector, so it misses these: added
+        to it, it is libFM's FM over every token (Rendle 2010, eq. 5 within the bag)."""
+        out = None
+        for bag in self.bags:
+            if bag.pooling != "sum":
+                continue
+            ids = features[bag.name]
+            mask = (ids > 0).to(self.embedding.weight.dtype)
+            w = features[weight_key(bag.name)] * mask if bag.weighted else mask
+            e = self.lookup(ids, bag.table) * w.unsqueeze(-1)  # (B, L, D)
+            pairs = 0.5 * (e.sum(1).pow(2) - e.pow(2).sum(1)).sum(1)  # (B,)
+            out = pairs if out is None else out + pairs
+        return out
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
-        """features -> (B, F, D): categorical fields first, then numeric (value * vector)."""
+        """features -> (B, F, D): categorical fields first, then bags (pooled), then numeric
+        (value * vector)."""
         parts = []
         if self.cat_fields:
             ids = torch.stack([features[n] for n in self.cat_fields], dim=1)  # (B, Fc)
             parts.append(self.embedding(ids + self.field_offsets))  # (B, Fc, D)
+        if self.bags:
+            parts.append(torch.stack([self.pool(b, features) for b in self.bags], dim=1))
         if self.numeric is not None:
             x = torch.stack([features[n] for n in self.num_fields], dim=1)  # (B, Fn)
             parts.append(x.unsqueeze(-1) * self.numeric)  # (B, Fn, D)
