@@ -347,3 +347,73 @@ def test_too_few_rows_to_cut_is_a_data_error(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match="3 rows are too few to cut"):
         load_or_build(src, None)
+
+
+def test_quantile_buckets_match_a_naive_reference() -> None:
+    """Edges at the training split's quantiles; a value's bucket is the number of edges at or
+    below it; ties merge edges; missing values get their own id; other splits use train's."""
+    train = pl.DataFrame({"x": [str(v) for v in range(1, 101)] + ["", "7", "7", "7"]})
+    enc = TabularEncoder([FeatureSpec("x", transform="quantile", buckets=4)]).fit(train)
+    values = np.array([float(v) for v in train["x"] if v != ""])
+    edges = sorted(set(np.quantile(values, [0.25, 0.5, 0.75]).tolist()))
+    assert enc.edges["x"] == edges
+    test = pl.DataFrame({"x": ["-5", "26", "1000", "", "50.5"]})
+    want = [str(sum(e <= float(v) for e in edges)) if v else None for v in test["x"]]
+    got = enc._categorical(test, enc.specs[0], "t.csv")
+    assert got.to_list() == want
+    ids = enc.transform(test)["x"]
+    assert len(set(ids.tolist())) == 5 and ids.min() >= 2  # 4 buckets and missing, no OOV
+    with pytest.raises(ConfigError, match=r"features\.categorical\[0\]\.buckets'.*>= 2"):
+        parse_feature_specs({"categorical": [{"name": "x", "transform": "quantile", "buckets": 1}]})
+    with pytest.raises(DataError, match=r"t\.csv, line 3.*transform quantile.*'inf'"):
+        enc.transform(pl.DataFrame({"x": ["1", "inf"]}), "t.csv", 2)
+
+
+def test_day_partitioned_files_encode_as_their_concatenation(tmp_path: Path) -> None:
+    """A split of several files (a glob or a list) is those files stacked in order: the same
+    arrays as one file holding their rows; an error names the file and its own line."""
+    rng = np.random.default_rng(0)
+    days = tmp_path / "days"
+    days.mkdir()
+    rows = {}
+    for d in range(1, 6):
+        rows[d] = [
+            f"{int(rng.random() < 0.3)},u{rng.integers(9)},{rng.normal():.3f}" for _ in range(40)
+        ]
+        (days / f"day_{d:02d}.csv").write_text("label,user,x\n" + "\n".join(rows[d]) + "\n")
+    (tmp_path / "one").mkdir()
+    for name, ds in (("train.csv", [1, 2, 3]), ("val.csv", [4]), ("test.csv", [5])):
+        lines = [r for d in ds for r in rows[d]]
+        (tmp_path / "one" / name).write_text("label,user,x\n" + "\n".join(lines) + "\n")
+    feats = {"categorical": ["user"], "numeric": ["x"]}
+    globbed = CSVSplits(
+        dir=str(days), label="label", features=feats,
+        files={"train": "day_0[1-3].csv", "val": ["day_04.csv"], "test": "day_05.csv"},
+    )  # fmt: skip
+    one = CSVSplits(
+        dir=str(tmp_path / "one"), label="label", features=feats,
+        files={"train": "train.csv", "val": "val.csv", "test": "test.csv"},
+    )  # fmt: skip
+    a, b = globbed.build(), one.build()
+    for split in ("train", "val", "test"):
+        assert a.splits[split].keys() == b.splits[split].keys()
+        for k in a.splits[split]:
+            np.testing.assert_array_equal(a.splits[split][k], b.splits[split][k])
+    assert a.meta["files"]["train"] == [str(days / f"day_0{d}.csv") for d in (1, 2, 3)]
+    # one cut source of several files (time split over all days)
+    cut = CSVSplits(
+        dir=str(days), files={"all": "day_*.csv"}, split={"method": "random", "seed": 1},
+        label="label", features=feats,
+    ).build()  # fmt: skip
+    assert sum(cut.rows(s) for s in ("train", "val", "test")) == 200
+    # errors: a bad value in the second file names that file and its line
+    lines = (days / "day_02.csv").read_text().splitlines()
+    lines[2] = "1,u1,oops"
+    (days / "day_02.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"day_02\.csv, line 3, column 'x'.*'oops'"):
+        globbed.build()
+    with pytest.raises(DataError, match=r"no train file matches 'week_\*\.csv'"):
+        CSVSplits(
+            dir=str(days), files={"train": "week_*.csv", "val": "day_04.csv", "test": "day_05.csv"},
+            label="label", features=feats,
+        ).build()  # fmt: skip

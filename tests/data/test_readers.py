@@ -125,7 +125,9 @@ def test_criteo_log_buckets_match_the_naive_rule() -> None:
     enc = TabularEncoder([FeatureSpec("I", transform="criteo_log")])
     got = enc._categorical(pl.DataFrame({"I": values}), enc.specs[0], "f").to_list()
     assert got == [naive(v) if v != "" else None for v in values]
-    with pytest.raises(DataError, match=r"f, line 3, column 'I'.*needs a number, found 'abc'"):
+    with pytest.raises(
+        DataError, match=r"f, line 3, column 'I'.*needs a finite number, found 'abc'"
+    ):
         enc._categorical(pl.DataFrame({"I": ["1", "abc"]}), enc.specs[0], "f")
 
 

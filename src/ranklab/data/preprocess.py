@@ -19,7 +19,10 @@ from ranklab.errors import ConfigError, DataError
 
 FEATURE_KINDS = ("categorical", "numeric", "sequence", "bag")
 # per kind, the transforms a feature may name; the first is the default
-TRANSFORMS = {"numeric": ("standard", "log", "none"), "categorical": ("none", "criteo_log")}
+TRANSFORMS = {
+    "numeric": ("standard", "log", "none"),
+    "categorical": ("none", "criteo_log", "quantile"),
+}
 
 
 @dataclass
@@ -31,7 +34,9 @@ class FeatureSpec:
     ``transform`` (numeric): ``standard`` (train mean/std, the default), ``log`` (log1p of
     max(x, 0), then standardised) or ``none``; (categorical): ``none`` (the default) or
     ``criteo_log``, a count bucketed as in the Criteo winners' solution: ``floor(ln(x)^2)`` for
-    x > 2, else the integer itself. ``separator`` (sequence, bag): splits a string column into
+    x > 2, else the integer itself; or ``quantile``, a number bucketed at the training split's
+    quantiles (``buckets`` equal-frequency buckets; ties merge edges; missing values are their
+    own id). ``separator`` (sequence, bag): splits a string column into
     items (a list column is taken as it is). A ``bag`` is a multi-valued field pooled into one
     embedding (``pooling``: ``sum`` or ``mean``); ``weights`` names a column of per-item values
     aligned with its items (libFM's ``index:value``); ``max_len`` keeps a row's last items (0:
@@ -51,6 +56,7 @@ class FeatureSpec:
     transform: str | None = None
     weights: str | None = None
     pooling: str = "sum"
+    buckets: int = 10
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -62,6 +68,8 @@ class FeatureSpec:
                 f"{self.name}.transform",
                 f"'{self.transform}' is not a {self.kind} transform (choose from {list(allowed)})",
             )
+        if self.transform == "quantile" and int(self.buckets) < 2:
+            raise ConfigError(f"{self.name}.buckets", f"must be >= 2, got {self.buckets}")
         if self.kind != "numeric":
             self.table = self.table or self.name
 
@@ -107,9 +115,8 @@ def parse_feature_specs(
             try:
                 specs.append(FeatureSpec(**merged))
             except ConfigError as e:  # named by its place in the config
-                raise ConfigError(
-                    f"{key}.{kind}[{i}].transform", str(e).split(": ", 1)[1]
-                ) from None
+                option = e.key.rsplit(".", 1)[-1]  # transform or buckets
+                raise ConfigError(f"{key}.{kind}[{i}].{option}", str(e).split(": ", 1)[1]) from None
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(key, f"duplicate feature names in {names}")
@@ -248,6 +255,7 @@ class TabularEncoder:
         self.vocabs: dict[str, Vocabulary] = {}
         self.scalers: dict[str, tuple[float, float]] = {}
         self.lengths: dict[str, int] = {}  # a bag's L: its max_len, or the longest train row
+        self.edges: dict[str, list[float]] = {}  # quantile buckets' inner edges, from training
 
     def _column(self, df: pl.DataFrame, spec: FeatureSpec, path: str) -> pl.Series:
         if spec.column not in df.columns:
@@ -286,28 +294,53 @@ class TabularEncoder:
         self, df: pl.DataFrame, spec: FeatureSpec, path: str, line_offset: int = 2
     ) -> pl.Series:
         s = self._column(df, spec, path)
-        if spec.transform != "criteo_log":
+        if spec.transform not in ("criteo_log", "quantile"):
             return s
+        x = self._parse_number(s, spec, path, line_offset)
+        if spec.transform == "quantile":
+            if spec.name not in self.edges:  # fit: the training split's quantiles
+                q = np.linspace(0, 1, spec.buckets + 1)[1:-1]
+                values = x.drop_nulls().to_numpy()
+                self.edges[spec.name] = (
+                    sorted(set(np.quantile(values, q).tolist())) if len(values) else []
+                )
+            ids = np.searchsorted(
+                np.asarray(self.edges[spec.name]), x.fill_null(0).to_numpy(), side="right"
+            )
+            return pl.Series(s.name, ids.astype(str)).set(x.is_null(), None)  # type: ignore[arg-type]
+        # x > 2 -> floor(ln(x)^2); else int(x), truncated toward zero as Python's int() does
+        bucket = pl.when(x > 2).then((x.log() ** 2).floor()).otherwise(x.cast(pl.Int64))
+        return pl.select(bucket.cast(pl.Int64).cast(pl.String)).to_series().alias(s.name)
+
+    @staticmethod
+    def _parse_number(s: pl.Series, spec: FeatureSpec, path: str, line_offset: int) -> pl.Series:
+        """A categorical feature's numbers (criteo_log, quantile), failing at the first value
+        that is not a finite number; empty values are missing (null)."""
         x = s.cast(pl.Float64, strict=False)
         fail_at_first(
-            x.is_null() & s.is_not_null() & (s.cast(pl.String) != ""),
+            (x.is_null() & s.is_not_null() & (s.cast(pl.String) != "")) | ~x.is_finite(),
             lambda i: (
-                f"feature '{spec.name}' (transform criteo_log) needs a number, found {s[i]!r}"
+                f"feature '{spec.name}' (transform {spec.transform}) needs a finite number, "
+                f"found {s[i]!r}"
             ),
             path,
             line_offset,
             spec.column,
         )
-        # x > 2 -> floor(ln(x)^2); else int(x), truncated toward zero as Python's int() does
-        bucket = pl.when(x > 2).then((x.log() ** 2).floor()).otherwise(x.cast(pl.Int64))
-        return pl.select(bucket.cast(pl.Int64).cast(pl.String)).to_series().alias(s.name)
+        return x
 
     def check(self, df: pl.DataFrame, path: str, line_offset: int = 2) -> None:
-        """Fail at the first value a numeric feature cannot parse (before any split), naming
-        the file's line (``line_offset``: the first data row's line)."""
+        """Fail at the first value a feature cannot parse, before a file is cut or joined to
+        others, naming the file's line (``line_offset``: the first data row's line): numbers,
+        a categorical's numbers (criteo_log, quantile) and a bag's values."""
         for spec in self.specs:
             if spec.kind == "numeric":
                 self._numeric(df, spec, path, line_offset)
+            elif spec.transform in ("criteo_log", "quantile"):
+                self._parse_number(self._column(df, spec, path), spec, path, line_offset)
+            elif spec.kind == "bag" and spec.weights:
+                lists = self._as_list(self._column(df, spec, path), spec)
+                self._bag_values(df, spec, lists, path, line_offset)
 
     def fit(self, train: pl.DataFrame, path: str = "train", line_offset: int = 2) -> TabularEncoder:
         def prepare(spec: FeatureSpec) -> pl.Series | tuple[float, float]:
@@ -378,19 +411,12 @@ class TabularEncoder:
             out.update(arrays)
         return out
 
-    def _bag_weights(
-        self,
-        df: pl.DataFrame,
-        spec: FeatureSpec,
-        lists: pl.Series,
-        length: int,
-        path: str,
-        line_offset: int,
-    ) -> np.ndarray:
-        """A bag's per-item values (N, length) float32, aligned with its ids (0 in padding).
-        Fails at the first row whose values do not parse, are not finite, or do not match the
-        items in number."""
-        raw = self._column(df, FeatureSpec(spec.weights, column=spec.weights), path)
+    def _bag_values(
+        self, df: pl.DataFrame, spec: FeatureSpec, lists: pl.Series, path: str, line_offset: int
+    ) -> pl.Series:
+        """A bag's per-row values as a List(Float64) column, failing at the first row whose
+        values do not parse, are not finite, or do not match its items in number."""
+        raw = self._column(df, FeatureSpec(str(spec.weights), column=spec.weights), path)
         values = self._as_list(raw, spec).cast(pl.List(pl.Float64), strict=False)
         where = {"path": path, "line_offset": line_offset, "column": spec.weights}
         fail_at_first(
@@ -407,6 +433,19 @@ class TabularEncoder:
             lambda i: f"bag '{spec.name}': a value in {raw[i]!r} is not a finite number",
             **where,
         )
+        return values
+
+    def _bag_weights(
+        self,
+        df: pl.DataFrame,
+        spec: FeatureSpec,
+        lists: pl.Series,
+        length: int,
+        path: str,
+        line_offset: int,
+    ) -> np.ndarray:
+        """A bag's per-item values (N, length) float32, aligned with its ids (0 in padding)."""
+        values = self._bag_values(df, spec, lists, path, line_offset)
         tail = values.list.tail(length)
         flat = tail.explode(empty_as_null=False).drop_nulls().cast(pl.Float32).to_numpy()
         return _pad(tail.list.len().to_numpy().astype(np.int64), flat, length)

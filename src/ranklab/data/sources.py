@@ -40,8 +40,10 @@ class CSVSplits(DataSource):
 
     Args:
         dir: directory holding the files (usually ``${paths.data_dir}/<dataset>``).
-        files: split -> file name; splits are ``train``, ``val`` and ``test``; or ``{all:
-            file}`` with ``split``.
+        files: split -> file; splits are ``train``, ``val`` and ``test``; or ``{all: file}``
+            with ``split``. A file may be a list of files or a glob (``day_*.tsv``, sorted by
+            name): a split of several files, e.g. day-partitioned logs, stacked in order, each
+            file checked whole first so that errors name its own lines.
         split: for one file, ``{method: random, val: 0.1, test: 0.1, seed: 0}``: a seeded
             permutation cut into train / val / test; ``{method: time, column: ts, val: 0.1,
             test: 0.1}``: the latest rows are test, the ones before validation (cut at
@@ -63,7 +65,7 @@ class CSVSplits(DataSource):
     def __init__(
         self,
         dir: str,
-        files: Mapping[str, str],
+        files: Mapping[str, str | Sequence[str]],
         features: Mapping[str, Any],
         label: str | None = None,
         labels: Sequence[Any] | None = None,
@@ -136,16 +138,17 @@ class CSVSplits(DataSource):
                 "data.source.split", f"val {val} and test {test} leave no training rows"
             )
 
-    def _frames(self, paths: dict[str, Path]) -> dict[str, pl.DataFrame]:
-        """Each split's rows: its file, or a cut of the one file (rows keep the file's order)."""
+    def _frames(self, paths: dict[str, list[Path]]) -> dict[str, pl.DataFrame]:
+        """Each split's rows: its file(s), or a cut of the one source (rows keep the files'
+        order)."""
         if not self.split:
-            return {s: read_table(paths[s], self.format, **self.read_options) for s in SPLITS}
-        path = paths["all"]
-        df = read_table(path, self.format, **self.read_options)
-        # checked on the whole file first, so that an error names the file's own line
-        first_line = first_data_line(path, self.format, **self.read_options)
-        encode_labels(df, self.label_columns, str(path), line_offset=first_line)
-        TabularEncoder(self.specs).check(df, str(path), line_offset=first_line)
+            return {s: self._read(paths[s]) for s in SPLITS}
+        df = self._read(paths["all"])
+        path = self._where(paths, "all")
+        first_line = first_data_line(paths["all"][0], self.format, **self.read_options)
+        if len(paths["all"]) == 1:  # checked whole first, so that an error names its line
+            encode_labels(df, self.label_columns, path, line_offset=first_line)
+            TabularEncoder(self.specs).check(df, path, line_offset=first_line)
         if self.truth is not None:
             df = df.with_columns(pl.Series(TRUTH, self._read_truth(df.height)))
         method = self.split.get("method", "random")
@@ -223,16 +226,64 @@ class CSVSplits(DataSource):
         )
         return {s: df.filter(col == v) for s, v in values.items()}
 
-    def paths(self) -> dict[str, Path]:
-        out = {s: self.dir / f for s, f in self.files.items()}
-        for split, p in out.items():
-            if not (p.is_file() or (self.format == "parquet" and p.is_dir())):
-                raise DataError(
-                    f"{split} file not found; set paths.data_dir to the directory holding "
-                    f"'{self.dir.name}/' (config key data.source.dir = {self.dir})",
-                    path=str(p),
-                )
+    def paths(self) -> dict[str, list[Path]]:
+        """Each split's files, in order: a name, a list of names, or a glob (``day_*.tsv``,
+        matches sorted by name), relative to ``dir``."""
+        out: dict[str, list[Path]] = {}
+        for split, spec in self.files.items():
+            names = [spec] if isinstance(spec, str) else list(spec)
+            files: list[Path] = []
+            for name in names:
+                if any(c in str(name) for c in "*?["):
+                    matched = sorted(p for p in self.dir.glob(str(name)) if p.is_file())
+                    if not matched:
+                        raise DataError(
+                            f"no {split} file matches {name!r} (config key data.source.files)",
+                            path=str(self.dir / str(name)),
+                        )
+                    files += matched
+                    continue
+                p = self.dir / str(name)
+                if not (p.is_file() or (self.format == "parquet" and p.is_dir())):
+                    raise DataError(
+                        f"{split} file not found; set paths.data_dir to the directory holding "
+                        f"'{self.dir.name}/' (config key data.source.dir = {self.dir})",
+                        path=str(p),
+                    )
+                files.append(p)
+            if not files:
+                raise ConfigError(f"data.source.files.{split}", "names no file")
+            out[split] = files
         return out
+
+    def _where(self, paths: dict[str, list[Path]], split: str) -> str:
+        """How errors name a split's data: its file, or its files' pattern."""
+        files = paths.get(split, paths.get("all", []))
+        if len(files) == 1:
+            return str(files[0])
+        spec = self.files.get(split, self.files.get("all"))
+        return str(self.dir / (spec if isinstance(spec, str) else "{" + ",".join(spec) + "}"))
+
+    def _read(self, files: list[Path]) -> pl.DataFrame:
+        """One file as read; several each checked whole (labels, feature values: errors name
+        the file's own line), then stacked in order."""
+        if len(files) == 1:
+            return read_table(files[0], self.format, **self.read_options)
+        frames = []
+        for path in files:
+            df = read_table(path, self.format, **self.read_options)
+            first_line = first_data_line(path, self.format, **self.read_options)
+            encode_labels(df, self.label_columns, str(path), line_offset=first_line)
+            TabularEncoder(self.specs).check(df, str(path), line_offset=first_line)
+            method = self.split.get("method") if self.split else None
+            if method == "time":  # the split's column too, while lines are the file's own
+                column = str(self.split["column"])
+                require_columns(df, [column], str(path), "data.source.split.column")
+                parse_time(df, column, str(path), first_line)
+            elif method == "column":
+                self._cut_by_column(df, str(path), first_line)
+            frames.append(df)
+        return pl.concat(frames, how="vertical_relaxed")
 
     def fingerprint(self) -> str:
         paths = self.paths()
@@ -246,7 +297,7 @@ class CSVSplits(DataSource):
             "features": self.features_cfg,
             "split": self.split,
         }
-        files = list(paths.values())
+        files = [p for ps in paths.values() for p in ps]  # the order hashed before: same keys
         if self.truth is not None:
             files.append(self.dir / str(self.truth))
             options["truth"] = self.truth
@@ -255,17 +306,20 @@ class CSVSplits(DataSource):
     def build(self) -> EncodedData:
         paths = self.paths()
         frames = self._frames(paths)
+        where = {s: self._where(paths, s) for s in SPLITS}
         for split, df in frames.items():
             if df.height == 0:
-                file = paths.get(split, paths.get("all"))
                 what = "file has no data rows" if split in paths else "cut has no rows"
-                raise DataError(f"the {split} {what}", path=str(file))
+                raise DataError(f"the {split} {what}", path=where[split])
             cols = [s.column for s in self.specs] + [s.weights for s in self.specs if s.weights]
             cols += [self.group] if self.group else []
-            require_columns(df, cols, paths.get(split, paths.get("all")), "data.source.features")
-        where = {s: str(paths.get(s, paths.get("all"))) for s in SPLITS}
-        # the file line of a split's first row, for errors (one-file splits were checked whole)
-        first = {s: first_data_line(where[s], self.format, **self.read_options) for s in SPLITS}
+            require_columns(df, cols, where[split], "data.source.features")
+        # the file line of a split's first row, for errors (a cut source and several files
+        # were checked file by file first)
+        first = {
+            s: first_data_line(paths.get(s, paths.get("all"))[0], self.format, **self.read_options)
+            for s in SPLITS
+        }
         encoder = TabularEncoder(self.specs).fit(frames["train"], where["train"], first["train"])
         splits: dict[str, dict[str, np.ndarray]] = {}
         group_vocab = None
@@ -287,7 +341,9 @@ class CSVSplits(DataSource):
             splits[split] = arrays
         meta = {
             "source": self.name,
-            "files": {s: str(p) for s, p in paths.items()},
+            "files": {
+                s: [str(p) for p in ps] if len(ps) > 1 else str(ps[0]) for s, ps in paths.items()
+            },
             "rows": {s: df.height for s, df in frames.items()},
             "base_rate": {
                 s: float(a[self.label_columns[0].spec.name].mean()) for s, a in splits.items()
