@@ -200,3 +200,46 @@ def test_the_readme_own_table_config_trains(tmp_path: Path, monkeypatch) -> None
     )
     m = train(cfg)
     assert m["test"]["auc"] > 0.7  # ad < 10 clicks 60%, the rest 10%
+
+
+@pytest.mark.parametrize("data", ["criteo_x1", "avazu_x1"])
+@pytest.mark.parametrize("model", ["deepfm", "dcnv2"])
+def test_bars_x1_layouts_train_with_their_tuned_values(
+    data: str, model: str, tmp_path: Path, make_cfg
+) -> None:
+    """Files in the BARS layout (header, three splits) train from config alone, with the values
+    of the BARS expid the tuned file names (reczoo/BARS, FuxiCTR 1.1.0)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    cols = (
+        CRITEO_COLUMNS if data == "criteo_x1" else ["label", *(f"feat_{i}" for i in range(1, 23))]
+    )
+    (tmp_path / data).mkdir()
+    for split, n in (("train", 600), ("valid", 200), ("test", 200)):
+        values = {c: rng.integers(0, 30, n) for c in cols[1:]}
+        label = (values[cols[1]] + rng.integers(0, 30, n) > 30).astype(int)
+        pl.DataFrame({"label": label, **values}).write_csv(tmp_path / data / f"{split}.csv")
+    cfg = make_cfg(
+        f"data={data}", f"model={model}", f"paths.data_dir={tmp_path}", "data.batch_size=128",
+        "trainer.max_epochs=1", "efficiency=false", tiny=False,
+    )  # fmt: skip
+    expected = {
+        ("criteo_x1", "dcnv2"): (1e-05, 0.1, False, [500, 500, 500]),
+        ("criteo_x1", "deepfm"): (1e-05, 0.1, True, [400, 400, 400]),
+        ("avazu_x1", "dcnv2"): (0.05, 0.2, True, [400, 400, 400]),
+        ("avazu_x1", "deepfm"): (0.1, 0.3, True, [400, 400, 400]),
+    }[(data, model)]
+    m = cfg.model
+    assert (
+        cfg.task.embedding_regularizer,
+        m.dropout,
+        m.batch_norm,
+        list(m.hidden_units),
+    ) == expected
+    if model == "dcnv2":
+        assert (m.structure, m.num_cross_layers, m.low_rank) == (
+            "parallel", 3 if data == "criteo_x1" else 5, 0,
+        )  # fmt: skip
+    out = train(cfg)
+    assert math.isfinite(out["test"]["logloss"]) and out["data"] == data
