@@ -70,25 +70,33 @@ def ensure_data(work: Path, rows: int, seed: int) -> Path:
     return work
 
 
-def child_ranklab(work: Path, layout: str, cache: Path) -> dict:
-    """Build the cache of ``layout`` (raw | bars) from scratch; the seconds it took."""
+def source(work: Path, layout: str = "raw"):
+    """The ``data=criteo_synthetic`` source over ``work``: the raw one-file TSV, or (``bars``)
+    the same rows in the BARS layout."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from ranklab.config import compose
-    from ranklab.data import load_or_build
 
     cfg = compose(["data=criteo_synthetic", f"paths.data_dir={work}"])
-    source = OmegaConf.to_container(cfg.data.source, resolve=True)
+    options = OmegaConf.to_container(cfg.data.source, resolve=True)
     if layout == "bars":
-        source.update(
+        options.update(
             dir=str(work / "criteo_bars"),
             files={"train": "train.csv", "val": "valid.csv", "test": "test.csv"},
             split=None,
             truth=None,
         )
+    return instantiate(options)
+
+
+def child_ranklab(work: Path, layout: str, cache: Path) -> dict:
+    """Build the cache of ``layout`` (raw | bars) from scratch; the seconds it took."""
+    from ranklab.data import load_or_build
+
+    src = source(work, layout)
     t0 = time.perf_counter()
-    data = load_or_build(instantiate(source), cache)
+    data = load_or_build(src, cache)
     seconds = time.perf_counter() - t0
     rows = sum(data.rows(s) for s in ("train", "val", "test"))
     vocab = sum(f.vocab_size for f in data.schema.features)
@@ -111,15 +119,11 @@ def measure(cmd: list[str], log: Path) -> dict:
 def loader_rates(work: Path, cache: Path, batch_size: int, repeats: int) -> dict[str, list]:
     """Samples/s of one shuffled training epoch: ranklab's BatchLoader and a bare loop."""
     import torch
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    from ranklab.config import compose
     from ranklab.data import load_or_build
     from ranklab.data.batch import BatchLoader
 
-    cfg = compose(["data=criteo_synthetic", f"paths.data_dir={work}"])
-    data = load_or_build(instantiate(OmegaConf.to_container(cfg.data.source, resolve=True)), cache)
+    data = load_or_build(source(work), cache)
     split = data.tensors("train")
     columns = list(split.features.values()) + list(split.labels.values())
     n = len(split)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ranklab.data.schema import OOV, PAD, Feature, LabelSpec, Schema, weight_key
+from ranklab.data.schema import OOV, PAD, POOLINGS, Feature, LabelSpec, Schema, weight_key
 from ranklab.errors import ConfigError, DataError
 
 FEATURE_KINDS = ("categorical", "numeric", "sequence", "bag")
@@ -108,8 +108,8 @@ def parse_feature_specs(
                 raise ConfigError(
                     f"{key}.sequence[{i}].max_len", f"must be >= 1, got {merged.get('max_len', 0)}"
                 )
-            if kind == "bag" and merged.get("pooling", "sum") not in ("sum", "mean"):
-                raise ConfigError(f"{key}.bag[{i}].pooling", "must be sum or mean")
+            if kind == "bag" and merged.get("pooling", "sum") not in POOLINGS:
+                raise ConfigError(f"{key}.bag[{i}].pooling", f"must be one of {POOLINGS}")
             if kind != "bag" and entry.get("weights"):
                 raise ConfigError(f"{key}.{kind}[{i}].weights", "only a bag has weights")
             try:
@@ -129,13 +129,16 @@ def fail_at_first(
     path: str,
     line_offset: int = 2,
     column: str | None = None,
+    rows: pl.Series | None = None,
 ) -> None:
-    """Raise DataError at the first True row of ``bad`` (N,), naming its file line (``row +
-    line_offset``) and column; ``message(row)`` says what is wrong there."""
-    rows = bad.arg_true()
-    if len(rows):
-        i = int(rows[0])
-        raise DataError(message(i), path=path, line=i + line_offset, column=column)
+    """Raise DataError at the first True entry ``i`` of ``bad`` (N,), naming its file line
+    (``i + line_offset``, or ``rows[i] + line_offset`` where entries are not the file's rows in
+    order, e.g. a line's tokens) and column; ``message(i)`` says what is wrong there."""
+    hits = bad.arg_true()
+    if len(hits):
+        i = int(hits[0])
+        row = i if rows is None else int(rows[i])
+        raise DataError(message(i), path=path, line=row + line_offset, column=column)
 
 
 def parse_time(df: pl.DataFrame, column: str, path: str, line_offset: int = 2) -> pl.Series:

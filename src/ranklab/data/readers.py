@@ -13,6 +13,7 @@ from typing import Any
 
 import polars as pl
 
+from ranklab.data.preprocess import fail_at_first
 from ranklab.errors import DataError
 
 Reader = Callable[..., pl.DataFrame]
@@ -342,9 +343,7 @@ def read_interactions(path: Path, columns: list[str] | None = None) -> pl.DataFr
     lines = pl.read_csv(
         path, has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String}
     )
-    parts = lines.with_row_index("lineno", offset=1).with_columns(
-        pl.col("line").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
-    )
+    parts = lines.with_row_index("lineno", offset=1).with_columns(_words())
     counts = parts["line"].list.len()
     expected = len(columns) if columns else None
     n = int(counts[0]) if len(counts) else 0
@@ -363,13 +362,15 @@ def read_interactions(path: Path, columns: list[str] | None = None) -> pl.DataFr
     return df
 
 
+def _words() -> pl.Expr:
+    """The ``line`` column split on runs of whitespace (ends stripped)."""
+    return pl.col("line").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
+
+
 def _fail_at(mask: pl.Series, rows: pl.Series, path: Path, message: Callable[[int], str]) -> None:
     """DataError at the first True of ``mask``, naming the file line of ``rows`` there (0-based
     row + 1); ``message(i)`` describes entry ``i``."""
-    hits = mask.fill_null(True).arg_true()
-    if len(hits):
-        i = int(hits[0])
-        raise DataError(message(i), path=str(path), line=int(rows[i]) + 1)
+    fail_at_first(mask, message, str(path), line_offset=1, rows=rows)
 
 
 @register("libfm")
@@ -401,9 +402,7 @@ def read_libfm(
     lines = _lines(path, encoding).with_row_index("row")
     if lines.height == 0:
         raise DataError("empty file", path=str(path))
-    parts = lines.select(
-        "row", pl.col("line").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
-    )
+    parts = lines.select("row", _words())
     label = parts["line"].list.first()
     _fail_at(label.is_null() | (label == ""), parts["row"], path, lambda i: "empty line")
     tokens = (
@@ -426,10 +425,7 @@ def read_libfm(
     k = 1 if ffm else 0
     tokens = tokens.with_columns(
         pl.col("p").list.get(k).alias("index"),
-        pl.when(pl.col("p").list.len() > k + 1)
-        .then(pl.col("p").list.get(k + 1, null_on_oob=True))
-        .otherwise(pl.lit("1"))
-        .alias("raw_value"),
+        pl.col("p").list.get(k + 1, null_on_oob=True).fill_null("1").alias("raw_value"),
         (pl.lit("f") + pl.col("p").list.get(0)).alias("field")
         if ffm
         else pl.lit(bag).alias("field"),
@@ -476,9 +472,9 @@ def _read_field_map(path: Path, encoding: str = "utf8") -> pl.DataFrame:
     if not path.is_file():
         raise DataError("field map not found (data.source.read_options.field_map)", path=str(path))
     lines = _lines(path, encoding).with_row_index("row")
-    parts = lines.select(
-        "row", pl.col("line").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
-    ).filter(pl.col("line").list.len() > 0, pl.col("line").list.first() != "")
+    parts = lines.select("row", _words()).filter(
+        pl.col("line").list.len() > 0, pl.col("line").list.first() != ""
+    )
     _fail_at(
         parts["line"].list.len() != 2,
         parts["row"],

@@ -143,12 +143,9 @@ class CSVSplits(DataSource):
         order)."""
         if not self.split:
             return {s: self._read(paths[s]) for s in SPLITS}
-        df = self._read(paths["all"])
+        df = self._read(paths["all"], check_whole=True)
         path = self._where(paths, "all")
         first_line = first_data_line(paths["all"][0], self.format, **self.read_options)
-        if len(paths["all"]) == 1:  # checked whole first, so that an error names its line
-            encode_labels(df, self.label_columns, path, line_offset=first_line)
-            TabularEncoder(self.specs).check(df, path, line_offset=first_line)
         if self.truth is not None:
             df = df.with_columns(pl.Series(TRUTH, self._read_truth(df.height)))
         method = self.split.get("method", "random")
@@ -264,26 +261,26 @@ class CSVSplits(DataSource):
         spec = self.files.get(split, self.files.get("all"))
         return str(self.dir / (spec if isinstance(spec, str) else "{" + ",".join(spec) + "}"))
 
-    def _read(self, files: list[Path]) -> pl.DataFrame:
-        """One file as read; several each checked whole (labels, feature values: errors name
-        the file's own line), then stacked in order."""
-        if len(files) == 1:
-            return read_table(files[0], self.format, **self.read_options)
+    def _read(self, files: list[Path], check_whole: bool = False) -> pl.DataFrame:
+        """The files read and stacked in order. Several files, or one about to be cut
+        (``check_whole``), are each checked whole first (labels, feature values; with several,
+        the split's column too), so that an error names the file's own line."""
         frames = []
         for path in files:
             df = read_table(path, self.format, **self.read_options)
-            first_line = first_data_line(path, self.format, **self.read_options)
-            encode_labels(df, self.label_columns, str(path), line_offset=first_line)
-            TabularEncoder(self.specs).check(df, str(path), line_offset=first_line)
-            method = self.split.get("method") if self.split else None
-            if method == "time":  # the split's column too, while lines are the file's own
-                column = str(self.split["column"])
-                require_columns(df, [column], str(path), "data.source.split.column")
-                parse_time(df, column, str(path), first_line)
-            elif method == "column":
-                self._cut_by_column(df, str(path), first_line)
+            if check_whole or len(files) > 1:
+                first_line = first_data_line(path, self.format, **self.read_options)
+                encode_labels(df, self.label_columns, str(path), line_offset=first_line)
+                TabularEncoder(self.specs).check(df, str(path), line_offset=first_line)
+                method = self.split.get("method") if len(files) > 1 and self.split else None
+                if method == "time":  # the split's column, while lines are the file's own
+                    column = str(self.split["column"])
+                    require_columns(df, [column], str(path), "data.source.split.column")
+                    parse_time(df, column, str(path), first_line)
+                elif method == "column":
+                    self._cut_by_column(df, str(path), first_line)
             frames.append(df)
-        return pl.concat(frames, how="vertical_relaxed")
+        return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
 
     def fingerprint(self) -> str:
         paths = self.paths()

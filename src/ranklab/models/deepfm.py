@@ -31,8 +31,7 @@ class DeepFM(nn.Module):
         self.mlp = MLP(in_dim, hidden_units, 1, dropout, batch_norm, activation)
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
-        emb = self.embedding(features)  # (B, F, D)
+        emb, within = self.embedding.with_bag_pairs(features)  # (B, F, D); a bag's pairs (FM)
         deep = self.mlp(emb.flatten(1)).squeeze(-1)  # (B,)
         out = self.linear(features) + self.fm(emb) + deep
-        within = self.embedding.within_bag_pairs(features)  # a bag's own pairs (see FM)
         return out if within is None else out + within

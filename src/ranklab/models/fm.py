@@ -22,6 +22,6 @@ class FM(nn.Module):
         self.fm = FMInteraction()
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
-        out = self.linear(features) + self.fm(self.embedding(features))
-        within = self.embedding.within_bag_pairs(features)
+        emb, within = self.embedding.with_bag_pairs(features)
+        out = self.linear(features) + self.fm(emb)
         return out if within is None else out + within

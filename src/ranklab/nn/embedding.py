@@ -94,41 +94,50 @@ class FeatureEmbedding(nn.Module):
     def num_fields_total(self) -> int:
         return len(self.cat_fields) + len(self.bags) + len(self.num_fields)
 
+    def _items(self, bag: Feature, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """A bag's items as vectors scaled by their values (B, L, D) (0 in padding), and the
+        (B, L) mask of real items (id > 0)."""
+        ids = features[bag.name]
+        mask = (ids > 0).to(self.embedding.weight.dtype)
+        w = features[weight_key(bag.name)] * mask if bag.weighted else mask
+        return self.lookup(ids, bag.table) * w.unsqueeze(-1), mask
+
     def pool(self, bag: Feature, features: dict[str, Tensor]) -> Tensor:
         """A bag's (B, L) ids (0 = padding) [and (B, L) values] -> (B, D)."""
-        ids = features[bag.name]
-        mask = (ids > 0).to(self.embedding.weight.dtype)  # (B, L)
-        w = features[weight_key(bag.name)] * mask if bag.weighted else mask
-        out = torch.einsum("bl,bld->bd", w, self.lookup(ids, bag.table))
-        if bag.pooling == "mean":
-            out = out / mask.sum(1, keepdim=True).clamp(min=1.0)
-        return out
+        return self._pool(bag, *self._items(bag, features))
 
-    def within_bag_pairs(self, features: dict[str, Tensor]) -> Tensor | None:
-        """The FM pairs inside each sum-pooled bag, sum_{i<j} w_i w_j <e_i, e_j> (B,); None
-        without such bags. An FM over fields sees a bag as one vector, so it misses these: added
-        to it, it is libFM's FM over every token (Rendle 2010, eq. 5 within the bag)."""
-        out = None
+    @staticmethod
+    def _pool(bag: Feature, items: Tensor, mask: Tensor) -> Tensor:
+        out = items.sum(1)  # (B, D)
+        return out / mask.sum(1, keepdim=True).clamp(min=1.0) if bag.pooling == "mean" else out
+
+    def with_bag_pairs(self, features: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        """``forward`` and the FM pairs inside each sum-pooled bag, sum_{i<j} w_i w_j <e_i, e_j>
+        (B,) (None without such bags), from one lookup of each bag. An FM over fields sees a bag
+        as one vector, so it misses these: added to it, it is libFM's FM over every token
+        (Rendle 2010, eq. 5 within the bag)."""
+        pooled, pairs = [], None
         for bag in self.bags:
-            if bag.pooling != "sum":
-                continue
-            ids = features[bag.name]
-            mask = (ids > 0).to(self.embedding.weight.dtype)
-            w = features[weight_key(bag.name)] * mask if bag.weighted else mask
-            e = self.lookup(ids, bag.table) * w.unsqueeze(-1)  # (B, L, D)
-            pairs = 0.5 * (e.sum(1).pow(2) - e.pow(2).sum(1)).sum(1)  # (B,)
-            out = pairs if out is None else out + pairs
-        return out
+            items, mask = self._items(bag, features)  # (B, L, D)
+            pooled.append(self._pool(bag, items, mask))
+            if bag.pooling == "sum":
+                p = 0.5 * (items.sum(1).pow(2) - items.pow(2).sum(1)).sum(1)  # (B,)
+                pairs = p if pairs is None else pairs + p
+        return self._fields(features, pooled), pairs
 
     def forward(self, features: dict[str, Tensor]) -> Tensor:
         """features -> (B, F, D): categorical fields first, then bags (pooled), then numeric
         (value * vector)."""
+        return self._fields(features, [self.pool(b, features) for b in self.bags])
+
+    def _fields(self, features: dict[str, Tensor], pooled: list[Tensor]) -> Tensor:
+        """(B, F, D) from the categorical and numeric features and the bags' (B, D) vectors."""
         parts = []
         if self.cat_fields:
             ids = torch.stack([features[n] for n in self.cat_fields], dim=1)  # (B, Fc)
             parts.append(self.embedding(ids + self.field_offsets))  # (B, Fc, D)
-        if self.bags:
-            parts.append(torch.stack([self.pool(b, features) for b in self.bags], dim=1))
+        if pooled:
+            parts.append(torch.stack(pooled, dim=1))  # (B, Fb, D)
         if self.numeric is not None:
             x = torch.stack([features[n] for n in self.num_fields], dim=1)  # (B, Fn)
             parts.append(x.unsqueeze(-1) * self.numeric)  # (B, Fn, D)
