@@ -12,18 +12,37 @@ import torch
 
 
 class SignalAt(L.Callback):
-    """Sends ``signum`` once: a marker file beside the run says it was sent, so that the same
+    """Sends ``signum`` once, at a training batch or (``during="validation"``) at a batch of
+    that epoch's validation: a marker file beside the run says it was sent, so that the same
     command (same config, same hash) resumes without being stopped again."""
 
-    def __init__(self, epoch: int, batch: int, signum: int, marker: str) -> None:
+    def __init__(
+        self, epoch: int, batch: int, signum: int, marker: str, during: str = "train"
+    ) -> None:
         self.epoch, self.batch, self.signum, self.marker = epoch, batch, signum, Path(marker)
+        self.during = during
+
+    def _maybe_send(self, trainer: L.Trainer, during: str, i: int) -> None:
+        here = (trainer.current_epoch, i, during) == (self.epoch, self.batch, self.during)
+        if here and not trainer.sanity_checking and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), self.signum)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
     ) -> None:
-        if trainer.current_epoch == self.epoch and i == self.batch and not self.marker.exists():
-            self.marker.touch()
-            os.kill(os.getpid(), self.signum)
+        self._maybe_send(trainer, "train", i)
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        i: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._maybe_send(trainer, "validation", i)
 
 
 class NaNAt(L.Callback):

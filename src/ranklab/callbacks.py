@@ -189,6 +189,20 @@ class Resumable(L.Callback):
 
         if isinstance(exception, SIGTERMException):
             self.signum = self.signum or signal.SIGTERM
+            if trainer.validating or trainer.sanity_checking:
+                # Lightning cannot resume a validation loop: a run restored from a state saved
+                # mid-validation skips that validation (and early stopping then fails). The
+                # checkpoint written after the epoch's first batch (or the last of every N
+                # steps) stays, and the resumed run redoes the rest of the epoch.
+                kept = "kept " + str(self.path) if self.path.exists() else "no checkpoint yet"
+                log.warning(
+                    "received signal %d during validation of epoch %d: %s; rerun with "
+                    "ckpt_path=auto to continue",
+                    self.signum,
+                    trainer.current_epoch,
+                    kept,
+                )
+                return
             self.save(trainer)
             log.warning(
                 "received signal %d: saved %s at epoch %d, step %d; rerun with ckpt_path=auto "

@@ -24,6 +24,7 @@ RUN = [
     "data.source.n_test=4000",
     "data.source.vocab_sizes=[30,20,10,5,5]",
     "data.batch_size=512",
+    "data.eval_batch_size=1000",  # four validation batches: a signal can arrive mid-validation
     "model=deepfm",
     "model.hidden_units=[32]",
     "model.dropout=0.2",  # dropout: the resumed run must continue the same random stream
@@ -47,13 +48,16 @@ def cli(run_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def signal_at(epoch: int, batch: int, signum: int, marker: Path) -> list[str]:
+def signal_at(
+    epoch: int, batch: int, signum: int, marker: Path, during: str = "train"
+) -> list[str]:
     return [
         "+callbacks.fault._target_=faults.SignalAt",
         f"+callbacks.fault.epoch={epoch}",
         f"+callbacks.fault.batch={batch}",
         f"+callbacks.fault.signum={int(signum)}",
         f"+callbacks.fault.marker={marker}",
+        f"+callbacks.fault.during={during}",
     ]
 
 
@@ -71,15 +75,37 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("signum", "epoch", "batch", "code"),
-    [(signal.SIGKILL, 2, 10, -signal.SIGKILL), (signal.SIGTERM, 1, 17, 128 + signal.SIGTERM)],
-    ids=["sigkill-after-a-checkpoint", "sigterm-mid-epoch"],
+    ("signum", "during", "epoch", "batch", "code", "saved"),
+    [
+        # SIGKILL: the checkpoint written between epochs (after epoch 2's first batch)
+        (signal.SIGKILL, "train", 2, 10, -signal.SIGKILL, (2, 81)),
+        # SIGTERM: the one written at the signal, after the batch
+        (signal.SIGTERM, "train", 1, 17, 128 + signal.SIGTERM, (1, 58)),
+        # mid-validation Lightning cannot resume the validation loop: the checkpoint of the
+        # epoch's first batch is kept, and the resumed run redoes the epoch's rest
+        (signal.SIGTERM, "validation", 1, 1, 128 + signal.SIGTERM, (1, 41)),
+        # at the last validation batch Lightning stops at the epoch's end: saved there
+        (signal.SIGTERM, "validation", 1, 3, 128 + signal.SIGTERM, (2, 80)),
+    ],
+    ids=[
+        "sigkill-after-a-checkpoint",
+        "sigterm-mid-epoch",
+        "sigterm-mid-validation",
+        "sigterm-at-epoch-end",
+    ],
 )
 def test_killed_run_resumes_to_the_same_digits(
-    tmp_path: Path, uninterrupted: dict, signum: int, epoch: int, batch: int, code: int
+    tmp_path: Path,
+    uninterrupted: dict,
+    signum: int,
+    during: str,
+    epoch: int,
+    batch: int,
+    code: int,
+    saved: tuple[int, int],
 ) -> None:
     run = tmp_path / "run"
-    fault = signal_at(epoch, batch, signum, tmp_path / "sent")  # part of the config: kept
+    fault = signal_at(epoch, batch, signum, tmp_path / "sent", during)  # part of the config: kept
     r = cli(run, *fault)
     assert r.returncode == code, r.stderr[-3000:]  # never 0
     assert not (run / "metrics.json").exists()
@@ -87,10 +113,7 @@ def test_killed_run_resumes_to_the_same_digits(
     assert status["status"] == ("running" if signum == signal.SIGKILL else "interrupted")
     last = run / "checkpoints" / "last.ckpt"
     state = torch.load(last, weights_only=True, map_location="cpu")
-    # SIGKILL: the checkpoint written between epochs; SIGTERM: the one written at the signal
-    assert state["epoch"] == epoch
-    if signum == signal.SIGTERM:
-        assert state["global_step"] == epoch * 40 + batch + 1  # 40 batches an epoch
+    assert (state["epoch"], state["global_step"]) == saved  # 40 batches an epoch
     r = cli(run, *fault, "ckpt_path=auto")  # the same command, continued
     assert r.returncode == 0, r.stderr[-3000:]
     assert results(run) == uninterrupted

@@ -52,6 +52,7 @@ class RankDataModule(L.LightningDataModule):
         self.data: EncodedData | None = None
         self._splits: dict[str, TensorSplit] = {}
         self._loaders: dict[str, BatchLoader] = {}
+        self._next_epoch: int | None = None  # from a resumed checkpoint (load_state_dict)
 
     # -- preparation ------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -110,7 +111,22 @@ class RankDataModule(L.LightningDataModule):
                 world_size=world,
                 progress=self._trained_batches if train else None,
             )
+            if train and self._next_epoch is not None:
+                self._loaders[split].epoch = self._next_epoch
         return self._loaders[split]
+
+    # Lightning restores the training loader's own state only for a run stopped mid-epoch; one
+    # stopped at an epoch's end (a signal during its last validation batch) would start the
+    # next epoch with epoch 0's order. The datamodule's state (restored first) carries the
+    # next epoch; a mid-epoch loader state then overrides it with the epoch to finish.
+    def state_dict(self) -> dict[str, int]:
+        loader = self._loaders.get("train")
+        return {"train_next_epoch": loader.epoch} if loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._next_epoch = state_dict.get("train_next_epoch")
+        if self._next_epoch is not None and "train" in self._loaders:
+            self._loaders["train"].epoch = self._next_epoch
 
     def _trained_batches(self) -> int | None:
         """Batches of the current training epoch whose step has run (what a resumed run skips)."""
