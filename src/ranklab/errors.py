@@ -25,7 +25,7 @@ class DataError(RanklabError):
         line: int | None = None,
         column: str | None = None,
     ) -> None:
-        self.path, self.line, self.column = path, line, column
+        self.message, self.path, self.line, self.column = message, path, line, column
         where = []
         if path is not None:
             where.append(str(path))

@@ -127,7 +127,7 @@ def rare_label_warnings(datamodule: Any, schema: Any, minimum: int = 100) -> lis
     only): validation AUC over 28 clicks picks epochs by noise, silently otherwise."""
     lines = []
     for split in ("train", "val", "test"):
-        labels = datamodule.split(split).labels
+        labels = datamodule.labels(split)
         for spec in schema.labels:
             if spec.kind != "binary" or spec.name not in labels:
                 continue

@@ -165,3 +165,24 @@ def flatten(d: Mapping[str, Any], prefix: str = "", sep: str = "/") -> dict[str,
         else:
             out[key] = v
     return out
+
+
+def parse_bytes(value: int | str | None, key: str) -> int | None:
+    """A size in bytes from an int or a string such as "512MB", "4GB", "1.5GiB" (decimal
+    units are powers of 1000, ``i`` units of 1024); None stays None."""
+    if value is None or isinstance(value, int):
+        if isinstance(value, int) and value < 1:
+            from ranklab.errors import ConfigError
+
+            raise ConfigError(key, f"must be a positive size, got {value}")
+        return value
+    import re
+
+    units = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+    units |= {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]i?)?b?\s*", str(value).lower())
+    if not m or float(m.group(1)) <= 0:
+        from ranklab.errors import ConfigError
+
+        raise ConfigError(key, f"is not a size like 512MB or 4GB: {value!r}")
+    return int(float(m.group(1)) * units[m.group(2) or ""])

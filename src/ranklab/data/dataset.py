@@ -15,6 +15,7 @@ import torch
 
 from ranklab.data.batch import Ragged, TensorSplit
 from ranklab.data.schema import Schema, weight_key
+from ranklab.errors import ConfigError
 from ranklab.utils import atomic_directory, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,12 @@ class EncodedData:
     schema: Schema
     splits: dict[str, dict[str, np.ndarray]]
     meta: dict = field(default_factory=dict)
+    directory: Path | None = None  # the cache it was loaded from (arrays may map its files)
+
+    def nbytes(self, split: str | None = None) -> int:
+        """Bytes of the encoded arrays (of one split, or of all)."""
+        names = [split] if split else list(self.splits)
+        return sum(a.nbytes for s in names for a in self.splits[s].values())
 
     def tensors(self, split: str) -> TensorSplit:
         arrays = self.splits[split]
@@ -80,6 +87,18 @@ class DataSource(ABC):
     def build(self) -> EncodedData:
         """Read, validate and encode; fit everything on the training split only."""
 
+    def streams(self, memory_budget: int) -> bool:
+        """Whether building in memory would exceed ``memory_budget`` bytes, so that the source
+        is encoded in chunks (:meth:`build_streaming`) instead. Sources that cannot stream
+        (the synthetic generators build what they are told to) say no."""
+        return False
+
+    def build_streaming(self, directory: Path, memory_budget: int) -> dict:
+        """Encode into the cache ``directory`` in chunks, within ``memory_budget`` bytes (one
+        folder of ``.npy`` files per split, and ``schema.json``); returns the meta, with each
+        split's row count under ``rows``."""
+        raise NotImplementedError
+
 
 def save_encoded(data: EncodedData, directory: Path) -> None:
     for split, arrays in data.splits.items():
@@ -91,38 +110,65 @@ def save_encoded(data: EncodedData, directory: Path) -> None:
     atomic_write_json(directory / "meta.json", {**data.meta, "splits": list(data.splits)})
 
 
-def load_encoded(directory: Path) -> EncodedData:
+def load_encoded(directory: Path, mmap: bool = False) -> EncodedData:
+    """The cache in ``directory``; with ``mmap`` the arrays map their files (read-only, read
+    on use) instead of being read whole."""
     meta = json.loads((directory / "meta.json").read_text())
     schema = Schema.load(directory / "schema.json")
+    mode = "r" if mmap else None
     splits = {
-        s: {p.stem: np.load(p, allow_pickle=False) for p in sorted((directory / s).glob("*.npy"))}
+        s: {
+            p.stem: np.load(p, allow_pickle=False, mmap_mode=mode)
+            for p in sorted((directory / s).glob("*.npy"))
+        }
         for s in meta.pop("splits")
     }
-    return EncodedData(schema, splits, meta)
+    return EncodedData(schema, splits, meta, directory)
 
 
-def load_or_build(source: DataSource, cache_dir: str | Path | None) -> EncodedData:
+def load_or_build(
+    source: DataSource, cache_dir: str | Path | None, memory_budget: int | None = None
+) -> EncodedData:
     """Return the cached encoding of ``source`` or build it and cache it atomically.
 
     The cache directory is ``<cache_dir>/<source.name>-<fingerprint>``; it is created by
     renaming a completed temporary directory, so an interrupted build leaves nothing a later
-    run would trust.
+    run would trust. With a ``memory_budget`` (bytes) a source too large to build in memory
+    is encoded in chunks straight into the cache, and the arrays are returned mapped.
     """
     fp = source.fingerprint()
+    stream = memory_budget is not None and source.streams(memory_budget)
     if not source.cacheable or cache_dir is None:
+        if stream:
+            raise ConfigError(
+                "data.memory_budget",
+                "a source larger than the budget is encoded into the cache: set data.cache_dir",
+            )
         data = source.build()
         data.meta.setdefault("fingerprint", fp)
         return data
     final = Path(cache_dir) / f"{source.name}-{fp}"
     if (final / "meta.json").is_file():
         log.info("data: cache hit %s", final)
-        return load_encoded(final)
+        return load_encoded(final, mmap=memory_budget is not None)
     if final.exists():  # not made by us (we only rename complete directories): distrust it
         shutil.rmtree(final)
     t0 = time.perf_counter()
+    if stream:
+        assert memory_budget is not None
+        with atomic_directory(final) as tmp:
+            meta = source.build_streaming(tmp, memory_budget)
+            # meta.json is written last: its presence marks a complete cache
+            meta = {**meta, "fingerprint": fp, "splits": list(meta["rows"])}
+            atomic_write_json(tmp / "meta.json", meta)
+        log.info("data: streamed %s in %.1fs", final, time.perf_counter() - t0)
+        return load_encoded(final, mmap=True)
     data = source.build()
     data.meta["fingerprint"] = fp
     with atomic_directory(final) as tmp:
         save_encoded(data, tmp)
     log.info("data: built %s in %.1fs", final, time.perf_counter() - t0)
+    if memory_budget is not None and data.nbytes() > memory_budget:
+        return load_encoded(final, mmap=True)  # served from the cache's files
+    data.directory = final
     return data

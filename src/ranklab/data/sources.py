@@ -151,22 +151,45 @@ class CSVSplits(DataSource):
         method = self.split.get("method", "random")
         if method == "column":
             return self._cut_by_column(df, str(path), first_line)
-        n_val = round(df.height * float(self.split.get("val", 0.1)))
-        n_test = round(df.height * float(self.split.get("test", 0.1)))
-        if min(n_val, n_test) < 1 or n_val + n_test >= df.height:
-            raise DataError(
-                f"{df.height} rows are too few to cut val {self.split.get('val', 0.1)} and test "
-                f"{self.split.get('test', 0.1)} from (data.source.split)",
-                path=str(path),
-            )
         if method == "time":
-            return self._cut_by_time(df, str(path), first_line, n_val, n_test)
-        rng = np.random.default_rng(int(self.split.get("seed", 0)))
-        order = rng.permutation(df.height)
-        which = np.zeros(df.height, dtype=np.int8)  # 0 train, 1 val, 2 test
-        which[order[n_test : n_test + n_val]], which[order[:n_test]] = 1, 2
+            column = str(self.split["column"])
+            require_columns(df, [column], str(path), "data.source.split.column")
+            t = parse_time(df, column, str(path), first_line).to_numpy()
+            which = self.cut_by_time(t, str(path))
+        else:
+            which = self.cut_at_random(df.height, str(path))
         # a mask keeps the file's order and copies 4x faster than a sorted gather
         return {s: df.filter(pl.Series(which == k)) for k, s in enumerate(SPLITS)}
+
+    def _cut_sizes(self, rows: int, path: str) -> tuple[int, int]:
+        n_val = round(rows * float(self.split.get("val", 0.1)))
+        n_test = round(rows * float(self.split.get("test", 0.1)))
+        if min(n_val, n_test) < 1 or n_val + n_test >= rows:
+            raise DataError(
+                f"{rows} rows are too few to cut val {self.split.get('val', 0.1)} and test "
+                f"{self.split.get('test', 0.1)} from (data.source.split)",
+                path=path,
+            )
+        return n_val, n_test
+
+    def cut_at_random(self, rows: int, path: str) -> np.ndarray:
+        """(rows,) int8 split of each row (0 train, 1 val, 2 test): a seeded permutation cut."""
+        n_val, n_test = self._cut_sizes(rows, path)
+        rng = np.random.default_rng(int(self.split.get("seed", 0)))
+        order = rng.permutation(rows)
+        which = np.zeros(rows, dtype=np.int8)
+        which[order[n_test : n_test + n_val]], which[order[:n_test]] = 1, 2
+        return which
+
+    def cut_by_time(self, t: np.ndarray, path: str) -> np.ndarray:
+        """(rows,) int8 split of each row from its time ``t``: the latest ``test`` share of rows
+        is test, the ``val`` share before it validation, cut at timestamps, so rows of one
+        timestamp stay together and every test row is later than every validation row, which
+        is later than every training row."""
+        n_val, n_test = self._cut_sizes(len(t), path)
+        ordered = np.sort(t, kind="stable")
+        t_val, t_test = ordered[len(t) - n_test - n_val], ordered[len(t) - n_test]
+        return ((t >= t_val).astype(np.int8) + (t >= t_test)).astype(np.int8)
 
     def _read_truth(self, rows: int) -> np.ndarray:
         """(rows,) float64 true probabilities from the ``truth`` file, one per data row."""
@@ -185,20 +208,6 @@ class CSVSplits(DataSource):
         if not np.all((p >= 0) & (p <= 1)):
             raise DataError("holds values outside [0, 1] (data.source.truth)", path=str(path))
         return p
-
-    def _cut_by_time(
-        self, df: pl.DataFrame, path: str, first_line: int, n_val: int, n_test: int
-    ) -> dict[str, pl.DataFrame]:
-        """The latest ``test`` share of rows is test, the ``val`` share before it validation:
-        cut at timestamps, so rows of one timestamp stay together and every test row is later
-        than every validation row, which is later than every training row."""
-        column = str(self.split["column"])
-        require_columns(df, [column], path, "data.source.split.column")
-        t = parse_time(df, column, path, first_line).to_numpy()
-        ordered = np.sort(t, kind="stable")
-        t_val, t_test = ordered[df.height - n_test - n_val], ordered[df.height - n_test]
-        masks = {"train": t < t_val, "val": (t >= t_val) & (t < t_test), "test": t >= t_test}
-        return {s: df.filter(pl.Series(m)) for s, m in masks.items()}
 
     def _cut_by_column(
         self, df: pl.DataFrame, path: str, first_line: int
@@ -299,6 +308,23 @@ class CSVSplits(DataSource):
             files.append(self.dir / str(self.truth))
             options["truth"] = self.truth
         return hash_object([options, hash_files(files)])[:16]
+
+    def streams(self, memory_budget: int) -> bool:
+        """True when the files' text, as parsed and encoded in memory (about
+        ``streaming.EXPANSION`` times its size; gzip counted at 5x its size), exceeds the
+        budget."""
+        from ranklab.data.streaming import EXPANSION
+
+        size = 0
+        for p in (p for ps in self.paths().values() for p in ps):
+            files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+            size += sum(q.stat().st_size * (5 if q.suffix == ".gz" else 1) for q in files)
+        return size * EXPANSION > memory_budget
+
+    def build_streaming(self, directory: Path, memory_budget: int) -> dict:
+        from ranklab.data.streaming import build_streaming
+
+        return build_streaming(self, directory, memory_budget)
 
     def build(self) -> EncodedData:
         paths = self.paths()
