@@ -13,9 +13,13 @@ On Criteo-format rows from ``ranklab-criteo-synth`` (written once into ``--work`
   run in a throwaway venv, ``--peer-python``; FuxiCTR cannot cut one file lazily). Each is a
   fresh process; the time excludes imports; peak RSS is that process's (FuxiCTR's Ray workers
   are other processes and not counted);
+* **streamed preprocessing** (``--budget 4GB``): the raw file encoded in chunks within a memory
+  budget (``data.memory_budget``), its time and peak RSS; ``--only-streamed`` measures just
+  that (the 50M-row figure: ``--rows 50000000 --budget 4GB --only-streamed --repeats 1``);
 * **the loader**: one shuffled training epoch of batches of ``--batch-size`` from the encoded
-  split in memory, ranklab's ``BatchLoader`` beside a bare loop (a seeded permutation and one
-  gather per column, what one would write by hand), no model.
+  split, ranklab's ``BatchLoader`` in memory and its out-of-core ``BlockLoader`` (blocks of
+  ``--block-rows`` read from the cache's files), beside a bare in-memory loop (a seeded
+  permutation and one gather per column, what one would write by hand), no model.
 
 Medians of ``--repeats``, the tools alternating. Machines here are noisy: read the ratios.
 """
@@ -90,13 +94,14 @@ def source(work: Path, layout: str = "raw"):
     return instantiate(options)
 
 
-def child_ranklab(work: Path, layout: str, cache: Path) -> dict:
-    """Build the cache of ``layout`` (raw | bars) from scratch; the seconds it took."""
+def child_ranklab(work: Path, layout: str, cache: Path, budget: int | None = None) -> dict:
+    """Build the cache of ``layout`` (raw | bars) from scratch, streamed in chunks when
+    ``budget`` (bytes) is given; the seconds it took."""
     from ranklab.data import load_or_build
 
     src = source(work, layout)
     t0 = time.perf_counter()
-    data = load_or_build(src, cache)
+    data = load_or_build(src, cache, memory_budget=budget)
     seconds = time.perf_counter() - t0
     rows = sum(data.rows(s) for s in ("train", "val", "test"))
     vocab = sum(f.vocab_size for f in data.schema.features)
@@ -116,22 +121,33 @@ def measure(cmd: list[str], log: Path) -> dict:
     return json.loads(line) | {"rss_mb": usage.ru_maxrss / 1024}
 
 
-def loader_rates(work: Path, cache: Path, batch_size: int, repeats: int) -> dict[str, list]:
-    """Samples/s of one shuffled training epoch: ranklab's BatchLoader and a bare loop."""
+def loader_rates(
+    work: Path, cache: Path, batch_size: int, repeats: int, block_rows: int
+) -> dict[str, list]:
+    """Samples/s of one shuffled training epoch: ranklab's BatchLoader in memory, its
+    out-of-core BlockLoader over the cache's files (blocks of ``block_rows``), and a bare
+    in-memory loop."""
     import torch
 
     from ranklab.data import load_or_build
     from ranklab.data.batch import BatchLoader
+    from ranklab.data.outofcore import BlockLoader, MappedSplit
 
     data = load_or_build(source(work), cache)
     split = data.tensors("train")
+    assert data.directory is not None
+    mapped = MappedSplit(data.directory / "train", data.schema)
     columns = list(split.features.values()) + list(split.labels.values())
     n = len(split)
-    rates: dict[str, list] = {"ranklab": [], "bare": []}
+    rates: dict[str, list] = {"ranklab": [], "ranklab out of core": [], "bare": []}
     for r in range(repeats):
         t0 = time.perf_counter()
         rows = sum(len(b) for b in BatchLoader(split, batch_size, shuffle=True, seed=r))
         rates["ranklab"].append(rows / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        loader = BlockLoader(mapped, batch_size, block_rows, shuffle=True, seed=r)
+        rows = sum(len(b) for b in loader)
+        rates["ranklab out of core"].append(rows / (time.perf_counter() - t0))
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(r))
         rows = 0
@@ -153,11 +169,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer-python", type=Path, default=PEER_VENV / "bin" / "python")
     ap.add_argument("--no-peer", action="store_true", help="skip FuxiCTR")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument(
+        "--budget",
+        help="also preprocess the raw file streamed within this memory budget (e.g. 4GB)",
+    )
+    ap.add_argument("--only-streamed", action="store_true", help="only the streamed preprocessing")
+    ap.add_argument(
+        "--block-rows", type=int, default=250_000, help="out-of-core loader block (rows)"
+    )
     ap.add_argument("--child", choices=["raw", "bars"], help=argparse.SUPPRESS)
     ap.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    from ranklab.utils import parse_bytes
+
+    budget = parse_bytes(args.budget, "--budget")
     if args.child:
-        print(json.dumps(child_ranklab(args.work, args.child, args.cache)))
+        print(json.dumps(child_ranklab(args.work, args.child, args.cache, budget)))
         return 0
 
     import shutil
@@ -169,8 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     peer = not args.no_peer and args.peer_python.is_file()
     if not args.no_peer and not peer:
         print(f"FuxiCTR venv not found at {args.peer_python} (make bench-data makes it): skipped")
+    streamed = f"ranklab (raw TSV, streamed, budget {args.budget})"
     tools = ["ranklab (raw TSV, one file)", "ranklab (BARS CSV, three files)"]
+    tools += [streamed] if budget else []
     tools += ["FuxiCTR 2.3.10 (BARS CSV)"] if peer else []
+    if args.only_streamed:
+        if not budget:
+            ap.error("--only-streamed needs --budget")
+        tools, peer = [streamed], False
     results: dict[str, list[dict]] = {t: [] for t in tools}
     for r in range(args.repeats):
         for tool in tools:
@@ -183,11 +216,16 @@ def main(argv: list[str] | None = None) -> int:
                 layout = "raw" if "raw" in tool else "bars"
                 cmd = [sys.executable, __file__, "--child", layout, "--work", str(work)]
                 cmd += ["--cache", str(out / "cache")]
+                cmd += ["--budget", str(args.budget)] if tool == streamed else []
             res = measure(cmd, out.with_suffix(".log"))
             results[tool].append(res)
             print(f"repeat {r + 1}: {tool}: {res['seconds']:.1f} s, {res['rss_mb']:,.0f} MB")
             shutil.rmtree(out, ignore_errors=True)
-    rates = loader_rates(work, work / "loader-cache", args.batch_size, args.repeats)
+    rates = {}
+    if not args.only_streamed:
+        rates = loader_rates(
+            work, work / "loader-cache", args.batch_size, args.repeats, args.block_rows
+        )
 
     console = Console()
     med = {t: statistics.median(x["seconds"] for x in v) for t, v in results.items()}
@@ -206,13 +244,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{ref / med[t]:.2f}x" if ref else "",
         )
     console.print(table)
-    lt = Table(title=f"loader: one shuffled training epoch, batch {args.batch_size}, in memory")
-    for col in ("loader", "samples/s (median)", "vs bare"):
-        lt.add_column(col, justify="left" if col == "loader" else "right")
-    lmed = {k: statistics.median(v) for k, v in rates.items()}
-    for k in ("ranklab", "bare"):
-        lt.add_row(k, f"{lmed[k]:,.0f}", f"{lmed[k] / lmed['bare']:.2f}")
-    console.print(lt)
+    if rates:
+        lt = Table(
+            title=f"loader: one shuffled training epoch, batch {args.batch_size} (out of core: "
+            f"blocks of {args.block_rows:,} rows read from the cache's files)"
+        )
+        for col in ("loader", "samples/s (median)", "vs bare"):
+            lt.add_column(col, justify="left" if col == "loader" else "right")
+        lmed = {k: statistics.median(v) for k, v in rates.items()}
+        for k in ("ranklab", "ranklab out of core", "bare"):
+            lt.add_row(k, f"{lmed[k]:,.0f}", f"{lmed[k] / lmed['bare']:.2f}")
+        console.print(lt)
     if args.json:
         args.json.write_text(json.dumps({"preprocess": results, "loader": rates}, indent=2))
     return 0

@@ -377,6 +377,8 @@ def _fit_and_test(
         "tags": list(cfg.get("tags") or []),
         "tracking": to_plain(cfg.get("tracking")),
         "data_fingerprint": datamodule.meta.get("fingerprint"),
+        # on_bad_rows: skip: the malformed rows dropped, per file (count and first examples)
+        **({"skipped_rows": skipped} if (skipped := datamodule.meta.get("bad_rows")) else {}),
         "checkpoint": ckpt,
     }
 

@@ -107,7 +107,9 @@ class RankDataModule(L.LightningDataModule):
         assert self.data is not None
         arrays = self.data.splits[name]
         return {
-            lb: torch.from_numpy(np.asarray(arrays[lb], dtype=np.float32))
+            lb: torch.from_numpy(
+                np.array(arrays[lb], dtype=np.float32)
+            )  # a copy: maps are read-only
             for lb in self.data.schema.label_names
         }
 

@@ -138,7 +138,7 @@ def load_or_build(
     """
     fp = source.fingerprint()
     stream = memory_budget is not None and source.streams(memory_budget)
-    if not source.cacheable or cache_dir is None:
+    if cache_dir is None:
         if stream:
             raise ConfigError(
                 "data.memory_budget",
@@ -148,16 +148,15 @@ def load_or_build(
         data.meta.setdefault("fingerprint", fp)
         return data
     final = Path(cache_dir) / f"{source.name}-{fp}"
-    if (final / "meta.json").is_file():
+    if source.cacheable and (final / "meta.json").is_file():
         log.info("data: cache hit %s", final)
         return load_encoded(final, mmap=memory_budget is not None)
-    if final.exists():  # not made by us (we only rename complete directories): distrust it
-        shutil.rmtree(final)
     t0 = time.perf_counter()
     if stream:
-        assert memory_budget is not None
+        if final.exists():  # not made by us (we only rename complete directories)
+            shutil.rmtree(final)
         with atomic_directory(final) as tmp:
-            meta = source.build_streaming(tmp, memory_budget)
+            meta = source.build_streaming(tmp, memory_budget)  # type: ignore[arg-type]
             # meta.json is written last: its presence marks a complete cache
             meta = {**meta, "fingerprint": fp, "splits": list(meta["rows"])}
             atomic_write_json(tmp / "meta.json", meta)
@@ -165,10 +164,17 @@ def load_or_build(
         return load_encoded(final, mmap=True)
     data = source.build()
     data.meta["fingerprint"] = fp
-    with atomic_directory(final) as tmp:
-        save_encoded(data, tmp)
-    log.info("data: built %s in %.1fs", final, time.perf_counter() - t0)
-    if memory_budget is not None and data.nbytes() > memory_budget:
+    over = memory_budget is not None and data.nbytes() > memory_budget
+    if not source.cacheable and not over:
+        return data
+    # an uncacheable source over the budget is written too: out-of-core batches read files
+    if final.exists() and not (final / "meta.json").is_file():
+        shutil.rmtree(final)
+    if not final.exists():
+        with atomic_directory(final) as tmp:
+            save_encoded(data, tmp)
+        log.info("data: built %s in %.1fs", final, time.perf_counter() - t0)
+    if over:
         return load_encoded(final, mmap=True)  # served from the cache's files
     data.directory = final
     return data

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ranklab.data.preprocess import fail_at_first
 from ranklab.data.schema import LABEL_KINDS, LabelSpec
 from ranklab.errors import ConfigError, DataError
 
@@ -114,29 +115,26 @@ def encode_labels(
         else:
             bad = num.is_null() | ~num.is_finite()
             why = f"regression label '{c.spec.name}' must be a finite number"
-        rows = bad.arg_true()
-        if len(rows):
-            i = int(rows[0])
-            raise DataError(
-                f"{why}, found {raw[i]!r}", path=path, line=i + line_offset, column=c.column
-            )
-        out[c.spec.name] = num.cast(pl.Float32).to_numpy()
+        msg = lambda i, why=why, raw=raw: f"{why}, found {raw[i]!r}"  # noqa: E731
+        fail_at_first(bad, msg, path, line_offset, c.column)
+        out[c.spec.name] = num.fill_null(0.0).cast(pl.Float32).to_numpy()  # skipped rows: 0
     by_name = {c.spec.name: c for c in columns}
     for c in columns:
         cond = c.spec.condition
         if cond is None or cond not in out:
             continue
-        rows = np.flatnonzero((out[cond] == 0) & (out[c.spec.name] != 0))
-        if len(rows):
-            i = int(rows[0])
-            raise DataError(
-                f"label '{c.spec.name}' is {out[c.spec.name][i]:g} where its condition "
+        y = out[c.spec.name]
+        fail_at_first(
+            pl.Series((out[cond] == 0) & (y != 0)),
+            lambda i, c=c, cond=cond, y=y: (
+                f"label '{c.spec.name}' is {y[i]:g} where its condition "
                 f"'{cond}' (column '{by_name[cond].column}') is 0: it is observed only where "
-                f"{cond} == 1",
-                path=path,
-                line=i + line_offset,
-                column=c.column,
-            )
+                f"{cond} == 1"
+            ),
+            path,
+            line_offset,
+            c.column,
+        )
     return out
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from ranklab.data import badrows
 from ranklab.data.schema import OOV, PAD, POOLINGS, Feature, LabelSpec, Schema, weight_key
 from ranklab.errors import ConfigError, DataError
 
@@ -138,6 +139,12 @@ def fail_at_first(
     if len(hits):
         i = int(hits[0])
         row = i if rows is None else int(rows[i])
+        collector = badrows.active()
+        if collector is not None and collector.mask is not None:  # on_bad_rows: skip
+            line = collector.line(row, line_offset)
+            rejected = hits.to_numpy() if rows is None else rows.to_numpy()[hits.to_numpy()]
+            collector.reject(rejected, DataError(message(i), path, line, column))
+            return
         raise DataError(message(i), path=path, line=row + line_offset, column=column)
 
 

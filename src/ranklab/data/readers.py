@@ -7,12 +7,14 @@ Register a new format with ``@register("name")``; ``read_table(path, format=...)
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from ranklab.data import badrows
 from ranklab.data.preprocess import fail_at_first
 from ranklab.errors import DataError
 
@@ -64,33 +66,41 @@ def check_field_counts(
     has_header: bool,
     quote_char: str | None = '"',
     encoding: str = "utf8",
-) -> None:
-    """Raise DataError at the first line whose number of fields differs from ``expected``.
+) -> pl.DataFrame | None:
+    """Raise DataError at the first line whose number of fields differs from ``expected``;
+    under ``on_bad_rows: skip`` (an active :mod:`ranklab.data.badrows` collector) record every
+    such line instead and return the other lines (``lineno``, ``line``) to parse.
 
     Lines are read whole (one string column) and counted with a vectorised polars expression,
     so this costs one extra pass over the bytes, not a Python loop. Lines holding a quote
     character are skipped (a quoted separator would be miscounted); the CSV parser checks those.
     """
     lines = _lines(path, encoding).with_row_index("lineno", offset=1)
-    bad = (
-        lines.lazy()
-        .filter(
-            (
-                pl.lit(quote_char is None)
-                | ~pl.col("line").str.contains(quote_char or '"', literal=True)
-            )
-            & (pl.col("line").str.strip_chars_end("\r").str.len_bytes() > 0)
-            & (pl.col("line").str.count_matches(separator, literal=True) != expected - 1)
-        )
-        .head(1)
-        .collect()
+    collector = badrows.active()
+    query = lines.lazy().filter(
+        (pl.lit(quote_char is None) | ~pl.col("line").str.contains(quote_char or '"', literal=True))
+        & (pl.col("line").str.strip_chars_end("\r").str.len_bytes() > 0)
+        & (pl.col("line").str.count_matches(separator, literal=True) != expected - 1)
+        & (pl.col("lineno") > int(has_header))
     )
-    if bad.height:
-        lineno, line = bad["lineno"][0], bad["line"][0].rstrip("\r")
+    bad = (query if collector is not None else query.head(1)).collect()
+    errors = []
+    for lineno, line in zip(bad["lineno"], bad["line"], strict=True):
+        line = line.rstrip("\r")
         got = line.count(separator) + 1
-        raise DataError(
-            f"expected {expected} fields, found {got}: {line[:120]!r}", path=str(path), line=lineno
-        )
+        msg = f"expected {expected} fields, found {got}: {line[:120]!r}"
+        errors.append(DataError(msg, path=str(path), line=lineno))
+    if not errors:
+        return None
+    if collector is None:
+        raise errors[0]
+    kept = lines.filter(
+        ~pl.col("lineno").is_in(bad["lineno"])
+        & (pl.col("line").str.strip_chars_end("\r").str.len_bytes() > 0)
+    )
+    data_lines = kept.filter(pl.col("lineno") > int(has_header))["lineno"].to_numpy()
+    collector.drop_lines(errors, data_lines)
+    return kept
 
 
 @register("csv")
@@ -141,12 +151,15 @@ def read_csv(
         if not columns:
             raise DataError("a header-less file needs `columns`", path=str(path))
         header = list(columns)
-    check_field_counts(path, separator, len(header), has_header, quote_char, encoding)
+    kept = check_field_counts(path, separator, len(header), has_header, quote_char, encoding)
+    source: Path | io.BytesIO = path
+    if kept is not None:  # on_bad_rows: skip dropped lines: parse the others
+        source = io.BytesIO(("\n".join(kept["line"]) + "\n").encode())
     types = {"int": pl.Int64, "float": pl.Float64, "str": pl.String}
     schema = {c: types[(dtypes or {}).get(c, "str")] for c in header}
     try:
         df = pl.read_csv(
-            path,
+            source,
             has_header=has_header,
             new_columns=header if not has_header else None,
             separator=separator,

@@ -3,13 +3,15 @@ declared split (random, time, a column)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from ranklab.data import badrows
 from ranklab.data.dataset import CACHE_FORMAT, GROUP_KEY, DataSource, EncodedData
 from ranklab.data.labels import encode_labels, label_meta, parse_labels
 from ranklab.data.preprocess import TabularEncoder, fail_at_first, parse_feature_specs, parse_time
@@ -18,6 +20,7 @@ from ranklab.errors import ConfigError, DataError
 from ranklab.metrics import bayes_metrics
 from ranklab.utils import hash_files, hash_object
 
+log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 TRUTH = "__ranklab_truth__"  # the planted probability, carried through the cut
 
@@ -56,6 +59,11 @@ class CSVSplits(DataSource):
             see :func:`ranklab.data.preprocess.parse_feature_specs`.
         group: column whose values define groups for grouped AUC (e.g. the user), or None.
         format: reader name (``csv``); ``read_options`` are passed to it.
+        on_bad_rows: ``fail`` (default): the first malformed row (wrong number of fields, a
+            label outside its kind, a value that does not parse or is not finite, an unknown
+            split value or timestamp) stops the run naming its file, line and column; ``skip``:
+            every such row is dropped and counted, the count and the first few, with file and
+            line, in the cache's meta (``bad_rows``), the log and ``metrics.json``.
         truth: for one file, a ``.npy`` in ``dir`` holding each data row's true probability of
             the (first) label, as synthetic writers plant it (``ranklab-criteo-synth``): each
             split then reports its Bayes-optimal AUC and log loss (``meta["bayes"]``), which
@@ -74,8 +82,14 @@ class CSVSplits(DataSource):
         read_options: Mapping[str, Any] | None = None,
         split: Mapping[str, Any] | None = None,
         truth: str | None = None,
+        on_bad_rows: str = "fail",
         name: str = "csv",
     ) -> None:
+        if on_bad_rows not in ("fail", "skip"):
+            msg = f"must be fail or skip, not {on_bad_rows!r}"
+            raise ConfigError("data.source.on_bad_rows", msg)
+        self.on_bad_rows = on_bad_rows
+        self.bad_rows: dict[str, dict] = {}  # file -> skipped rows report (of the last build)
         self.dir = Path(dir)
         self.files = dict(_plain(files))
         self.split = dict(_plain(split) or {})
@@ -276,9 +290,15 @@ class CSVSplits(DataSource):
         the split's column too), so that an error names the file's own line."""
         frames = []
         for path in files:
-            df = read_table(path, self.format, **self.read_options)
+            first_line = first_data_line(path, self.format, **self.read_options)
+            df, report = self.read_clean(
+                lambda path=path: read_table(path, self.format, **self.read_options),
+                str(path),
+                first_line,
+            )
+            if report:
+                self.bad_rows[str(path)] = report
             if check_whole or len(files) > 1:
-                first_line = first_data_line(path, self.format, **self.read_options)
                 encode_labels(df, self.label_columns, str(path), line_offset=first_line)
                 TabularEncoder(self.specs).check(df, str(path), line_offset=first_line)
                 method = self.split.get("method") if len(files) > 1 and self.split else None
@@ -291,6 +311,36 @@ class CSVSplits(DataSource):
             frames.append(df)
         return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
 
+    def read_clean(
+        self, read: Callable[[], pl.DataFrame], path: str, first_line: int
+    ) -> tuple[pl.DataFrame, dict | None]:
+        """``read()``'s frame; under ``on_bad_rows: skip`` without its malformed rows (every
+        check a row can fail, run with a :mod:`ranklab.data.badrows` collector), and the
+        report of what was dropped."""
+        if self.on_bad_rows == "fail":
+            return read(), None
+        with badrows.collecting() as bad:
+            df = read()
+            bad.start(df.height)
+            encode_labels(df, self.label_columns, path, line_offset=first_line)
+            TabularEncoder(self.specs).check(df, path, line_offset=first_line)
+            method = self.split.get("method") if self.split else None
+            if method == "time":
+                require_columns(df, [str(self.split["column"])], path, "data.source.split.column")
+                parse_time(df, str(self.split["column"]), path, first_line)
+            elif method == "column":
+                self._cut_by_column(df, path, first_line)
+        if not bad.count:
+            return df, None
+        report = bad.report()
+        log.warning(
+            "%s: skipped %d malformed rows (data.source.on_bad_rows: skip); the first: %s",
+            path,
+            bad.count,
+            report["examples"][0],
+        )
+        return df.filter(~pl.Series(bad.mask)), report
+
     def fingerprint(self) -> str:
         paths = self.paths()
         options = {
@@ -302,6 +352,7 @@ class CSVSplits(DataSource):
             "group": self.group,
             "features": self.features_cfg,
             "split": self.split,
+            **({"on_bad_rows": "skip"} if self.on_bad_rows == "skip" else {}),
         }
         files = [p for ps in paths.values() for p in ps]  # the order hashed before: same keys
         if self.truth is not None:
@@ -327,6 +378,7 @@ class CSVSplits(DataSource):
         return build_streaming(self, directory, memory_budget)
 
     def build(self) -> EncodedData:
+        self.bad_rows = {}
         paths = self.paths()
         frames = self._frames(paths)
         where = {s: self._where(paths, s) for s in SPLITS}
@@ -373,6 +425,8 @@ class CSVSplits(DataSource):
             },
             "labels": {s: label_meta(a, self.label_columns) for s, a in splits.items()},
         }
+        if self.bad_rows:
+            meta["bad_rows"] = dict(self.bad_rows)
         if self.truth is not None:
             first_label = self.label_columns[0].spec.name
             meta["bayes"] = {

@@ -27,7 +27,7 @@ import gzip
 import io
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from ranklab.data import badrows
 from ranklab.data.dataset import GROUP_KEY
 from ranklab.data.labels import encode_labels, label_meta
 from ranklab.data.preprocess import FeatureSpec, TabularEncoder, Vocabulary, _as_key, parse_time
@@ -60,13 +61,29 @@ def chunk_bytes(budget: int) -> int:
     return max(1 << 16, budget // (4 * EXPANSION))
 
 
+Clean = Callable[[Callable[[], pl.DataFrame], str, int], tuple[pl.DataFrame, dict | None]]
+
+
+def _no_clean(read: Callable[[], pl.DataFrame], path: str, first: int) -> tuple:
+    return read(), None
+
+
 def iter_chunks(
-    path: Path, format: str, options: dict[str, Any], size: int, scratch: Path
-) -> Iterator[tuple[pl.DataFrame, int]]:
-    """(frame, file line of its first row) for each chunk of ``path``, about ``size`` bytes of
-    text each (parquet: as many rows as ``size`` bytes hold on disk), in file order."""
+    path: Path,
+    format: str,
+    options: dict[str, Any],
+    size: int,
+    scratch: Path,
+    clean: Clean = _no_clean,
+) -> Iterator[tuple[pl.DataFrame, int, dict | None]]:
+    """(frame, file line of its first row, malformed rows report) for each chunk of ``path``,
+    about ``size`` bytes of text each (parquet: as many rows as ``size`` bytes hold on disk),
+    in file order. ``clean(read, path, first_line)`` reads a chunk (``CSVSplits.read_clean``:
+    without its malformed rows under ``on_bad_rows: skip``)."""
     if format == "parquet":
-        yield from _parquet_chunks(path, options, size)
+        for df, first in _parquet_chunks(path, options, size):
+            df, report = clean(lambda df=df: df, str(path), first)
+            yield df, first, report
         return
     header_lines = first_data_line(path, format, **options) - 1
     opener = gzip.open if path.suffix == ".gz" else open
@@ -85,17 +102,26 @@ def iter_chunks(
             body, carry = data[:cut], data[cut:]
             if body.strip():
                 first = header_lines + 1 + lines_before
+                delta = first - header_lines - 1  # chunk file line + delta = the file's line
                 scratch_file.write_bytes(header + body)
-                try:
+
+                def read(delta: int = delta) -> pl.DataFrame:
                     df = read_table(scratch_file, format, **options)
+                    if (collector := badrows.active()) is not None:
+                        collector.relocate(str(scratch_file), str(path), delta)
+                    return df
+
+                try:
+                    df, report = clean(read, str(path), first)
                 except DataError as e:  # name the source file and its own line
                     line = e.line
-                    if line is not None and line > header_lines:
-                        line += first - header_lines - 1
-                    raise DataError(e.message, str(path), line, e.column) from None
+                    if e.path == str(scratch_file) and line is not None and line > header_lines:
+                        line += delta
+                    path_named = str(path) if e.path == str(scratch_file) else e.path
+                    raise DataError(e.message, path_named, line, e.column) from None
                 finally:
                     scratch_file.unlink(missing_ok=True)
-                yield df, first
+                yield df, first, report
             lines_before += body.count(b"\n")
             if not block:
                 return
@@ -317,9 +343,13 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
     scratch.mkdir()
     fmt, opts = source.format, source.read_options
 
+    reports: dict[tuple[str, int], dict] = {}  # (file, chunk's first line) -> skipped rows
+
     def chunks(split: str) -> Iterator[tuple[pl.DataFrame, int, str]]:
         for p in paths[split]:
-            for df, first in iter_chunks(p, fmt, opts, size, scratch):
+            for df, first, report in iter_chunks(p, fmt, opts, size, scratch, source.read_clean):
+                if report:  # the same in every pass: kept once
+                    reports[(str(p), first)] = report
                 yield df, first, str(p)
 
     which: np.ndarray | None = None  # one file: each row's split
@@ -404,6 +434,11 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
         "labels": {s: label_meta(labels[s], source.label_columns) for s in SPLITS},
         "streamed": {"memory_budget": budget, "chunk_bytes": size},
     }
+    if reports:
+        by_file: dict[str, list[dict]] = {}
+        for (file, _), report in sorted(reports.items()):
+            by_file.setdefault(file, []).append(report)
+        meta["bad_rows"] = {f: badrows.merge_reports(r) for f, r in by_file.items()}
     if truth is not None:
         meta["bayes"] = {
             s: bayes_metrics(np.concatenate(probs[s]), np.asarray(labels[s][first_label]))
