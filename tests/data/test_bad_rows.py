@@ -117,5 +117,5 @@ def test_skip_reaches_metrics_json_and_the_option_is_checked(tmp_path: Path, mak
     assert m["skipped_rows"][str(tmp_path / "data" / "mine" / "dirty.csv")]["skipped"] == len(BAD)
     written = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert written["skipped_rows"] == m["skipped_rows"]
-    with pytest.raises(ConfigError, match="data.source.on_bad_rows"):
+    with pytest.raises(ConfigError, match=r"data\.source\.on_bad_rows"):
         _source(tmp_path / "data" / "mine" / "dirty.csv", True, on_bad_rows="ignore")
