@@ -40,9 +40,10 @@ PEER_VENV = ROOT / ".bench" / "fuxictr"
 PEER_SCRIPT = ROOT / "benchmarks" / "peers" / "fuxictr_preprocess.py"
 
 
-def ensure_data(work: Path, rows: int, seed: int) -> Path:
-    """``work/criteo_synthetic/train.txt`` with ``rows`` lines, and its BARS-layout copy in
-    ``work/criteo_bars`` (first 80% / next 10% / last 10% of the lines: rows are i.i.d.)."""
+def ensure_data(work: Path, rows: int, seed: int, bars_copy: bool = True) -> Path:
+    """``work/criteo_synthetic/train.txt`` with ``rows`` lines, and (``bars_copy``) its
+    BARS-layout copy in ``work/criteo_bars`` (first 80% / next 10% / last 10% of the lines:
+    rows are i.i.d.; made in memory, so not for the 50M-row streamed run)."""
     import polars as pl
 
     from ranklab.data.readers import CRITEO_COLUMNS
@@ -59,7 +60,7 @@ def ensure_data(work: Path, rows: int, seed: int) -> Path:
         for f in (work / "criteo_bars").glob("*.csv"):
             f.unlink()
     bars = work / "criteo_bars"
-    if not (bars / "test.csv").is_file():
+    if bars_copy and not (bars / "test.csv").is_file():
         bars.mkdir(parents=True, exist_ok=True)
         df = pl.read_csv(
             raw / "train.txt",
@@ -97,8 +98,11 @@ def source(work: Path, layout: str = "raw"):
 def child_ranklab(work: Path, layout: str, cache: Path, budget: int | None = None) -> dict:
     """Build the cache of ``layout`` (raw | bars) from scratch, streamed in chunks when
     ``budget`` (bytes) is given; the seconds it took."""
+    import logging
+
     from ranklab.data import load_or_build
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # the pass lines
     src = source(work, layout)
     t0 = time.perf_counter()
     data = load_or_build(src, cache, memory_budget=budget)
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    work = ensure_data(args.work, args.rows, args.seed)
+    work = ensure_data(args.work, args.rows, args.seed, bars_copy=not args.only_streamed)
     peer = not args.no_peer and args.peer_python.is_file()
     if not args.no_peer and not peer:
         print(f"FuxiCTR venv not found at {args.peer_python} (make bench-data makes it): skipped")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -29,7 +30,7 @@ from torch import nn
 
 from ranklab.config import compose
 from ranklab.data import RankDataModule, TensorSplit
-from ranklab.metrics import auc, logloss
+from ranklab.metrics import auc, grouped_auc, logloss
 from ranklab.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,8 +176,12 @@ def bare_train(
 
 
 @torch.no_grad()
-def bare_eval(model: nn.Module, split: TensorSplit, batch_size: int, repeats: int = 2) -> float:
-    """Inference over slices, then AUC and log loss of the concatenated predictions."""
+def bare_eval(
+    model: nn.Module, split: TensorSplit, batch_size: int, repeats: int = 2, grouped: bool = True
+) -> float:
+    """Inference over slices, then the figures the framework's validation reports, computed
+    with plain functions on the concatenated predictions: AUC, log loss, NE, calibration and
+    (where the data has groups and the task computes them) grouped AUC."""
     model.eval()
     n = len(split)
     rates = []
@@ -188,7 +193,14 @@ def bare_eval(model: nn.Module, split: TensorSplit, batch_size: int, repeats: in
                 for i in range(0, n, batch_size)
             ]
         )
-        auc(probs, split.label), logloss(probs, split.label)
+        y = split.label
+        auc(probs, y)
+        loss = logloss(probs, y)
+        rate = float(y.mean())
+        loss / -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))  # NE
+        float(probs.sum()) / max(float(y.sum()), 1e-12)  # calibration
+        if grouped and split.group is not None:
+            grouped_auc(probs, y, split.group)
         rates.append(n / (time.perf_counter() - t0))
     return statistics.median(rates[1:])
 
@@ -251,7 +263,8 @@ def bench_model(cfg, epochs: int, repeats: int) -> dict:
 
         bare_tr.append(bare(model, task.emb_params))
         fw_ev.append(framework_eval(cfg, task, dm))
-        bare_ev.append(bare_eval(model, val_split, dm.eval_batch_size))
+        grouped = bool(cfg.task.get("grouped_metrics", True))
+        bare_ev.append(bare_eval(model, val_split, dm.eval_batch_size, grouped=grouped))
         schema = dm.schema
         if cfg.model._target_.endswith(".DeepFM") and not schema.numeric and not schema.sequences:
             m = cfg.model  # the hand-written reference covers categorical fields only
@@ -264,7 +277,7 @@ def bench_model(cfg, epochs: int, repeats: int) -> dict:
             )
             ref.fields = [f.name for f in schema.categorical]
             ind_tr.append(bare(ref, [ref.emb.weight, ref.w.weight]))
-            ind_ev.append(bare_eval(ref, val_split, dm.eval_batch_size))
+            ind_ev.append(bare_eval(ref, val_split, dm.eval_batch_size, grouped=grouped))
     med = statistics.median
     res = {
         "framework_train": med(fw_tr),

@@ -35,7 +35,12 @@ def logloss(probs: Tensor, target: Tensor) -> float:
 def bayes_metrics(prob: np.ndarray, label: np.ndarray) -> dict[str, float]:
     """The Bayes-optimal figures of a split: AUC and log loss of the true probabilities
     ``prob`` (N,) against the drawn labels ``label`` (N,), and the base rate."""
-    p, y = torch.tensor(prob), torch.tensor(label)  # copies: inputs may be read-only maps
+
+    def tensor(a: np.ndarray) -> Tensor:  # read-only maps are copied, other arrays shared
+        shared = a.flags.writeable and a.flags.c_contiguous
+        return torch.from_numpy(a) if shared else torch.tensor(a)
+
+    p, y = tensor(prob), tensor(label)
     return {"auc": auc(p, y), "logloss": logloss(p, y), "base_rate": float(label.mean())}
 
 

@@ -183,8 +183,16 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
     }
     # _recursive_=False: per-label loss configs stay plain (the task instantiates them), so
     # they can go to checkpoints
+    extra = {}
+    if OmegaConf.select(cfg, "task.output_bias") == "base_rate":
+        labels = datamodule.labels("train")
+        extra["base_rates"] = {
+            s.name: float(labels[s.name].mean())
+            for s in schema.labels
+            if s.kind == "binary" and s.condition is None and s.name in labels
+        }
     task = instantiate(cfg.task, _partial_=True, _convert_="all", _recursive_=False)(
-        model=model, schema=schema, hparams=hparams, **factories
+        model=model, schema=schema, hparams=hparams, **factories, **extra
     )
     return datamodule, model, task
 

@@ -205,8 +205,9 @@ class CSVSplits(DataSource):
         t_val, t_test = ordered[len(t) - n_test - n_val], ordered[len(t) - n_test]
         return ((t >= t_val).astype(np.int8) + (t >= t_test)).astype(np.int8)
 
-    def _read_truth(self, rows: int) -> np.ndarray:
-        """(rows,) float64 true probabilities from the ``truth`` file, one per data row."""
+    def _read_truth(self, rows: int, mapped: bool = False) -> np.ndarray:
+        """(rows,) float64 true probabilities from the ``truth`` file, one per data row (with
+        ``mapped``: the file's read-only map, checked block by block)."""
         path = self.dir / str(self.truth)
         try:
             p = np.load(path, mmap_mode="r")
@@ -218,10 +219,13 @@ class CSVSplits(DataSource):
                 f"holds {p.shape} probabilities for {rows} data rows (data.source.truth)",
                 path=str(path),
             )
-        p = np.asarray(p, dtype=np.float64)
-        if not np.all((p >= 0) & (p <= 1)):
-            raise DataError("holds values outside [0, 1] (data.source.truth)", path=str(path))
-        return p
+        block = 1 << 22 if mapped else max(1, rows)
+        for lo in range(0, rows, block):
+            part = np.asarray(p[lo : lo + block], dtype=np.float64)
+            if not np.all((part >= 0) & (part <= 1)):
+                msg = "holds values outside [0, 1] (data.source.truth)"
+                raise DataError(msg, path=str(path))
+        return p if mapped else np.asarray(p, dtype=np.float64)
 
     def _cut_by_column(
         self, df: pl.DataFrame, path: str, first_line: int

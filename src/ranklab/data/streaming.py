@@ -27,6 +27,7 @@ import gzip
 import io
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,17 @@ SPLITS = ("train", "val", "test")
 # Criteo-format file: 1M rows (243 MB of text) peak at 2.2 GB in memory, about 9x.
 EXPANSION = 10
 HEADER_BYTES = 128  # room reserved for an .npy header, written once the row count is known
+
+
+def _since(t0: float) -> float:
+    return time.perf_counter() - t0
+
+
+def _peak() -> str:
+    """The process' peak resident memory so far (for the log)."""
+    import resource
+
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
 
 
 def chunk_bytes(budget: int) -> int:
@@ -191,10 +203,9 @@ class StreamingFit:
         c = keys.alias("v").value_counts(name="n").with_columns(pl.col("n").cast(pl.Int64))
         pending = self.pending.setdefault(table, [])
         pending.append(c)
-        # merged when the pending counts outgrow the merged ones: each count row is merged
-        # O(log chunks) times, not once per chunk (vocabularies reach millions of values)
-        merged = self.counts[table].height if table in self.counts else 0
-        if sum(p.height for p in pending) > max(1 << 20, merged):
+        # merged every 2^18 pending rows: a chunk's counts of a field are merged into the
+        # table's in one group-by, not one per chunk, and pending counts stay small
+        if sum(p.height for p in pending) > 1 << 18:
             self._merge(table)
 
     def _merge(self, table: str) -> None:
@@ -355,9 +366,16 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
     which: np.ndarray | None = None  # one file: each row's split
     truth: np.ndarray | None = None
     if source.split:
+        t0 = time.perf_counter()
         which = _place_cut(source, chunks("all"), where["all"])
+        log.info(
+            "data: streamed pass 1 (the cut): %d rows in %.0fs, peak RSS %s",
+            len(which),
+            _since(t0),
+            _peak(),
+        )
         if source.truth is not None:
-            truth = source._read_truth(len(which))
+            truth = source._read_truth(len(which), mapped=True)
 
     def train_chunks() -> Iterator[tuple[pl.DataFrame, int, str]]:
         """The training rows chunk by chunk (a cut source: each chunk's training rows)."""
@@ -373,6 +391,7 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
     feature_cols = [s.column for s in source.specs] + [s.weights for s in source.specs if s.weights]
     feature_cols += [source.group] if source.group else []
 
+    t0 = time.perf_counter()
     fit = StreamingFit(TabularEncoder(source.specs))
     for df, first, path in train_chunks():
         require_columns(df, feature_cols, path, "data.source.features")
@@ -390,8 +409,9 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
             arrays[GROUP_KEY] = groups.encode(df[str(source.group)])
         return arrays
 
+    log.info("data: streamed pass 2 (vocabularies, scalers): %.0fs, peak %s", _since(t0), _peak())
+    t0 = time.perf_counter()
     writers = {s: _Writer(out / s) for s in SPLITS}
-    probs: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     if which is None:
         for split in SPLITS:
             for df, first, path in chunks(split):
@@ -404,8 +424,6 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
             for k, split in enumerate(SPLITS):
                 mask = part == k
                 writers[split].append({key: a[mask] for key, a in arrays.items()})
-                if truth is not None:
-                    probs[split].append(truth[row : row + df.height][mask])
             row += df.height
     rows: dict[str, int] = {}
     for split, writer in writers.items():
@@ -415,6 +433,8 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
             what = "file has no data rows" if split in paths else "cut has no rows"
             raise DataError(f"the {split} {what}", path=where[split])
     scratch.rmdir()
+    msg = "data: streamed pass 3 (encoding): %s rows in %.0fs, peak %s"
+    log.info(msg, rows, _since(t0), _peak())
 
     first_label = source.label_columns[0].spec.name
     labels = {
@@ -439,11 +459,13 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
         for (file, _), report in sorted(reports.items()):
             by_file.setdefault(file, []).append(report)
         meta["bad_rows"] = {f: badrows.merge_reports(r) for f, r in by_file.items()}
-    if truth is not None:
-        meta["bayes"] = {
-            s: bayes_metrics(np.concatenate(probs[s]), np.asarray(labels[s][first_label]))
-            for s in SPLITS
-        }
+    if truth is not None and which is not None:  # one split at a time: memory
+        meta["bayes"] = {}
+        for k, s in enumerate(SPLITS):
+            p = np.asarray(truth[which == k], dtype=np.float64)
+            y = np.array(labels[s][first_label])
+            meta["bayes"][s] = bayes_metrics(p, y)
+            del p, y
     schema = encoder.schema(tuple(c.spec for c in source.label_columns), source.group, meta)
     schema.check_conditions()
     schema.save(out / "schema.json")

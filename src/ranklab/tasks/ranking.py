@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -172,9 +173,13 @@ class RankingTask(BaseTask):
         labels: list[str] | None = None,
         losses: Mapping[str, Any] | None = None,
         loss_weights: Mapping[str, float] | None = None,
+        output_bias: str = "zero",
+        base_rates: Mapping[str, float] | None = None,
         **base: Any,
     ) -> None:
         super().__init__(model, **base)
+        if output_bias not in ("zero", "base_rate"):
+            raise ConfigError("task.output_bias", f"must be zero or base_rate, not {output_bias!r}")
         specs = schema.labels if schema is not None else (LabelSpec("label"),)
         names = [s.name for s in specs]
         if len(specs) > 1 and not getattr(model, "multi_label", False):
@@ -201,6 +206,20 @@ class RankingTask(BaseTask):
         self.val_metrics = LabelMetrics(specs, counterfactual, grouped_metrics, plain)
         self.test_metrics = LabelMetrics(specs, counterfactual, grouped_metrics, plain)
         self.reliability: dict[str, Any] | None = None
+        # output_bias: base_rate: each binary label's logit starts at the log-odds of its
+        # training rate. A constant added to the logit is exactly an output bias initialised
+        # there (gradients are unchanged), for every model, wherever it keeps its own bias.
+        self.offsets: dict[str, float] = {}
+        if output_bias == "base_rate":
+            for name, rate in (base_rates or {}).items():
+                p = min(max(float(rate), 1e-6), 1 - 1e-6)
+                self.offsets[name] = math.log(p / (1 - p))
+
+    def _logits(self, features: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor | None]:
+        logits, aux = split_output(self.model(features), self.label_names)
+        if self.offsets:
+            logits = {n: x + self.offsets[n] if n in self.offsets else x for n, x in logits.items()}
+        return logits, aux
 
     def _loss(self, spec: LabelSpec, conf: Any) -> LabelLoss:
         if conf is not None:
@@ -212,7 +231,7 @@ class RankingTask(BaseTask):
         return self.model(features)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        logits, aux = split_output(self.model(batch.features), self.label_names)
+        logits, aux = self._logits(batch.features)
         loss: Tensor | None = None
         for name, fn in self.losses.items():
             part = fn(logits, batch.labels, self.specs[self.label_names.index(name)])
@@ -229,7 +248,7 @@ class RankingTask(BaseTask):
 
     def predictions(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
         """Per label (B,): a probability (binary labels) or a value (regression)."""
-        logits, _ = split_output(self.model(features), self.label_names)
+        logits, _ = self._logits(features)
         return {
             n: torch.sigmoid(logits[n].float()) if self.binary[n] else logits[n].float()
             for n in self.label_names
