@@ -113,7 +113,7 @@ def child_ranklab(work: Path, layout: str, cache: Path, budget: int | None = Non
 
 
 def measure(cmd: list[str], log: Path) -> dict:
-    """Run ``cmd`` (stdout+stderr to ``log``), return its JSON line and peak RSS in MB."""
+    """Run ``cmd`` (stdout+stderr to ``log``), return its JSON line and peak RSS in MiB."""
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd += ["--budget", str(args.budget)] if tool == streamed else []
             res = measure(cmd, out.with_suffix(".log"))
             results[tool].append(res)
-            print(f"repeat {r + 1}: {tool}: {res['seconds']:.1f} s, {res['rss_mb']:,.0f} MB")
+            print(f"repeat {r + 1}: {tool}: {res['seconds']:.1f} s, {res['rss_mb']:,.0f} MiB")
             shutil.rmtree(out, ignore_errors=True)
     rates = {}
     if not args.only_streamed:
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(
         title=f"preprocessing {args.rows:,} Criteo-format rows (median of {args.repeats})"
     )
-    for col in ("tool", "seconds", "rows/s", "peak RSS (MB)", "vs FuxiCTR"):
+    for col in ("tool", "seconds", "rows/s", "peak RSS (MiB)", "vs FuxiCTR"):
         table.add_column(col, justify="left" if col == "tool" else "right")
     ref = med.get(tools[-1]) if peer else None
     for t, v in results.items():
