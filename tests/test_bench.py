@@ -83,8 +83,9 @@ def test_gpu_bench_runs_on_the_cpu_as_a_smoke_test(tmp_path: Path) -> None:
 
 
 def test_bench_data_smoke(tmp_path: Path) -> None:
-    """`make bench-data` end to end on a small file, the peer skipped; both layouts encode the
-    same rows, and the loader's ranklab / bare figures are both measured."""
+    """`make bench-data` end to end on a small file, the peer skipped; both layouts and the
+    streamed build encode the same rows, and the loaders' figures (in memory, out of core,
+    bare) are all measured."""
     spec = importlib.util.spec_from_file_location(
         "data_throughput", ROOT / "benchmarks" / "data_throughput.py"
     )
@@ -92,9 +93,12 @@ def test_bench_data_smoke(tmp_path: Path) -> None:
     spec.loader.exec_module(bench)
     out = tmp_path / "out.json"
     args = ["--rows", "4000", "--repeats", "1", "--work", str(tmp_path), "--no-peer"]
+    args += ["--budget", "2MB", "--block-rows", "1000"]  # the streamed row too
     assert bench.main([*args, "--batch-size", "512", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
-    raw, bars = res["preprocess"].values()
-    assert raw[0]["rows"] == bars[0]["rows"] == 4000
+    raw, bars, streamed = res["preprocess"].values()
+    assert raw[0]["rows"] == bars[0]["rows"] == streamed[0]["rows"] == 4000
+    assert raw[0]["vocab"] == streamed[0]["vocab"]  # the same vocabularies, streamed
     assert raw[0]["seconds"] > 0 and raw[0]["rss_mb"] > 0
-    assert min(res["loader"]["ranklab"]) > 0 and min(res["loader"]["bare"]) > 0
+    for loader in ("ranklab", "ranklab out of core", "bare"):
+        assert min(res["loader"][loader]) > 0
