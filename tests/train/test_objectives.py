@@ -253,7 +253,7 @@ def test_rare_positives_warn_with_the_auc_uncertainty() -> None:
         return {"click": y}
 
     splits = {"train": labels(10000, 600), "val": labels(5000, 28), "test": labels(500, 0)}
-    dm = SimpleNamespace(split=lambda s: SimpleNamespace(labels=splits[s]))
+    dm = SimpleNamespace(labels=lambda s: splits[s])
     schema = SimpleNamespace(labels=(LabelSpec("click"),))
     lines = rare_label_warnings(dm, schema)
     assert len(lines) == 2
