@@ -86,6 +86,14 @@ FAMILIES = {
         "model.activation=relu",
     ],
     "multitask": ["data=synthetic_mtl", "data.source.vocab_sizes=[30,20,10,5,5]", "model=mmoe"],
+    # the data read from the cache's files in blocks (data/outofcore.py), by each rank
+    "ranking-out-of-core": [
+        "model=deepfm",
+        "model.hidden_units=[32]",
+        "model.batch_norm=false",
+        "data.memory_budget=1KB",
+        "data.block_rows=3000",
+    ],
     "retrieval": [
         "data=beauty_seq",
         "task=retrieval",
