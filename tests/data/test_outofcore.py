@@ -115,3 +115,15 @@ def test_a_run_trained_out_of_core_ends_with_the_in_memory_digits(make_cfg) -> N
     blocks = train(make_cfg(*base, "data.memory_budget=1KB", "data.block_rows=500"))
     assert blocks["test"]["auc"] > 0.6 and blocks["history"] != memory["history"]
     assert json.loads(Path(run.paths.output_dir, "metrics.json").read_text())["test"]
+
+
+def test_memory_budget_sizes_parse_or_name_the_key() -> None:
+    from ranklab.errors import ConfigError
+    from ranklab.utils import parse_bytes
+
+    assert parse_bytes("4GB", "k") == 4 * 10**9 and parse_bytes("512MB", "k") == 512 * 10**6
+    assert parse_bytes("1.5GiB", "k") == int(1.5 * 2**30) and parse_bytes("2kib", "k") == 2048
+    assert parse_bytes(12345, "k") == 12345 and parse_bytes(None, "k") is None
+    for bad in ("4 apples", "-1GB", "0", 0):
+        with pytest.raises(ConfigError, match=r"data\.memory_budget"):
+            parse_bytes(bad, "data.memory_budget")
