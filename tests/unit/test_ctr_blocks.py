@@ -61,6 +61,23 @@ def test_bilinear_interaction_matches_the_pair_loop(kind: str) -> None:
             torch.testing.assert_close(out[b, p], (emb[b, i] @ w) * emb[b, j])
 
 
+@pytest.mark.parametrize("kind", ["field_all", "field_each", "field_interaction"])
+def test_fibinet_blocks_start_as_xavier_linear_layers(kind: str) -> None:
+    """Each bilinear matrix and both excitation layers start as FuxiCTR's Xavier-normal
+    ``nn.Linear`` would: std sqrt(2 / (fan_in + fan_out)) per matrix, whatever their number
+    (Xavier over the stacked (n, D, D) tensor would give sqrt(2 / (D * (n + 1))))."""
+    torch.manual_seed(0)
+    dim = 32
+    bi = BilinearInteraction(10, dim, kind)
+    for w in bi.weight:
+        assert abs(float(w.std()) / (1 / dim) ** 0.5 - 1) < 0.1
+    se = SENet(40, reduction_ratio=2)
+    for layer in se.excitation[::2]:
+        fan_out, fan_in = layer.weight.shape
+        expected = (2 / (fan_in + fan_out)) ** 0.5
+        assert abs(float(layer.weight.std()) / expected - 1) < 0.1
+
+
 def test_dot_interaction_is_every_pair_once() -> None:
     vectors = torch.randn(3, 4, 5, dtype=torch.float64)
     out = DotInteraction(4)(vectors)

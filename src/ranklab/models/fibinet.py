@@ -14,7 +14,8 @@ from ranklab.nn.interaction import BilinearInteraction, SENet
 
 class FiBiNET(nn.Module):
     """p = Bilinear(E), q = Bilinear(SENET(E)) (B, F(F-1)/2, D) each, one bilinear layer for
-    both (as in FuxiCTR); logit = LR(x) + MLP(flatten([p, q])). ``bilinear_type``:
+    both (as in FuxiCTR); logit = LR(x) + MLP(flatten([p, q])), the LR term without a bias of
+    its own (the MLP's output has one; FuxiCTR's FiBiNET likewise). ``bilinear_type``:
     field_all | field_each | field_interaction."""
 
     def __init__(
@@ -30,7 +31,7 @@ class FiBiNET(nn.Module):
         init_std: float = 1e-4,
     ) -> None:
         super().__init__()
-        self.linear = LinearTerm(schema, init_std=init_std)
+        self.linear = LinearTerm(schema, init_std=init_std, bias=False)
         self.embedding = FeatureEmbedding(schema, embedding_dim, init_std=init_std)
         n = self.embedding.num_fields_total
         self.senet = SENet(n, reduction_ratio)

@@ -129,6 +129,7 @@ class CIN(nn.Module):
 class SENet(nn.Module):
     """Squeeze-and-excitation over fields (FiBiNET, Huang et al., RecSys 2019, eq. 3-5):
     z_f = mean_d e_f; a = relu(W2 relu(W1 z)), W1 (F/r x F), W2 (F x F/r); e'_f = a_f e_f.
+    W1 and W2 start Xavier-normal, as FuxiCTR initialises every linear layer of the model.
     (B, F, D) -> (B, F, D)."""
 
     def __init__(self, num_fields: int, reduction_ratio: float = 3.0) -> None:
@@ -140,6 +141,8 @@ class SENet(nn.Module):
             nn.Linear(reduced, num_fields, bias=False),
             nn.ReLU(),
         )
+        for layer in self.excitation[::2]:
+            nn.init.xavier_normal_(layer.weight)
 
     def forward(self, emb: Tensor) -> Tensor:
         weights = self.excitation(emb.mean(dim=-1))  # (B, F)
@@ -152,7 +155,8 @@ BILINEAR_TYPES = ("field_all", "field_each", "field_interaction")
 class BilinearInteraction(nn.Module):
     """FiBiNET's bilinear interaction (eq. 6-8): p_ij = (v_i W) * v_j for every pair i < j, with
     one W (D x D) for all pairs (``field_all``), one per field i (``field_each``) or one per pair
-    (``field_interaction``). (B, F, D) -> (B, F(F-1)/2, D)."""
+    (``field_interaction``). Each D x D matrix starts Xavier-normal on its own (std sqrt(1/D)),
+    as one ``nn.Linear(D, D)`` would. (B, F, D) -> (B, F(F-1)/2, D)."""
 
     def __init__(self, num_fields: int, dim: int, kind: str = "field_interaction") -> None:
         super().__init__()
@@ -164,7 +168,8 @@ class BilinearInteraction(nn.Module):
         self.register_buffer("right", pairs[1], persistent=False)
         n = {"field_all": 1, "field_each": num_fields, "field_interaction": pairs.shape[1]}[kind]
         self.weight = nn.Parameter(torch.empty(n, dim, dim))
-        nn.init.xavier_normal_(self.weight)
+        for w in self.weight.data:  # not the (n, D, D) tensor at once: its fans would mix n in
+            nn.init.xavier_normal_(w)
 
     def forward(self, emb: Tensor) -> Tensor:
         vi, vj = emb[:, self.left], emb[:, self.right]  # (B, P, D) each
