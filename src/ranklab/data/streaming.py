@@ -367,7 +367,7 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
     truth: np.ndarray | None = None
     if source.split:
         t0 = time.perf_counter()
-        which, first_labels = _place_cut(source, chunks("all"), where["all"])
+        which = _place_cut(source, chunks("all"), where["all"])
         log.info(
             "data: streamed pass 1 (the cut): %d rows in %.0fs, peak RSS %s",
             len(which),
@@ -375,15 +375,7 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
             _peak(),
         )
         if source.truth is not None:
-            # the Bayes figures now, while little else is held (an exact AUC over tens of
-            # millions of rows is the build's largest transient), one split at a time
             truth = source._read_truth(len(which), mapped=True)
-            bayes = {}
-            for k, s in enumerate(SPLITS):
-                p = np.asarray(truth[which == k], dtype=np.float64)
-                bayes[s] = bayes_metrics(p, first_labels[which == k])
-                del p
-        del first_labels
 
     def train_chunks() -> Iterator[tuple[pl.DataFrame, int, str]]:
         """The training rows chunk by chunk (a cut source: each chunk's training rows)."""
@@ -467,8 +459,13 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
         for (file, _), report in sorted(reports.items()):
             by_file.setdefault(file, []).append(report)
         meta["bad_rows"] = {f: badrows.merge_reports(r) for f, r in by_file.items()}
-    if truth is not None:
-        meta["bayes"] = bayes
+    if truth is not None and which is not None:  # one split at a time: memory
+        meta["bayes"] = {}
+        for k, s in enumerate(SPLITS):
+            p = np.asarray(truth[which == k], dtype=np.float64)
+            y = np.array(labels[s][first_label])
+            meta["bayes"][s] = bayes_metrics(p, y)
+            del p, y
     schema = encoder.schema(tuple(c.spec for c in source.label_columns), source.group, meta)
     schema.check_conditions()
     schema.save(out / "schema.json")
@@ -477,20 +474,17 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
 
 def _place_cut(
     source: CSVSplits, chunks: Iterator[tuple[pl.DataFrame, int, str]], where: str
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """Pass 1 over a file to be cut: each chunk checked whole (so errors name the file's own
     lines before rows are moved apart), rows counted, timestamps kept for a time cut; returns
-    each row's split (0 train, 1 val, 2 test) and its first label (float32, for the Bayes
-    figures)."""
+    each row's split (0 train, 1 val, 2 test)."""
     method = source.split.get("method", "random")
     column = str(source.split.get("column", ""))
     checker = TabularEncoder(source.specs)
     heights: list[int] = []
     parts: list[np.ndarray] = []
-    first_label = source.label_columns[0].spec.name
-    labels: list[np.ndarray] = []
     for df, first, path in chunks:
-        labels.append(encode_labels(df, source.label_columns, path, first)[first_label])
+        encode_labels(df, source.label_columns, path, first)
         checker.check(df, path, first)
         heights.append(df.height)
         if method == "time":
@@ -501,12 +495,11 @@ def _place_cut(
     rows = sum(heights)
     if rows == 0:
         raise DataError("the file has no data rows", path=where)
-    y = np.concatenate(labels)
     if method == "column":
-        return np.concatenate(parts), y
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int8)
     if method == "time":
-        return source.cut_by_time(np.concatenate(parts), where), y
-    return source.cut_at_random(rows, where), y
+        return source.cut_by_time(np.concatenate(parts) if parts else np.zeros(0), where)
+    return source.cut_at_random(rows, where)
 
 
 def _column_split(df: pl.DataFrame, source: CSVSplits, path: str, first: int) -> np.ndarray:
