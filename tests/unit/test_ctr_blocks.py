@@ -62,15 +62,21 @@ def test_bilinear_interaction_matches_the_pair_loop(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["field_all", "field_each", "field_interaction"])
-def test_fibinet_blocks_start_as_xavier_linear_layers(kind: str) -> None:
-    """Each bilinear matrix and both excitation layers start as FuxiCTR's Xavier-normal
-    ``nn.Linear`` would: std sqrt(2 / (fan_in + fan_out)) per matrix, whatever their number
-    (Xavier over the stacked (n, D, D) tensor would give sqrt(2 / (D * (n + 1))))."""
+def test_bilinear_matrices_start_as_xavier_linear_layers(kind: str) -> None:
+    """Each bilinear matrix starts as FuxiCTR's Xavier-normal ``nn.Linear(D, D)`` would: std
+    sqrt(1 / D), whatever their number (Xavier over the stacked (n, D, D) tensor counts fan-in
+    D * D and fan-out n * D: std sqrt(2 / (D * (D + n))))."""
     torch.manual_seed(0)
     dim = 32
     bi = BilinearInteraction(10, dim, kind)
     for w in bi.weight:
         assert abs(float(w.std()) / (1 / dim) ** 0.5 - 1) < 0.1
+
+
+def test_senet_layers_start_xavier_normal() -> None:
+    """Both excitation layers start Xavier-normal, as FuxiCTR initialises every linear layer:
+    std sqrt(2 / (fan_in + fan_out))."""
+    torch.manual_seed(0)
     se = SENet(40, reduction_ratio=2)
     for layer in se.excitation[::2]:
         fan_out, fan_in = layer.weight.shape
