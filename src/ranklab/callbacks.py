@@ -74,11 +74,15 @@ class Throughput(L.Callback):
 
 
 class ProgressBar(TQDMProgressBar):
-    """TQDM bar that also shows training samples per second (from the Throughput callback)."""
+    """TQDM bar that also shows the epoch's mean training loss so far and training samples per
+    second (from the Throughput callback)."""
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
+        loss = pl_module.epoch_loss() if hasattr(pl_module, "epoch_loss") else None
+        if loss is not None and trainer.training:
+            items["train/loss"] = f"{loss:.4f}"
         for cb in trainer.callbacks:
             if isinstance(cb, Throughput) and cb.last:
                 items["samples/s"] = f"{cb.last:,.0f}"

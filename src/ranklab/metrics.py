@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 from torch import Tensor
-from torchmetrics import Metric, MetricCollection
+from torchmetrics import Metric
 from torchmetrics.classification import BinaryAUROC
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities import dim_zero_cat
@@ -104,8 +104,15 @@ def reliability(probs: Tensor, target: Tensor, bins: int = 10) -> dict[str, list
     return out
 
 
-class _SumMetric(Metric):
-    """Sums of the few statistics log loss, NE and calibration need (cheap, exact under DDP)."""
+class CTRSums(Metric):
+    """Log loss, NE and calibration from four sums taken in one pass (cheap, exact under DDP).
+
+    ``compute()`` -> ``calibration`` (mean prediction / mean label: 1 is calibrated, above 1
+    over-predicts clicks), ``logloss`` (mean binary cross-entropy) and ``ne`` (log loss divided
+    by the entropy of the evaluated set's click rate, He et al. 2014: below 1 is better than
+    predicting the base rate for every impression). One metric rather than three: each would
+    take the same logarithms of every prediction.
+    """
 
     full_state_update = False
     higher_is_better: bool | None = None
@@ -118,6 +125,7 @@ class _SumMetric(Metric):
         self.add_state("n", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, probs: Tensor, target: Tensor) -> None:
+        """probs (B,) predicted probabilities, target (B,) 0/1 labels."""
         p = probs.detach().double().clamp(EPS, 1 - EPS)
         t = target.detach().double()
         self.bce += -(t * p.log() + (1 - t) * (1 - p).log()).sum()
@@ -125,34 +133,14 @@ class _SumMetric(Metric):
         self.pos += t.sum()
         self.n += t.numel()
 
-
-class LogLoss(_SumMetric):
-    """Mean binary cross-entropy of predicted probabilities."""
-
-    higher_is_better = False
-
-    def compute(self) -> Tensor:
-        return self.bce / self.n
-
-
-class NormalizedEntropy(_SumMetric):
-    """Log loss divided by the entropy of the evaluated set's click rate (He et al., 2014).
-
-    Below 1 means better than predicting the base rate for every impression.
-    """
-
-    higher_is_better = False
-
-    def compute(self) -> Tensor:
+    def compute(self) -> dict[str, Tensor]:
         r = (self.pos / self.n).clamp(EPS, 1 - EPS)
-        return (self.bce / self.n) / -(r * r.log() + (1 - r) * (1 - r).log())
-
-
-class Calibration(_SumMetric):
-    """Mean prediction / mean label: 1 is calibrated, above 1 over-predicts clicks."""
-
-    def compute(self) -> Tensor:
-        return self.pred / self.pos
+        loss = self.bce / self.n
+        return {
+            "calibration": self.pred / self.pos,
+            "logloss": loss,
+            "ne": loss / -(r * r.log() + (1 - r) * (1 - r).log()),
+        }
 
 
 class GroupedAUC(Metric):
@@ -187,24 +175,20 @@ class CTRMetrics(torch.nn.Module):
 
     def __init__(self, grouped: bool = False) -> None:
         super().__init__()
-        self.collection = MetricCollection(
-            {
-                "auc": BinaryAUROC(validate_args=False),
-                "logloss": LogLoss(),
-                "ne": NormalizedEntropy(),
-                "calibration": Calibration(),
-            },
-            compute_groups=False,
-        )
+        self.auroc = BinaryAUROC(validate_args=False)
+        self.sums = CTRSums()
         self.gauc = GroupedAUC() if grouped else None
 
     def update(self, probs: Tensor, target: Tensor, groups: Tensor | None = None) -> None:
-        self.collection.update(probs, target.long())
+        target = target.long()
+        self.auroc.update(probs, target)
+        self.sums.update(probs, target)
         if self.gauc is not None and groups is not None:
             self.gauc.update(probs, target, groups)
 
     def compute(self) -> dict[str, float]:
-        out = {k: float(v) for k, v in self.collection.compute().items()}
+        out = {"auc": float(self.auroc.compute())}
+        out.update({k: float(v) for k, v in self.sums.compute().items()})
         if self.gauc is not None and self.gauc.update_count > 0:
             out["gauc"] = float(self.gauc.compute())
         return out
@@ -212,12 +196,13 @@ class CTRMetrics(torch.nn.Module):
     def reliability(self, bins: int = 10) -> dict[str, list[float]]:
         """:func:`reliability` of every prediction seen since the last reset (all ranks' under
         DDP), read from the AUC metric, which keeps them for the exact AUC anyway."""
-        auroc = self.collection["auc"]
+        auroc = self.auroc
         with auroc.sync_context(should_unsync=True):
             return reliability(dim_zero_cat(auroc.preds), dim_zero_cat(auroc.target), bins)
 
     def reset(self) -> None:
-        self.collection.reset()
+        self.auroc.reset()
+        self.sums.reset()
         if self.gauc is not None:
             self.gauc.reset()
 

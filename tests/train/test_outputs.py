@@ -12,13 +12,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
+import torch
 from tiny import TINY_DATA
 
+from ranklab.callbacks import ProgressBar
 from ranklab.config import compose
 from ranklab.errors import ConfigError
 from ranklab.report.cli import main as report_main
-from ranklab.train import objective_value, train
+from ranklab.train import build, objective_value, train
 
 TINY_CLI = [
     *TINY_DATA,
@@ -144,6 +147,52 @@ def test_train_loss_reaches_the_logger_every_epoch_on_small_runs(make_cfg, tmp_p
     assert sum(bool(r.get("train/loss")) for r in rows) >= 3
     assert sum(bool(r.get("train/loss_epoch")) for r in rows) == 3
     assert all(h["train_loss"] > 0 for h in m["history"])
+
+
+class StepLosses(L.Callback):
+    """Each training step's loss, by the step the loggers record it under."""
+
+    def __init__(self) -> None:
+        self.loss: dict[int, float] = {}
+        self.calls = 0  # self.log("train/loss", ...) calls: Lightning's log costs ms a call
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        log = pl_module.log
+
+        def counted(name, *args, **kwargs):
+            self.calls += name == "train/loss"
+            return log(name, *args, **kwargs)
+
+        pl_module.log = counted
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.loss[trainer.fit_loop.epoch_loop._batches_that_stepped] = float(outputs["loss"])
+
+
+def test_train_loss_is_logged_on_the_steps_the_loggers_write(make_cfg, tmp_path: Path) -> None:
+    # 12 batches per epoch, 2 epochs: the loggers write steps 4, 9, 14, 19 (every 5th); the
+    # value each gets is that step's own loss (no embedding regulariser: loss = total)
+    steps = StepLosses()
+    train(
+        make_cfg("model=lr", "trainer.max_epochs=2", "trainer.log_every_n_steps=5"),
+        callbacks=[steps],
+    )
+    rows = list(csv.DictReader((tmp_path / "run" / "csv" / "metrics.csv").open()))
+    logged = {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+    assert sorted(logged) == [4, 9, 14, 19]
+    assert steps.calls == 4  # not one a step
+    for step, value in logged.items():
+        assert value == pytest.approx(steps.loss[step], rel=1e-6)
+
+
+def test_progress_bar_shows_the_epoch_mean_loss_so_far(make_cfg) -> None:
+    task = build(make_cfg("model=lr"))[2]
+    task.add_loss(torch.tensor(0.5), 100)  # no trainer attached: summed, not logged
+    task.add_loss(torch.tensor(0.2), 300)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_model_summary=False)
+    trainer.training = True
+    items = ProgressBar().get_metrics(trainer, task)
+    assert items["train/loss"] == f"{(0.5 * 100 + 0.2 * 300) / 400:.4f}"
 
 
 def test_objective_resolves_nested_names_and_refuses_the_test_split(make_cfg) -> None:

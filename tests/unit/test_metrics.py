@@ -63,6 +63,7 @@ def test_ctr_metrics_accumulate_batches_like_whole(data) -> None:
     for i in range(0, 300, 64):
         m.update(probs[i : i + 64], y[i : i + 64].float(), g[i : i + 64])
     out = m.compute()
+    assert list(out) == ["auc", "calibration", "logloss", "ne", "gauc"]  # as reports show them
     assert out["auc"] == pytest.approx(naive_auc(probs.tolist(), y.tolist()), abs=1e-6)
     assert out["gauc"] == pytest.approx(
         naive_gauc(probs.tolist(), y.tolist(), g.tolist()), abs=1e-9

@@ -235,7 +235,7 @@ class RankingTask(BaseTask):
         loss: Tensor | None = None
         for name, fn in self.losses.items():
             part = fn(logits, batch.labels, self.specs[self.label_names.index(name)])
-            if len(self.losses) > 1:
+            if len(self.losses) > 1 and self.logs_this_step():
                 self.log(f"train/{name}/loss", part, batch_size=len(batch))
             part = part * self.weights[name] if self.weights[name] != 1.0 else part
             loss = part if loss is None else loss + part
