@@ -55,6 +55,30 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert res[key] > 0, key
 
 
+def test_eval_phases_add_up_to_the_validate_call(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "eval_phases", ROOT / "benchmarks" / "eval_phases.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from ranklab.config import compose
+
+    cfg = compose(
+        [
+            "model=lr",
+            "data.source.n_train=2000",
+            "data.source.n_val=1000",
+            "data.source.n_test=500",
+            f"paths.cache_dir={tmp_path}/cache",
+        ]
+    )
+    res = bench.phases(cfg, repeats=2)
+    assert res["rows"] == 1000
+    assert all(res[p] > 0 for p in bench.PHASES) and res["bare"] > 0
+    # medians of parts need not add up exactly; the parts lie inside the whole call
+    assert max(res[p] for p in bench.PHASES) < res["ranklab"]
+
+
 def test_structure_matched_model_approaches_the_bayes_ceiling() -> None:
     spec = importlib.util.spec_from_file_location("ceiling", ROOT / "benchmarks" / "seq_ceiling.py")
     ceiling = importlib.util.module_from_spec(spec)

@@ -1,0 +1,119 @@
+"""Where a ``Trainer.validate`` call spends its time, beside a bare evaluation of the same split.
+
+    python benchmarks/eval_phases.py --data-dir ../shared/data --model lr
+
+Phases are cut by callback hooks: Lightning's set-up before ``on_validation_start``, the loop's
+start, the batches (forward and metric updates), the epoch end (the metrics' compute and
+``self.log`` of each), and the teardown after ``on_validation_end``. The bare side is
+``throughput.bare_eval`` (a no-grad loop over the same slices and the same metrics with plain
+functions). Medians over ``--repeats`` calls after two warm-ups, in milliseconds. On the
+smallest models the fixed phases are what separates the framework from the bare loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from ranklab.config import compose
+from ranklab.train import build
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import ROOT, bare_eval, data_overrides
+
+PHASES = ["set-up", "loop start", "batches", "epoch end", "teardown"]
+
+
+class Marks(L.Callback):
+    """perf_counter at the hooks that bound each phase of a validation call."""
+
+    def __init__(self) -> None:
+        self.t: dict[str, float] = {}
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.t["start"] = time.perf_counter()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dl_idx=0) -> None:
+        self.t.setdefault("first_batch", time.perf_counter())
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        # callbacks' hook runs before the module's, which computes and logs the metrics
+        self.t["batches_done"] = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self.t["end"] = time.perf_counter()
+
+
+def phases(cfg, repeats: int) -> dict[str, float]:
+    """Median milliseconds of each phase of ``Trainer.validate``, its total, and the bare
+    evaluation of the same split, for the composed config ``cfg``."""
+    dm, model, task = build(cfg)
+    marks = Marks()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[marks],
+    )
+    rows = []
+    for _ in range(repeats + 2):  # two warm-ups
+        marks.t.clear()
+        t0 = time.perf_counter()
+        trainer.validate(task, datamodule=dm, verbose=False)
+        t1 = time.perf_counter()
+        t = marks.t
+        points = [t0, t["start"], t["first_batch"], t["batches_done"], t["end"], t1]
+        rows.append([(b - a) * 1e3 for a, b in itertools.pairwise(points)])
+    rows = rows[2:]
+    out = {name: statistics.median(r[i] for r in rows) for i, name in enumerate(PHASES)}
+    out["ranklab"] = statistics.median(sum(r) for r in rows)
+    val = dm.split("val")
+    out["bare"] = len(val) / bare_eval(model, val, dm.eval_batch_size, repeats=repeats) * 1e3
+    out["rows"] = len(val)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--model", default="lr")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data_ov, desc = data_overrides(args.data_dir)
+    cfg = compose(
+        [
+            *data_ov,
+            f"model={args.model}",
+            "paths.cache_dir=" + str(ROOT / "cache"),
+            *args.overrides,
+        ]
+    )
+    res = phases(cfg, args.repeats)
+    print(
+        f"{args.model} on {desc}: {res['rows']:,} validation rows, "
+        f"{torch.get_num_threads()} threads, medians of {args.repeats} calls (ms)"
+    )
+    for name in PHASES:
+        print(f"  {name:12s} {res[name]:8.2f}")
+    print(f"  {'ranklab':12s} {res['ranklab']:8.2f}")
+    print(f"  {'bare':12s} {res['bare']:8.2f}   ratio {res['bare'] / res['ranklab']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
