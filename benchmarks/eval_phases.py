@@ -26,7 +26,7 @@ from ranklab.config import compose
 from ranklab.train import build
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import ROOT, bare_eval, data_overrides
+from throughput import ROOT, bare_eval, data_overrides, eval_trainer
 
 PHASES = ["set-up", "loop start", "batches", "epoch end", "teardown"]
 
@@ -56,14 +56,7 @@ def phases(cfg, repeats: int) -> dict[str, float]:
     evaluation of the same split, for the composed config ``cfg``."""
     dm, model, task = build(cfg)
     marks = Marks()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[marks],
-    )
+    trainer = eval_trainer([marks])
     rows = []
     for _ in range(repeats + 2):  # two warm-ups
         marks.t.clear()

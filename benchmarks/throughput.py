@@ -118,15 +118,21 @@ def framework_train(cfg, epochs: int) -> float:
     return statistics.median(n / t for n, t in zip(timer.samples[1:], timer.times[1:]))
 
 
-def framework_eval(cfg, task, dm: RankDataModule, repeats: int = 2) -> float:
-    """Samples/s of Trainer.validate (metrics included), best of a warm-up and repeats."""
-    trainer = L.Trainer(
+def eval_trainer(callbacks: list[L.Callback] | None = None) -> L.Trainer:
+    """The Trainer evaluation is timed with: CPU, no logger, progress bar or model summary."""
+    return L.Trainer(
         accelerator="cpu",
         devices=1,
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        callbacks=callbacks,
     )
+
+
+def framework_eval(cfg, task, dm: RankDataModule, repeats: int = 2) -> float:
+    """Samples/s of Trainer.validate (metrics included), best of a warm-up and repeats."""
+    trainer = eval_trainer()
     n = len(dm.split("val"))
     rates = []
     for _ in range(repeats + 1):
