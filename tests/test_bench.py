@@ -55,7 +55,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert res[key] > 0, key
 
 
-def test_eval_phases_add_up_to_the_validate_call(tmp_path: Path) -> None:
+def test_eval_phases_lie_inside_the_validate_call(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location(
         "eval_phases", ROOT / "benchmarks" / "eval_phases.py"
     )

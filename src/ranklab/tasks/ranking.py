@@ -233,9 +233,10 @@ class RankingTask(BaseTask):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         logits, aux = self._logits(batch.features)
         loss: Tensor | None = None
+        log_parts = len(self.losses) > 1 and self.logs_this_step()
         for name, fn in self.losses.items():
             part = fn(logits, batch.labels, self.specs[self.label_names.index(name)])
-            if len(self.losses) > 1 and self.logs_this_step():
+            if log_parts:
                 self.log(f"train/{name}/loss", part, batch_size=len(batch))
             part = part * self.weights[name] if self.weights[name] != 1.0 else part
             loss = part if loss is None else loss + part
