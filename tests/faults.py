@@ -57,3 +57,20 @@ class NaNAt(L.Callback):
         if trainer.current_epoch == self.epoch and i == self.batch:
             with torch.no_grad():
                 next(pl_module.model.parameters()).fill_(float("nan"))
+
+
+class InfBufferAt(L.Callback):
+    """At (epoch, batch), every BatchNorm running variance becomes infinite. The training loss
+    stays finite (training normalises with the batch's own statistics), so only the checkpoint
+    guard can notice."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, i: int
+    ) -> None:
+        if trainer.current_epoch == self.epoch and i == self.batch:
+            for m in pl_module.modules():
+                if isinstance(m, torch.nn.BatchNorm1d):
+                    m.running_var.fill_(float("inf"))

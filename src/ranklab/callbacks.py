@@ -3,6 +3,7 @@ line per epoch, and the checkpoint a run resumes from (also on SIGTERM)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
 from ranklab.console import metric_names
@@ -132,6 +134,15 @@ class EpochLog(L.Callback):
         log.info("  ".join(parts))
 
 
+def non_finite(module: torch.nn.Module) -> str | None:
+    """The name of the first parameter or buffer of ``module`` holding a NaN or an infinity,
+    or None when all are finite."""
+    for name, t in module.state_dict(keep_vars=True).items():
+        if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all()):
+            return name
+    return None
+
+
 class Resumable(L.Callback):
     """Keeps ``<dirpath>/last.ckpt``, the state a run resumes from (``ckpt_path=auto``).
 
@@ -141,7 +152,8 @@ class Resumable(L.Callback):
     and when SIGTERM or SIGUSR1 arrives (what a scheduler sends before preemption): Lightning
     stops after the current batch, this saves the state there, and ``train`` exits with
     128 + the signal number, never 0. Written to a temporary file and renamed, so a kill during
-    the write leaves the previous checkpoint.
+    the write leaves the previous checkpoint; never written from weights or buffers holding a NaN
+    or an infinity (the previous one is kept), so a diverged run keeps its last finite state.
     """
 
     def __init__(self, dirpath: str, every_n_steps: int | None = None) -> None:
@@ -151,6 +163,18 @@ class Resumable(L.Callback):
         self._previous: dict[int, Any] = {}
 
     def save(self, trainer: L.Trainer) -> None:
+        bad = non_finite(trainer.lightning_module)
+        if bad is not None:
+            # a loss can still be finite while a weight or a running statistic has overflowed;
+            # the state is not worth resuming from, so the previous (finite) checkpoint stays
+            log.warning(
+                "not writing %s at epoch %d, step %d: %s is not finite (kept the previous one)",
+                self.path,
+                trainer.current_epoch,
+                trainer.global_step,
+                bad,
+            )
+            return
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         trainer.save_checkpoint(tmp, weights_only=False)  # the whole training state
         if trainer.is_global_zero:
@@ -165,9 +189,13 @@ class Resumable(L.Callback):
 
             def handler(signum: int, frame: Any, previous: Any = previous) -> None:
                 self.signum = signum
-                if callable(previous):
-                    previous(signum, frame)
                 trainer._signal_connector.received_sigterm = True
+                if callable(previous):
+                    # an outer handler (a sweep worker's) turns the signal into Ctrl-C, which
+                    # would end the run without a checkpoint: here it stops after the batch
+                    # and saves, and train() raises Interrupted (exit status 128 + signum)
+                    with contextlib.suppress(KeyboardInterrupt):
+                        previous(signum, frame)
 
             signal.signal(sig, handler)
 

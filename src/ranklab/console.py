@@ -91,6 +91,15 @@ def print_summary(metrics: dict[str, Any]) -> None:
     print(f"run dir: {metrics.get('run_dir')}", flush=True)
 
 
+def note_error(run_dir: Path, message: str) -> None:
+    """Append the error a run stopped on to its ``train.log`` (the CLI prints it to stderr; the
+    log file is what is left to read later). Written directly: a log record would also reach
+    the console handlers and print the error twice."""
+    record = logging.LogRecord("ranklab", logging.ERROR, __file__, 0, "error: %s", (message,), None)
+    with open(Path(run_dir) / LOG_FILE, "a", encoding="utf-8") as f:
+        f.write(logging.Formatter(LOG_FORMAT).format(record) + "\n")
+
+
 @contextlib.contextmanager
 def run_log(run_dir: Path) -> Iterator[None]:
     """For the duration of a run, send ranklab's and Lightning's log lines (INFO and up) to

@@ -46,3 +46,22 @@ class Diverged(RanklabError):
     def __init__(self, message: str, epoch: int, step: int) -> None:
         self.epoch, self.step = epoch, step
         super().__init__(message)
+
+
+class Interrupted(SystemExit):
+    """A run stopped by a signal (SIGTERM or SIGUSR1, what a scheduler sends before preemption)
+    or by Ctrl-C, its state saved where it could be: the process exits with ``code``, 128 plus
+    the signal number (130 for Ctrl-C), never 0."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+
+
+class StopRequested(KeyboardInterrupt):
+    """Ctrl-C or a signal inside a sweep worker. Optuna records a trial whose objective raised
+    KeyboardInterrupt as failed (and the worker queues it again), while a SystemExit would pass
+    through and leave the trial running; ``code`` is the exit status the worker ends with."""
+
+    def __init__(self, code: int = 130) -> None:
+        super().__init__(code)
+        self.code = code

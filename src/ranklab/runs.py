@@ -28,7 +28,7 @@ def run_grid(
     ``train_missing=False`` nothing is trained: the finished runs found are returned. Trackers
     name each run ``<study>/<variant>/seed<seed>`` in group ``<study>`` (job type ``study``).
     """
-    from ranklab.train import train
+    from ranklab.train import read_status, train
 
     study = study or Path(out).name
 
@@ -37,17 +37,18 @@ def run_grid(
     for name, overrides in variants:
         for seed in seeds:
             run = out / name / f"seed{seed}"
-            cfg = compose(
-                [
-                    *base,
-                    *overrides,
-                    f"seed={seed}",
-                    f"paths.output_dir={run}",
-                    "trainer.enable_progress_bar=false",
-                    "print_summary=false",
-                    "ckpt_path=auto",  # an interrupted run continues from its last.ckpt
-                ]
-            )
+            args = [
+                *base,
+                *overrides,
+                f"seed={seed}",
+                f"paths.output_dir={run}",
+                "trainer.enable_progress_bar=false",
+                "print_summary=false",
+            ]
+            cfg = compose(args)
+            held = read_status(run).get("config_hash")
+            if held in (None, config_hash(cfg)):  # an interrupted run continues from last.ckpt
+                cfg.ckpt_path = "auto"  # (another config's run there is trained over, as asked)
             set_tracking(cfg, f"{study}/{name}/seed{seed}", study, "study", tag=study)
             done = run / "metrics.json"
             finished = json.loads(done.read_text()).get("config_hash") if done.is_file() else None

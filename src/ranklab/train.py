@@ -27,8 +27,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ranklab.callbacks import EpochLog, ProgressBar, Resumable, Throughput
 from ranklab.config import conf_dir, config_hash, is_smoke, model_name, result_config, to_plain
-from ranklab.console import print_summary, run_log
-from ranklab.errors import ConfigError, Diverged, RanklabError
+from ranklab.console import note_error, print_summary, run_log
+from ranklab.errors import ConfigError, Diverged, Interrupted, RanklabError
 from ranklab.loggers import close_trackers, log_final_metrics
 from ranklab.utils import atomic_write_json, atomic_write_text, git_commit
 
@@ -258,9 +258,23 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     _quiet_lightning()
     objective_metric(cfg)  # a bad objective fails now, not after training
     run_dir = Path(cfg.paths.output_dir)
+    epochs = cfg.trainer.get("max_epochs")
+    if epochs is not None and int(epochs) == 0:
+        raise ConfigError(
+            "trainer.max_epochs",
+            "is 0: nothing would be trained, and the untrained model's metrics would be written "
+            "as a result; give at least 1 (-1: until early stopping)",
+        )
+    done = check_resume(cfg, run_dir)  # before anything is read or written
+    if done is not None:
+        return done
     run_dir.mkdir(parents=True, exist_ok=True)
     with run_log(run_dir):
-        return _train(cfg, run_dir, list(callbacks or []), t_start)
+        try:
+            return _train(cfg, run_dir, list(callbacks or []), t_start)
+        except RanklabError as e:
+            note_error(run_dir, str(e))
+            raise
 
 
 def _train(
@@ -311,7 +325,9 @@ def _train(
         _record_failure(cfg, run_dir, task, trainer, e, t_start)
         if _preempted(e):  # Lightning's SIGTERMException exits 0: a scheduler would not requeue
             signum = next((c.signum for c in callbacks if isinstance(c, Resumable)), None)
-            raise SystemExit(128 + int(signum or signal.SIGTERM)) from e
+            raise Interrupted(128 + int(signum or signal.SIGTERM)) from e
+        if _ctrl_c(e):  # Lightning turns Ctrl-C into sys.exit(1)
+            raise Interrupted(128 + signal.SIGINT) from e
         raise
     metrics.update(
         status="finished",
@@ -418,6 +434,45 @@ def read_status(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def check_resume(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """What ``ckpt_path`` asks of this run folder, checked before any data is read.
+
+    A path must name a file. With ``auto``, a folder that already holds a run (a named one:
+    ``hydra.run.dir``, a SLURM requeue) must hold this config's: another config's run is never
+    overwritten; a finished run is not trained again (its metrics are returned, nothing is
+    written); a diverged one would diverge again the same way. Returns the finished run's
+    metrics, or None when training should go on."""
+    wanted = cfg.get("ckpt_path")
+    if not wanted:
+        return None
+    if str(wanted) != "auto":
+        if not Path(wanted).is_file():
+            raise ConfigError("ckpt_path", f"no checkpoint {wanted}")
+        return None
+    status = read_status(run_dir)
+    if not status:
+        return None
+    if status.get("config_hash") != config_hash(cfg):
+        raise ConfigError(
+            "ckpt_path",
+            f"{run_dir} holds a run of another config ({status.get('status')}); auto continues "
+            f"only the same config, and never overwrites another: name another folder "
+            f"(hydra.run.dir or paths.output_dir)",
+        )
+    if status.get("status") == "diverged":
+        raise ConfigError(
+            "ckpt_path",
+            f"the run of this config in {run_dir} diverged ({status.get('error', '')}); run "
+            f"again, it would diverge the same way: change the config (e.g. a lower "
+            f"optimizer.lr) or name another folder",
+        )
+    metrics = run_dir / "metrics.json"
+    if status.get("status") == "finished" and metrics.is_file():
+        print(f"ckpt_path=auto: {run_dir} holds this run, finished; nothing to do", file=sys.stderr)
+        return json.loads(metrics.read_text())
+    return None
+
+
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     """The checkpoint ``ckpt_path`` names: a path, or with ``auto`` this run directory's
     ``checkpoints/last.ckpt`` when the folder holds an unfinished run of the same config (the
@@ -439,14 +494,14 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
 
 def unfinished_run(cfg: DictConfig) -> Path | None:
     """The newest folder under ``<log_dir>/runs/<run_name>/`` holding an unfinished run of this
-    config with a checkpoint to resume from."""
+    config with a checkpoint to resume from (killed or interrupted; not diverged)."""
     root = Path(cfg.paths.log_dir) / "runs" / str(cfg.run_name)
     want = config_hash(cfg)
     found = [
         d
         for d in root.glob("*")
         if (d / "checkpoints" / "last.ckpt").is_file()
-        and read_status(d).get("status") not in (None, "finished")
+        and read_status(d).get("status") not in (None, "finished", "diverged")
         and read_status(d).get("config_hash") == want
     ]
     return max(found, key=lambda d: (d / "checkpoints" / "last.ckpt").stat().st_mtime, default=None)
@@ -456,6 +511,14 @@ def _preempted(e: BaseException) -> bool:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     return isinstance(e, SIGTERMException)
+
+
+def _ctrl_c(e: BaseException) -> bool:
+    """Ctrl-C: a KeyboardInterrupt, or the ``sys.exit(1)`` Lightning raises while handling one
+    (its context is the KeyboardInterrupt)."""
+    return isinstance(e, KeyboardInterrupt) or (
+        isinstance(e, SystemExit) and isinstance(e.__context__, KeyboardInterrupt)
+    )
 
 
 def _record_failure(
@@ -485,8 +548,11 @@ def _record_failure(
         }
         if trainer.is_global_zero:
             atomic_write_json(run_dir / "metrics.json", record)
-    elif _preempted(e) or isinstance(e, KeyboardInterrupt):
+    elif _preempted(e) or _ctrl_c(e):
         write_status(run_dir, "interrupted", cfg, checkpoint=checkpoint)
+        if _ctrl_c(e):  # (a signal's checkpoint is reported by Resumable)
+            kept = f"kept {checkpoint}" if checkpoint else "no checkpoint yet"
+            log.warning("interrupted: %s; rerun with ckpt_path=auto to continue", kept)
 
 
 def efficiency(model: Any, datamodule: Any, trainer: L.Trainer) -> dict[str, Any]:

@@ -69,3 +69,58 @@ def test_killed_worker_trial_is_failed_retried_and_the_study_completes(
     assert finished["resumed_from"] == str(first_run / "checkpoints" / "last.ckpt")
     assert "0 (retried)" not in (spec.dir / "trials.csv").read_text()
     assert "fail (retried)" in (spec.dir / "trials.csv").read_text()
+
+
+def test_sigterm_mid_trial_checkpoints_requeues_and_exits_non_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGTERM (a scheduler's preemption) to a sweep in the middle of a trial: the run saves
+    its checkpoint at the signal, the trial is failed as interrupted and queued again at once
+    (no heartbeat wait), the process exits 128 + 15, and the rerun continues the trial from
+    that checkpoint."""
+    path = sweep_config(
+        tmp_path,
+        {"optimizer.lr": "tag(log, interval(1e-3, 1e-2))"},
+        trials=1,
+        fixed=["trainer.max_epochs=30", "callbacks.early_stopping.patience=100"],
+        storage={"grace_period": 600},  # a stale-heartbeat retry could not explain the result
+    )
+    spec = load_spec(str(path))
+    first_run = spec.dir / "trials" / "0000"
+    proc = subprocess.Popen(
+        sweep_cmd(f"sweep={path}"),
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (first_run / "checkpoints" / "last.ckpt").exists():  # trial 0 is in epoch 1
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "[trial 0] interrupted: queued again" in out
+    status = json.loads((first_run / "status.json").read_text())
+    assert status["status"] == "interrupted"
+    assert status["checkpoint"] == str(first_run / "checkpoints" / "last.ckpt")
+    assert json.loads((first_run / "trial.json").read_text())["state"] == "interrupted"
+    storage = spec.storage_url
+    trials = optuna.load_study(study_name=spec.study_name, storage=storage).trials
+    assert trials[0].state == TrialState.FAIL
+    assert trials[0].user_attrs["error"] == "interrupted"
+    assert [t.state for t in trials[1:]] == [TrialState.WAITING]  # queued with its params
+
+    main([f"sweep={path}"])  # picked up at once, though grace_period is 10 minutes
+    trials = optuna.load_study(study_name=spec.study_name, storage=storage).trials
+    assert superseded(trials) == {0}
+    assert trials[1].state == TrialState.COMPLETE and trials[1].params == trials[0].params
+    finished = json.loads((Path(trials[1].user_attrs["run_dir"]) / "metrics.json").read_text())
+    assert finished["resumed_from"] == str(first_run / "checkpoints" / "last.ckpt")
+    assert "retry of 0" in capsys.readouterr().out

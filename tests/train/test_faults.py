@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ranklab.errors import Diverged
+from ranklab.errors import ConfigError, Diverged
 from ranklab.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,6 +143,36 @@ def test_nan_loss_stops_at_once_and_keeps_the_finite_checkpoint(make_cfg, tmp_pa
     assert all(
         torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point()
     )
+    cfg.ckpt_path = "auto"  # the same config again would diverge the same way: refused
+    with pytest.raises(ConfigError, match=r"ckpt_path.*diverged.*lower optimizer.lr"):
+        train(cfg)
+    assert json.loads((run / "status.json").read_text())["status"] == "diverged"
+
+
+def test_a_checkpoint_is_never_written_from_non_finite_weights(
+    make_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A running statistic that overflows while the loss stays finite: last.ckpt keeps the
+    state from before it, with a warning naming the buffer."""
+    from faults import InfBufferAt
+
+    cfg = make_cfg(
+        "model=dnn",
+        "model.hidden_units=[16]",
+        "model.batch_norm=true",
+        "trainer.max_epochs=2",
+        "callbacks.resume.every_n_steps=2",
+        "efficiency=false",
+    )
+    with caplog.at_level("WARNING", logger="ranklab"):
+        train(cfg, callbacks=[InfBufferAt(epoch=0, batch=5)])
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True, map_location="cpu")
+    assert state["global_step"] == 4  # the saves at steps 6, 8, ... were refused
+    assert all(
+        torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point()
+    )
+    assert "running_var is not finite (kept the previous one)" in caplog.text
 
 
 def test_a_huge_lr_diverges_from_the_first_step_with_status_2(tmp_path: Path) -> None:
@@ -165,3 +195,40 @@ def test_a_huge_lr_diverges_from_the_first_step_with_status_2(tmp_path: Path) ->
     )
     assert r.returncode == 2
     assert "diverged" in r.stderr and "epoch 0, step" in r.stderr
+
+
+def test_auto_in_a_named_folder_never_overwrites_and_never_retrains(
+    make_cfg, tmp_path: Path
+) -> None:
+    """ckpt_path=auto with the folder named (a SLURM requeue, hydra.run.dir): this config's
+    finished run is returned as it is; another config's run is refused, not trained over."""
+    run = tmp_path / "run"
+    first = train(make_cfg("efficiency=false"))
+    written = (run / "metrics.json").stat().st_mtime_ns
+    again = train(make_cfg("efficiency=false", "ckpt_path=auto"))
+    assert again == json.loads((run / "metrics.json").read_text())
+    assert again["test"] == first["test"] and again["config_hash"] == first["config_hash"]
+    assert (run / "metrics.json").stat().st_mtime_ns == written  # nothing trained or written
+    with pytest.raises(ConfigError, match=r"'ckpt_path'.*holds a run of another config"):
+        train(make_cfg("efficiency=false", "ckpt_path=auto", "optimizer.lr=0.01"))
+    assert (run / "metrics.json").stat().st_mtime_ns == written
+    assert json.loads((run / "status.json").read_text())["config_hash"] == first["config_hash"]
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("trainer.max_epochs=0", "trainer.max_epochs"), ("ckpt_path=/no/such.ckpt", "ckpt_path")],
+)
+def test_runs_that_cannot_train_fail_before_writing(
+    make_cfg, tmp_path: Path, override: str, key: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        train(make_cfg(override))
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_the_error_a_run_stops_on_is_in_its_train_log(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        train(make_cfg("model=dnn", "+model.hidden_unit=[8]"))
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "[ranklab][ERROR] error: config key 'model.hidden_unit'" in log

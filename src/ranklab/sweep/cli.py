@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ranklab.errors import RanklabError
+from ranklab.errors import RanklabError, StopRequested
 from ranklab.sweep.spec import SweepSpec, check_spec, load_spec
 from ranklab.utils import atomic_write_text
 
@@ -132,7 +132,10 @@ def _run_processes(spec: SweepSpec, workers: int, threads: int | None) -> None:
     for p in procs:
         p.start()
 
+    received: list[int] = []
+
     def forward(signum: int, frame: object) -> None:
+        received.append(signum)
         for p in procs:
             if p.is_alive():
                 p.terminate()  # SIGTERM: the worker requeues its trial and exits
@@ -149,6 +152,8 @@ def _run_processes(spec: SweepSpec, workers: int, threads: int | None) -> None:
     finally:
         signal.signal(signal.SIGTERM, old)
         shutil.rmtree(launch, ignore_errors=True)
+    if received:  # the workers stopped because this process was told to
+        raise StopRequested(128 + received[0])
     bad = [f"{p.name} (exit code {p.exitcode})" for p in procs if p.exitcode != 0]
     if bad:
         raise WorkerFailed(f"{', '.join(bad)} failed: see its output above")
@@ -176,15 +181,16 @@ def _worker_process(
 
     try:
         run_worker(spec, threads=threads, ready=ready)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as e:
+        sys.exit(getattr(e, "code", 130))
     except RanklabError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 
 
 def _sigterm_to_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    # (a run inside a trial stops after its batch and saves instead: ranklab.callbacks.Resumable)
+    raise StopRequested(128 + signum)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -230,9 +236,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except WorkerFailed as e:
         print(f"error: {e}; rerun the same command to continue the study", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("interrupted: rerun the same command to continue the study", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(getattr(e, "code", 130))
     finally:
         signal.signal(signal.SIGTERM, old_handler)
 

@@ -25,7 +25,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from ranklab.errors import ConfigError
+from ranklab.errors import ConfigError, Interrupted, StopRequested
 from ranklab.sweep.spec import SweepSpec, quote
 from ranklab.sweep.study import (
     StudyLock,
@@ -145,10 +145,14 @@ def run_worker(
             _finish(run_dir, record, "pruned", t0, note=str(e))
             print(f"{head} pruned ({e}) {shown}", flush=True)
             raise
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted) as e:
+            # Ctrl-C, or SIGTERM/SIGUSR1 (train() saved a checkpoint at the signal and raised
+            # Interrupted, a SystemExit, which Optuna would let through with the trial left
+            # running): the trial is failed as interrupted and queued again (run_worker)
             trial.set_user_attr("error", "interrupted")
             _finish(run_dir, record, "interrupted", t0)
-            raise
+            code = e.code if isinstance(e, (Interrupted, StopRequested)) else 130
+            raise StopRequested(int(code or 130)) from e
         except Exception as e:
             raise _failed(trial, run_dir, record, t0, head, shown, e) from e
         split, name = spec.metric.split("/", 1)
