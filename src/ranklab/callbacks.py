@@ -161,6 +161,10 @@ class Resumable(L.Callback):
         self.every_n_steps = every_n_steps
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
+        self._trainer: L.Trainer | None = None
+        self._resumed_rows: list[int] | None = None
+        self._resumed_step = -1
+        self._flush_csv = False
 
     def save(self, trainer: L.Trainer) -> None:
         bad = non_finite(trainer.lightning_module)
@@ -179,6 +183,45 @@ class Resumable(L.Callback):
         trainer.save_checkpoint(tmp, weights_only=False)  # the whole training state
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
+        self._flush_csv = True
+
+    def state_dict(self) -> dict[str, Any]:
+        # the rows each CSV log holds at this checkpoint (flushed first): a resumed run cuts
+        # the file back to them (ranklab.loggers.CSVLogger)
+        trainer = self._trainer
+        if trainer is None or not trainer.is_global_zero:  # only rank 0 writes the files
+            return {}
+        # (the row of the batch this checkpoint follows is written after it: csv_step names it)
+        rows = [lg.rows() for lg in self._csv_loggers()]
+        return {"csv_rows": rows, "csv_step": trainer.global_step - 1}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resumed_rows = state_dict.get("csv_rows")
+        self._resumed_step = int(state_dict.get("csv_step", -1))
+
+    def _csv_loggers(self) -> list[Any]:
+        from ranklab.loggers import CSVLogger
+
+        trainer = self._trainer
+        loggers = trainer.loggers if trainer is not None else []
+        return [lg for lg in loggers if isinstance(lg, CSVLogger)]
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        rows, self._resumed_rows = self._resumed_rows, None
+        if rows is not None and trainer.is_global_zero:
+            for lg, n in zip(self._csv_loggers(), rows, strict=False):
+                lg.keep_rows(n, self._resumed_step)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, i: int
+    ) -> None:
+        if self._flush_csv:  # the row of the batch the checkpoint followed, on disk now
+            self._flush_csv = False
+            for lg in self._csv_loggers():
+                lg.save()
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # chain after Lightning's own SIGTERM handler (which stops the loop after the batch);
@@ -211,7 +254,11 @@ class Resumable(L.Callback):
         # validation and its lr step are in the state, and Lightning resumes mid-epoch (its
         # best-supported restart) from the next batch of the same order
         first = i == 0 and trainer.current_epoch > 0
-        if first or (self.every_n_steps and trainer.global_step % self.every_n_steps == 0):
+        # not after an epoch's last batch: a run restored there skips that epoch's validation
+        # (the next epoch's first batch saves soon after, with the validation in it)
+        last = i + 1 >= trainer.num_training_batches
+        every = self.every_n_steps and trainer.global_step % self.every_n_steps == 0
+        if first or (every and not last):
             self.save(trainer)
 
     def on_exception(

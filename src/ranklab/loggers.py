@@ -8,15 +8,19 @@ reach each tracker's run summary (:func:`log_final_metrics`).
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import Logger, MLFlowLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-from ranklab.utils import flatten
+from ranklab.utils import atomic_write, flatten
 
 
 def wandb_has_key() -> bool:
@@ -87,6 +91,67 @@ def mlflow_logger(
     return MLFlowLogger(
         experiment_name=experiment_name, tracking_uri=tracking_uri, tags=run_tags, **kwargs
     )
+
+
+class _KeptWriter(ExperimentWriter):
+    """Lightning's CSV writer, keeping the rows already in ``metrics.csv`` (and their columns)
+    where Lightning's deletes the file."""
+
+    def _check_log_dir_exists(self) -> None:
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as f:
+                self.metrics_keys = next(csv.reader(f), [])
+
+
+class CSVLogger(LightningCSVLogger):
+    """Lightning's CSVLogger (``csv/metrics.csv``), except for a resumed run: Lightning's deletes
+    the file of the run being continued, so the resumed file would start at the checkpoint.
+    With ``keep_previous`` set (``train`` sets it when resuming) the earlier rows stay;
+    :class:`ranklab.callbacks.Resumable` records how many rows each checkpoint has behind it
+    and cuts the file back to them on resume (:meth:`keep_rows`), dropping the rows the killed
+    process wrote after its checkpoint, which the resumed run writes again."""
+
+    keep_previous = False
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None and self.keep_previous:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeptWriter(log_dir=self.log_dir)
+        return LightningCSVLogger.experiment.fget(self)  # type: ignore[attr-defined]
+
+    def rows(self) -> int:
+        """The metric rows written so far (after flushing the buffered ones)."""
+        self.save()
+        path = self.experiment.metrics_file_path
+        if not os.path.isfile(path):
+            return 0
+        with open(path, newline="") as f:
+            return max(sum(1 for _ in csv.reader(f)) - 1, 0)
+
+    def keep_rows(self, n: int, step: int) -> None:
+        """Cut ``metrics.csv`` back to its header, its first ``n`` rows and the training rows of
+        ``step`` right after them (written atomically): what a checkpoint taken after that
+        step's batch has behind it."""
+        path = self.experiment.metrics_file_path
+        if not os.path.isfile(path):
+            return
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        kept, header = rows[: n + 1], rows[0] if rows else []
+        col = header.index("step") if "step" in header else None
+        evaluated = [j for j, k in enumerate(header) if k.startswith(("val/", "test/", "final/"))]
+        for row in rows[n + 1 :]:
+            if col is None or row[col] != str(step) or any(row[j] for j in evaluated):
+                break
+            kept.append(row)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                csv.writer(f).writerows(kept)
+
+        atomic_write(Path(path), write)
 
 
 def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -23,14 +23,14 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from ranklab.callbacks import EpochLog, ProgressBar, Resumable, Throughput
 from ranklab.config import conf_dir, config_hash, is_smoke, model_name, result_config, to_plain
 from ranklab.console import note_error, print_summary, run_log
 from ranklab.errors import ConfigError, Diverged, Interrupted, RanklabError
-from ranklab.loggers import close_trackers, log_final_metrics
-from ranklab.utils import atomic_write_json, atomic_write_text, git_commit
+from ranklab.loggers import CSVLogger, close_trackers, log_final_metrics
+from ranklab.utils import atomic_write_json, atomic_write_text, git_commit, writable_dir
 
 log = logging.getLogger("ranklab")
 
@@ -112,6 +112,29 @@ def check_arguments(conf: Any, key: str, passed: tuple[str, ...] = ()) -> None:
         )
 
 
+def check_model_values(conf: Any, key: str = "model") -> None:
+    """Fail naming ``model.<arg>`` on values no model takes, before any data is read (they
+    would end in a torch traceback, or, like a 0-wide embedding, train nothing): a dropout
+    outside [0, 1), a width (``embedding_dim``, ``*_units``, ``*_dim``) below 1, a count
+    (``num_*``) below 1."""
+
+    def values(v: Any) -> list[Any]:
+        return list(v) if isinstance(v, list | tuple | ListConfig) else [v]
+
+    for name, v in (conf or {}).items():
+        name = str(name)
+        if name.startswith("_") or v is None or isinstance(v, bool | str | DictConfig):
+            continue
+        if name == "dropout" or name.endswith("_dropout"):
+            bad = [x for x in values(v) if not (isinstance(x, int | float) and 0 <= x < 1)]
+            if bad:
+                raise ConfigError(f"{key}.{name}", f"must be in [0, 1), got {v}")
+        elif name.endswith(("_units", "_dim")) or name.startswith("num_"):
+            bad = [x for x in values(v) if not (isinstance(x, int) and x >= 1)]
+            if bad:
+                raise ConfigError(f"{key}.{name}", f"must be a whole number >= 1 (each), got {v}")
+
+
 def auc_standard_error(positives: int, negatives: int, auc: float = 0.75) -> float:
     """Hanley & McNeil (1982): the standard error of an AUC estimated from this many positives
     and negatives, at the given AUC."""
@@ -156,9 +179,13 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
     data's); the optimiser and lr schedule come from the ``optimizer`` and ``scheduler``
     groups (``_partial_`` targets the task completes with the parameters)."""
     check_arguments(cfg.model, "model", passed=MODEL_PASSED)
+    check_model_values(cfg.model)
     check_arguments(cfg.task, "task", passed=TASK_PASSED)
     check_arguments(cfg.get("optimizer"), "optimizer", passed=("params",))
     check_arguments(cfg.get("scheduler"), "scheduler", passed=("optimizer",))
+    check_arguments(cfg.data, "data")
+    if isinstance(cfg.data.get("source"), DictConfig):
+        check_arguments(cfg.data.source, "data.source")
     datamodule = instantiate_config(cfg.data)
     datamodule.setup()
     schema = datamodule.schema.with_labels(OmegaConf.select(cfg, "task.labels"))
@@ -317,6 +344,10 @@ def _train(
         **extra,
     )
     resume = resume_checkpoint(cfg, run_dir)
+    if resume:  # the CSV log continues the file of the run it resumes
+        for lg in loggers:
+            if isinstance(lg, CSVLogger):
+                lg.keep_previous = True
     write_status(run_dir, "running", cfg, checkpoint=resume)
     try:
         metrics = _fit_and_test(cfg, datamodule, task, trainer, loggers, resume)
@@ -635,8 +666,25 @@ def _auto_resume_argv(argv: list[str]) -> list[str]:
     return [*argv, f"paths.output_dir={found}"]
 
 
+# folders a command line may name: created here (Hydra would create the run folder anyway), so
+# one that cannot be is a one-line error, not Hydra's traceback of its own mkdir
+OUTPUT_KEYS = ("paths.output_dir", "hydra.run.dir", "paths.log_dir", "paths.cache_dir")
+
+
+def _check_output_dirs(argv: list[str]) -> None:
+    for a in argv[1:]:
+        key, eq, value = a.lstrip("+").partition("=")
+        if eq and key in OUTPUT_KEYS and value and "$" not in value:
+            try:
+                writable_dir(value, key)
+            except ConfigError as e:
+                print(f"error: {e}", file=sys.stderr)
+                sys.exit(2)
+
+
 def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    _check_output_dirs(sys.argv)
     sys.argv = _auto_resume_argv(sys.argv)
     _hydra_main()
 

@@ -186,3 +186,18 @@ def parse_bytes(value: int | str | None, key: str) -> int | None:
 
         raise ConfigError(key, f"is not a size like 512MB or 4GB: {value!r}")
     return int(float(m.group(1)) * units[m.group(2) or ""])
+
+
+def writable_dir(path: str | os.PathLike, key: str) -> None:
+    """Create ``path`` (and its parents) if needed and check that a file can be made in it;
+    else a ConfigError naming ``key`` (one line, exit status 2) rather than an OSError
+    traceback after the work was done."""
+    from ranklab.errors import ConfigError
+
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".ranklab-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(key, f"cannot write in {path}: {e.strerror or e}") from None

@@ -412,6 +412,20 @@ def test_day_partitioned_files_encode_as_their_concatenation(tmp_path: Path) -> 
     (days / "day_02.csv").write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"day_02\.csv, line 3, column 'x'.*'oops'"):
         globbed.build()
+    # a day file with its columns in another order is read by name; one with other columns fails
+    lines[0], lines[2] = "x,label,user", "0.5,1,u1"
+    (days / "day_02.csv").write_text(
+        "\n".join([lines[0]] + [",".join((r.split(",")[2], *r.split(",")[:2])) for r in rows[2]])
+        + "\n"
+    )
+    c = globbed.build()
+    for k in a.splits["train"]:
+        np.testing.assert_array_equal(a.splits["train"][k], c.splits["train"][k])
+    (days / "day_02.csv").write_text("label,user,x,extra\n1,u1,0.5,7\n")
+    with pytest.raises(
+        DataError, match=r"day_02\.csv: has the columns \[.*'extra'\], where day_01"
+    ):
+        globbed.build()
     with pytest.raises(DataError, match=r"no train file matches 'week_\*\.csv'"):
         CSVSplits(
             dir=str(days), files={"train": "week_*.csv", "val": "day_04.csv", "test": "day_05.csv"},

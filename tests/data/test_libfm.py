@@ -17,10 +17,10 @@ from hydra.utils import get_class
 from ranklab.config import CONF_DIR, compose
 from ranklab.data.readers import read_table
 from ranklab.data.schema import Feature, Schema, weight_key
-from ranklab.errors import DataError
+from ranklab.errors import ConfigError, DataError
 from ranklab.models import FM
 from ranklab.nn import FeatureEmbedding
-from ranklab.train import train
+from ranklab.train import build, train
 
 
 def write_libfm(path: Path, rows: int, seed: int = 0, vocab: int = 60) -> None:
@@ -90,6 +90,7 @@ def test_ffm_fields_and_a_featindex_field_map(tmp_path: Path) -> None:
         ("1 3:1:2\n0 4:1\n1 5:1:1\n", 2, "expected field:index:value"),
         ("1 3:1\n1 :1\n", 2, "no index"),
         ("1 1:2:3:4\n", 1, "expected index:value"),
+        ("1 3:0.5 4:1\n0 2:1\n1 1:2:3\n", 3, "'1:2:3': expected index:value"),  # as line 1
     ],
 )
 def test_bad_lines_are_named(tmp_path: Path, text: str, line: int, message: str) -> None:
@@ -97,6 +98,41 @@ def test_bad_lines_are_named(tmp_path: Path, text: str, line: int, message: str)
     path.write_text(text)
     with pytest.raises(DataError, match=rf"bad\.libfm, line {line}: .*{re.escape(message)}"):
         read_table(path, "libfm")
+
+
+@pytest.mark.parametrize("bad", ["yes", "2"])
+def test_a_label_other_than_1_0_or_minus_1_is_named(tmp_path: Path, bad: str, make_cfg) -> None:
+    """data=libfm reads 1/+1 as clicks and 0/-1 as none; any other label fails, naming its
+    line, rather than being read as a negative."""
+    (tmp_path / "libfm").mkdir()
+    lines = ["1 3:1", "-1 2:1", f"{bad} 4:1", *(f"{i % 2} {i % 7}:1" for i in range(40))]
+    (tmp_path / "libfm" / "train.libfm").write_text("\n".join(lines) + "\n")
+    cfg = make_cfg("data=libfm", f"paths.data_dir={tmp_path}", tiny=False)
+    with pytest.raises(
+        DataError, match=r"train\.libfm, line 3.*must be one of \['1', '\+1'\] \(1\) or"
+    ):
+        build(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "message"),
+    [
+        ("+data.source.read_options.sep=x", "data.source.read_options.sep", "takes no option"),
+        ("+data.source.features.min_count=-1", "data.source.features.min_count", "must be >= 1"),
+        ("paths.cache_dir=/proc/ranklab-test/cache", "data.cache_dir", "cannot write in"),
+        (
+            "+data.source.truth=nope.npy",
+            "nope.npy",
+            "truth file not found .config key data.source.truth",
+        ),
+    ],
+)
+def test_source_settings_fail_naming_the_key(
+    libfm_dir: Path, override: str, key: str, message: str, make_cfg
+) -> None:
+    cfg = make_cfg("data=libfm", f"paths.data_dir={libfm_dir}", override, tiny=False)
+    with pytest.raises((ConfigError, DataError), match=rf"{re.escape(key)}.*{message}"):
+        build(cfg)
 
 
 def test_an_index_missing_from_the_field_map_is_named(tmp_path: Path) -> None:

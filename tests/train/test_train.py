@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from omegaconf import open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from ranklab.config import compose
-from ranklab.train import train
+from ranklab.errors import ConfigError
+from ranklab.train import build, train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -145,6 +147,32 @@ def test_cli_bad_inputs_exit_nonzero_with_clear_messages(tmp_path: Path) -> None
     assert "nowhere/frappe_x1/train.csv" in r.stderr and "paths.data_dir" in r.stderr
     r = run_cli("trainer.max_epocs=1", *base, cwd=tmp_path)
     assert r.returncode != 0 and "max_epocs" in r.stderr
+    r = run_cli(*base, "paths.output_dir=/proc/ranklab-test/run", cwd=tmp_path)  # cannot exist
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: config key 'paths.output_dir': cannot write in /proc/ranklab-test/run: "
+        "No such file or directory"
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "message"),
+    [
+        (["+data.source.lable=x"], "data.source.lable", "SyntheticCTR takes no argument"),
+        (["+data.bogus=1"], "data.bogus", "RankDataModule takes no argument 'bogus'"),
+        (["model=dnn", "model.dropout=1.5"], "model.dropout", "must be in [0, 1)"),
+        (["model=dnn", "model.hidden_units=[16,0]"], "model.hidden_units", ">= 1 (each)"),
+        (["model=deepfm", "model.embedding_dim=0"], "model.embedding_dim", ">= 1"),
+    ],
+)
+def test_config_values_no_model_or_source_takes_fail_naming_the_key(
+    make_cfg, overrides: list[str], key: str, message: str
+) -> None:
+    """Caught before any data is read, as one line (no Hydra wrapping, no torch traceback)."""
+    with pytest.raises(
+        ConfigError, match=rf"config key '{re.escape(key)}': .*{re.escape(message)}"
+    ):
+        build(make_cfg(*overrides))
 
 
 def test_frappe_rows_with_bad_label_fail_with_line(tmp_path: Path, shared_data: Path) -> None:

@@ -16,7 +16,7 @@ import torch
 from ranklab.data.batch import Ragged, TensorSplit
 from ranklab.data.schema import Schema, weight_key
 from ranklab.errors import ConfigError
-from ranklab.utils import atomic_directory, atomic_write_json
+from ranklab.utils import atomic_directory, atomic_write_json, writable_dir
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 3  # bump when the on-disk layout or preprocessing semantics change
@@ -151,6 +151,7 @@ def load_or_build(
     if source.cacheable and (final / "meta.json").is_file():
         log.info("data: cache hit %s", final)
         return load_encoded(final, mmap=memory_budget is not None)
+    writable_dir(cache_dir, "data.cache_dir")  # fail before the work, not after it
     t0 = time.perf_counter()
     if stream:
         if final.exists():  # not made by us (we only rename complete directories)

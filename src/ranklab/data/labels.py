@@ -7,6 +7,7 @@ A source takes ``label: <column>`` (one binary label, as every single-label conf
       - {name: click, column: clk}
       - {name: conversion, column: conv, condition: click, joint: ctcvr}
       - {name: income, column: income_50k, positive: ["50000+."]}   # a binary label from values
+      - {name: label, positive: ["1", "+1"], negative: ["0", "-1"]}  # any other value: an error
       - {name: dwell, column: dwell_s, kind: regression, weight: 0.5}
 """
 
@@ -23,17 +24,19 @@ from ranklab.data.preprocess import fail_at_first
 from ranklab.data.schema import LABEL_KINDS, LabelSpec
 from ranklab.errors import ConfigError, DataError
 
-KEYS = ("name", "column", "kind", "weight", "condition", "joint", "positive")
+KEYS = ("name", "column", "kind", "weight", "condition", "joint", "positive", "negative")
 
 
 @dataclass(frozen=True)
 class LabelColumn:
     """How one label is read: its spec, the column holding it, and (binary labels from a
-    categorical column) the values that mean 1; every other value means 0."""
+    categorical column) the values that mean 1; every other value means 0, unless
+    ``negative`` lists the values that mean 0, and then any other value is an error."""
 
     spec: LabelSpec
     column: str
     positive: tuple[str, ...] = field(default=())
+    negative: tuple[str, ...] = field(default=())
     key: str = "data.source.labels"  # the config key that names the column, for errors
 
 
@@ -58,8 +61,14 @@ def parse_labels(
         if kind not in LABEL_KINDS:
             raise ConfigError(f"{where}.kind", f"must be one of {LABEL_KINDS}, got '{kind}'")
         positive = tuple(str(v) for v in entry.get("positive") or ())
+        negative = tuple(str(v) for v in entry.get("negative") or ())
         if positive and kind != "binary":
             raise ConfigError(f"{where}.positive", "only a binary label takes positive values")
+        if negative and not positive:
+            raise ConfigError(f"{where}.negative", "goes with `positive` (the values meaning 1)")
+        if set(positive) & set(negative):
+            both = sorted(set(positive) & set(negative))
+            raise ConfigError(f"{where}.negative", f"{both} listed as positive too")
         spec = LabelSpec(
             str(entry["name"]),
             kind,
@@ -68,7 +77,7 @@ def parse_labels(
             entry.get("joint"),
         )
         column = str(entry.get("column", entry["name"]))
-        out.append(LabelColumn(spec, column, positive, key=f"{where}.column"))
+        out.append(LabelColumn(spec, column, positive, negative, key=f"{where}.column"))
     if not out:
         raise ConfigError(f"{key}.labels", "needs at least one label")
     names = [c.spec.name for c in out]
@@ -104,6 +113,18 @@ def encode_labels(
         raw = df[c.column]
         if c.positive:
             text = raw.cast(pl.String).str.strip_chars()
+            if c.negative:
+                known = [*c.positive, *c.negative]
+                fail_at_first(
+                    ~text.is_in(known).fill_null(False),
+                    lambda i, raw=raw, c=c: (
+                        f"label must be one of {list(c.positive)} (1) or {list(c.negative)} (0), "
+                        f"found {raw[i]!r}"
+                    ),
+                    path,
+                    line_offset,
+                    c.column,
+                )
             out[c.spec.name] = (
                 text.is_in(list(c.positive)).fill_null(False).cast(pl.Float32).to_numpy()
             )

@@ -71,6 +71,10 @@ class FeatureSpec:
             )
         if self.transform == "quantile" and int(self.buckets) < 2:
             raise ConfigError(f"{self.name}.buckets", f"must be >= 2, got {self.buckets}")
+        for option, least in (("min_count", 1), ("hash_buckets", 0)):
+            if int(getattr(self, option)) < least:
+                value = getattr(self, option)
+                raise ConfigError(f"{self.name}.{option}", f"must be >= {least}, got {value}")
         if self.kind != "numeric":
             self.table = self.table or self.name
 
@@ -87,7 +91,11 @@ def parse_feature_specs(
     defaults = {k: v for k, v in cfg.items() if k not in FEATURE_KINDS}
     bad = set(defaults) - allowed
     if bad:
-        raise ConfigError(f"{key}.{sorted(bad)[0]}", f"unknown option (known: {sorted(allowed)})")
+        raise ConfigError(
+            f"{key}.{sorted(bad)[0]}",
+            f"unknown option (known: the lists {list(FEATURE_KINDS)}, or a default for every "
+            f"feature: {sorted(allowed - {'name', 'kind', 'column', 'extra'})})",
+        )
     specs: list[FeatureSpec] = []
     for kind in FEATURE_KINDS:
         for i, entry in enumerate(cfg.get(kind) or []):
@@ -116,8 +124,10 @@ def parse_feature_specs(
             try:
                 specs.append(FeatureSpec(**merged))
             except ConfigError as e:  # named by its place in the config
-                option = e.key.rsplit(".", 1)[-1]  # transform or buckets
-                raise ConfigError(f"{key}.{kind}[{i}].{option}", str(e).split(": ", 1)[1]) from None
+                option = e.key.rsplit(".", 1)[-1]  # transform, buckets, min_count, ...
+                where = f"{key}.{option}" if option in defaults and option not in entry else None
+                where = where or f"{key}.{kind}[{i}].{option}"  # a default, or the entry's own
+                raise ConfigError(where, str(e).split(": ", 1)[1]) from None
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(key, f"duplicate feature names in {names}")

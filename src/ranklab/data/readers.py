@@ -7,6 +7,7 @@ Register a new format with ``@register("name")``; ``read_table(path, format=...)
 
 from __future__ import annotations
 
+import inspect
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ import polars as pl
 
 from ranklab.data import badrows
 from ranklab.data.preprocess import fail_at_first
-from ranklab.errors import DataError
+from ranklab.errors import ConfigError, DataError
 
 Reader = Callable[..., pl.DataFrame]
 READERS: dict[str, Reader] = {}
@@ -28,6 +29,26 @@ def register(name: str) -> Callable[[Reader], Reader]:
         return fn
 
     return deco
+
+
+def check_read_options(
+    format: str, options: dict[str, Any], key: str = "data.source.read_options"
+) -> None:
+    """Fail naming ``<key>.<option>`` when the ``format`` reader takes no such option (a typo
+    would otherwise end in a TypeError from the reader, after the files were found)."""
+    if format not in READERS:
+        raise ConfigError(
+            "data.source.format", f"unknown format '{format}' (known: {sorted(READERS)})"
+        )
+    params = inspect.signature(READERS[format]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    takes = [k for k in params if k != "path"]
+    for k in options:
+        if k not in takes:
+            raise ConfigError(
+                f"{key}.{k}", f"the {format} reader takes no option '{k}' (it takes {takes})"
+            )
 
 
 def read_table(path: str | Path, format: str = "csv", **options: Any) -> pl.DataFrame:
@@ -425,7 +446,8 @@ def read_libfm(
         .with_columns(pl.col("tok").str.split(":").alias("p"))
     )
     n = tokens["p"].list.len()
-    ffm = bool((n == 3).any())
+    # the format is the first token's: a stray token of the other kind is named on its own line
+    ffm = bool(len(n) and n[0] == 3)
     _fail_at(
         (n != 3) if ffm else (n > 2),
         tokens["row"],

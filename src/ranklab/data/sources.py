@@ -15,7 +15,12 @@ from ranklab.data import badrows
 from ranklab.data.dataset import CACHE_FORMAT, GROUP_KEY, DataSource, EncodedData
 from ranklab.data.labels import encode_labels, label_meta, parse_labels
 from ranklab.data.preprocess import TabularEncoder, fail_at_first, parse_feature_specs, parse_time
-from ranklab.data.readers import first_data_line, read_table, require_columns
+from ranklab.data.readers import (
+    check_read_options,
+    first_data_line,
+    read_table,
+    require_columns,
+)
 from ranklab.errors import ConfigError, DataError
 from ranklab.metrics import bayes_metrics
 from ranklab.utils import hash_files, hash_object
@@ -114,6 +119,7 @@ class CSVSplits(DataSource):
         self.features_cfg = _plain(features)
         self.specs = parse_feature_specs(self.features_cfg)
         self.read_options = dict(_plain(read_options) or {})
+        check_read_options(self.format, self.read_options)
         self.truth = truth
         if truth is not None and not self.split:
             raise ConfigError(
@@ -270,7 +276,8 @@ class CSVSplits(DataSource):
                 p = self.dir / str(name)
                 if not (p.is_file() or (self.format == "parquet" and p.is_dir())):
                     raise DataError(
-                        f"{split} file not found; set paths.data_dir to the directory holding "
+                        f"{'' if split == 'all' else split + ' '}file not found; set "
+                        f"paths.data_dir to the directory holding "
                         f"'{self.dir.name}/' (config key data.source.dir = {self.dir})",
                         path=str(p),
                     )
@@ -312,6 +319,15 @@ class CSVSplits(DataSource):
                     parse_time(df, column, str(path), first_line)
                 elif method == "column":
                     self._cut_by_column(df, str(path), first_line)
+            if frames and df.columns != frames[0].columns:
+                if set(df.columns) != set(frames[0].columns):
+                    raise DataError(
+                        f"has the columns {df.columns}, where {files[0].name} has "
+                        f"{frames[0].columns}: files stacked into one split need the same "
+                        f"columns",
+                        path=str(path),
+                    )
+                df = df.select(frames[0].columns)  # the same columns in another order
             frames.append(df)
         return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
 
@@ -360,7 +376,10 @@ class CSVSplits(DataSource):
         }
         files = [p for ps in paths.values() for p in ps]  # the order hashed before: same keys
         if self.truth is not None:
-            files.append(self.dir / str(self.truth))
+            truth = self.dir / str(self.truth)
+            if not truth.is_file():
+                raise DataError("truth file not found (config key data.source.truth)", str(truth))
+            files.append(truth)
             options["truth"] = self.truth
         return hash_object([options, hash_files(files)])[:16]
 
