@@ -63,23 +63,27 @@ def _source(path: Path, header: bool, **kw) -> CSVSplits:
 @pytest.mark.parametrize("header", [True, False], ids=["header", "no-header"])
 @pytest.mark.parametrize("budget", [None, 1 << 20], ids=["in-memory", "streamed"])
 def test_skip_drops_counts_and_names_every_malformed_row(
-    tmp_path: Path, header: bool, budget: int | None
+    tmp_path: Path, header: bool, budget: int | None, caplog: pytest.LogCaptureFixture
 ) -> None:
     dirty, clean = _write(tmp_path / "d", header)
     with pytest.raises(DataError) as first:  # fail (the default): the first malformed line
         load_or_build(_source(dirty, header), tmp_path / "c0", memory_budget=budget)
     assert first.value.line == 3 + 1 + header and "expected 4 fields" in str(first.value)
 
-    skipped = load_or_build(
-        _source(dirty, header, on_bad_rows="skip"), tmp_path / "c1", memory_budget=budget
-    )
+    with caplog.at_level("WARNING", logger="ranklab"):
+        skipped = load_or_build(
+            _source(dirty, header, on_bad_rows="skip"), tmp_path / "c1", memory_budget=budget
+        )
+    assert caplog.text.count("malformed rows") == 1  # once, however many passes streaming makes
     report = skipped.meta["bad_rows"][str(dirty)]
     assert report["skipped"] == len(BAD)
     shown = sorted(BAD)[: len(report["examples"])]
     assert len(report["examples"]) == 5
     # every example names its own line in the dirty file (rows dropped before it do not
     # shift it), in file order within each kind of check
-    lines = {int(e.split(", line ")[1].split(":")[0].split(",")[0]) for e in report["examples"]}
+    in_order = [int(e.split(", line ")[1].split(":")[0].split(",")[0]) for e in report["examples"]]
+    assert in_order == sorted(in_order)  # in line order
+    lines = set(in_order)
     assert lines <= {i + 1 + header for i in BAD} and len(lines) == 5
     for e in report["examples"]:
         line = int(e.split(", line ")[1].split(":")[0].split(",")[0])

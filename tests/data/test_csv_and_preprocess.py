@@ -431,3 +431,23 @@ def test_day_partitioned_files_encode_as_their_concatenation(tmp_path: Path) -> 
             dir=str(days), files={"train": "week_*.csv", "val": "day_04.csv", "test": "day_05.csv"},
             label="label", features=feats,
         ).build()  # fmt: skip
+
+
+def test_a_tab_separated_file_read_with_commas_says_so(tmp_path: Path) -> None:
+    (tmp_path / "t.tsv").write_text("label\ta\tx\n1\tu\t0.5\n0\tv\t0.1\n")
+    src = CSVSplits(
+        dir=str(tmp_path), label="label", features={"categorical": ["a"]},
+        files={"all": "t.tsv"}, split={"method": "random"},
+    )  # fmt: skip
+    with pytest.raises(DataError, match=r"the header looks tab-separated: set read_options\.sep"):
+        src.build()
+
+
+def test_a_header_only_file_to_cut_has_no_data_rows(tmp_path: Path) -> None:
+    (tmp_path / "h.csv").write_text("label,a\n")
+    src = CSVSplits(
+        dir=str(tmp_path), label="label", features={"categorical": ["a"]},
+        files={"all": "h.csv"}, split={"method": "random"},
+    )  # fmt: skip
+    with pytest.raises(DataError, match=r"h\.csv: the file has no data rows"):
+        src.build()

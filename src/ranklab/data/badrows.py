@@ -9,6 +9,7 @@ goes to the cache's meta and to ``metrics.json``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -18,6 +19,7 @@ import numpy as np
 
 from ranklab.errors import DataError
 
+log = logging.getLogger(__name__)
 SHOWN = 5  # malformed rows quoted in the report (all are counted)
 _ACTIVE: ContextVar[BadRows | None] = ContextVar("bad_rows", default=None)
 
@@ -54,7 +56,9 @@ class BadRows:
             self.lines = self.lines + delta
 
     def report(self) -> dict:
-        return {"skipped": self.count, "examples": [str(e) for e in self.examples]}
+        # in line order (the checks run column by column, each noting its first failure)
+        shown = sorted(self.examples, key=lambda e: (e.path or "", e.line or 0))
+        return {"skipped": self.count, "examples": [str(e) for e in shown]}
 
     def reject(self, rows: np.ndarray, error: DataError) -> None:
         """Rows (indices into the frame) that failed a check; ``error`` names the first."""
@@ -87,6 +91,16 @@ def collecting() -> Iterator[BadRows]:
         yield collector
     finally:
         _ACTIVE.reset(token)
+
+
+def warn_skipped(path: str, report: dict) -> None:
+    """The one warning a file's skipped rows get."""
+    log.warning(
+        "%s: skipped %d malformed rows (data.source.on_bad_rows: skip); the first: %s",
+        path,
+        report["skipped"],
+        report["examples"][0],
+    )
 
 
 def merge_reports(reports: list[dict]) -> dict:

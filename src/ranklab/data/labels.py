@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from ranklab.data.preprocess import fail_at_first
+from ranklab.data.readers import separator_hint
 from ranklab.data.schema import LABEL_KINDS, LabelSpec
 from ranklab.errors import ConfigError, DataError
 
@@ -107,7 +108,8 @@ def encode_labels(
         if c.column not in df.columns:
             raise DataError(
                 f"label '{c.spec.name}' (config key {c.key}) reads column "
-                f"'{c.column}', which the file does not have (it has {df.columns})",
+                f"'{c.column}', which the file does not have (it has {df.columns})"
+                f"{separator_hint(df.columns)}",
                 path=path,
             )
         raw = df[c.column]

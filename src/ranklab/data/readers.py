@@ -293,17 +293,21 @@ def require_columns(df: pl.DataFrame, columns: list[str], path: str | Path, key:
     """Fail naming the config key when the file lacks a column the config asks for."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        hint = ""
-        if len(df.columns) == 1:
-            for sep, name in (("\t", "tab"), (";", "';'"), ("|", "'|'"), (",", "','")):
-                if sep in df.columns[0]:
-                    hint = f"; the header looks {name}-separated: set read_options.separator"
-                    break
         raise DataError(
             f"columns {missing} named by config key '{key}' are not in the file "
-            f"(it has {df.columns}){hint}",
+            f"(it has {df.columns}){separator_hint(df.columns)}",
             path=str(path),
         )
+
+
+def separator_hint(columns: list[str]) -> str:
+    """``; the header looks tab-separated: ...`` when a file read as one column holds another
+    delimiter in its header (the file was read with the wrong separator), else ``""``."""
+    if len(columns) == 1:
+        for sep, name in (("\t", "tab"), (";", "';'"), ("|", "'|'"), (",", "','")):
+            if sep in columns[0]:
+                return f"; the header looks {name}-separated: set read_options.separator"
+    return ""
 
 
 RECBOLE_TYPES = {

@@ -182,6 +182,8 @@ class CSVSplits(DataSource):
         return {s: df.filter(pl.Series(which == k)) for k, s in enumerate(SPLITS)}
 
     def _cut_sizes(self, rows: int, path: str) -> tuple[int, int]:
+        if rows == 0:
+            raise DataError("the file has no data rows", path=path)
         n_val = round(rows * float(self.split.get("val", 0.1)))
         n_test = round(rows * float(self.split.get("test", 0.1)))
         if min(n_val, n_test) < 1 or n_val + n_test >= rows:
@@ -332,11 +334,11 @@ class CSVSplits(DataSource):
         return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
 
     def read_clean(
-        self, read: Callable[[], pl.DataFrame], path: str, first_line: int
+        self, read: Callable[[], pl.DataFrame], path: str, first_line: int, warn: bool = True
     ) -> tuple[pl.DataFrame, dict | None]:
         """``read()``'s frame; under ``on_bad_rows: skip`` without its malformed rows (every
         check a row can fail, run with a :mod:`ranklab.data.badrows` collector), and the
-        report of what was dropped."""
+        report of what was dropped (logged as a warning unless ``warn`` is false)."""
         if self.on_bad_rows == "fail":
             return read(), None
         with badrows.collecting() as bad:
@@ -353,12 +355,8 @@ class CSVSplits(DataSource):
         if not bad.count:
             return df, None
         report = bad.report()
-        log.warning(
-            "%s: skipped %d malformed rows (data.source.on_bad_rows: skip); the first: %s",
-            path,
-            bad.count,
-            report["examples"][0],
-        )
+        if warn:
+            badrows.warn_skipped(path, report)
         return df.filter(~pl.Series(bad.mask)), report
 
     def fingerprint(self) -> str:

@@ -356,9 +356,13 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
 
     reports: dict[tuple[str, int], dict] = {}  # (file, chunk's first line) -> skipped rows
 
+    def quiet_clean(read: Any, path: str, first_line: int) -> tuple[pl.DataFrame, dict | None]:
+        # every pass reads every chunk: the skipped rows are reported once, per file, below
+        return source.read_clean(read, path, first_line, warn=False)
+
     def chunks(split: str) -> Iterator[tuple[pl.DataFrame, int, str]]:
         for p in paths[split]:
-            for df, first, report in iter_chunks(p, fmt, opts, size, scratch, source.read_clean):
+            for df, first, report in iter_chunks(p, fmt, opts, size, scratch, quiet_clean):
                 if report:  # the same in every pass: kept once
                     reports[(str(p), first)] = report
                 yield df, first, str(p)
@@ -459,6 +463,8 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
         for (file, _), report in sorted(reports.items()):
             by_file.setdefault(file, []).append(report)
         meta["bad_rows"] = {f: badrows.merge_reports(r) for f, r in by_file.items()}
+        for file, report in meta["bad_rows"].items():
+            badrows.warn_skipped(file, report)
     if truth is not None and which is not None:  # one split at a time: memory
         meta["bayes"] = {}
         for k, s in enumerate(SPLITS):
