@@ -451,3 +451,20 @@ def test_a_header_only_file_to_cut_has_no_data_rows(tmp_path: Path) -> None:
     )  # fmt: skip
     with pytest.raises(DataError, match=r"h\.csv: the file has no data rows"):
         src.build()
+
+
+@pytest.mark.parametrize(
+    ("text", "has_header", "message"),
+    [
+        ("", False, r"x\.csv: empty file \(no data lines\)"),
+        ("\n\n  \n", False, r"x\.csv: empty file \(no data lines\)"),
+        ('a,b\n1,2\n"3,4\n5,6\n', True, r"x\.csv, line 3: an unclosed quote"),
+    ],
+)
+def test_unparsable_files_are_named_with_their_line(
+    tmp_path: Path, text: str, has_header: bool, message: str
+) -> None:
+    (tmp_path / "x.csv").write_text(text)
+    options = {} if has_header else {"has_header": False, "columns": ["a", "b"]}
+    with pytest.raises(DataError, match=message):
+        read_table(tmp_path / "x.csv", "csv", **options)

@@ -163,6 +163,7 @@ def test_cli_bad_inputs_exit_nonzero_with_clear_messages(tmp_path: Path) -> None
         (["model=dnn", "model.dropout=1.5"], "model.dropout", "must be in [0, 1)"),
         (["model=dnn", "model.hidden_units=[16,0]"], "model.hidden_units", ">= 1 (each)"),
         (["model=deepfm", "model.embedding_dim=0"], "model.embedding_dim", ">= 1"),
+        (["data.block_rows=-3"], "data.block_rows", "must be >= 1 or null, got -3"),
     ],
 )
 def test_config_values_no_model_or_source_takes_fail_naming_the_key(

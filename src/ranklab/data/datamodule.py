@@ -54,6 +54,9 @@ class RankDataModule(L.LightningDataModule):
         super().__init__()
         if batch_size < 1:
             raise ConfigError("data.batch_size", f"must be >= 1, got {batch_size}")
+        for key, value in (("eval_batch_size", eval_batch_size), ("block_rows", block_rows)):
+            if value is not None and int(value) < 1:  # (null: the default)
+                raise ConfigError(f"data.{key}", f"must be >= 1 or null, got {value}")
         self.source = source
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size

@@ -172,6 +172,8 @@ def read_csv(
         if not columns:
             raise DataError("a header-less file needs `columns`", path=str(path))
         header = list(columns)
+    if not has_header and _blank(path):
+        raise DataError("empty file (no data lines)", path=str(path))
     kept = check_field_counts(path, separator, len(header), has_header, quote_char, encoding)
     source: Path | io.BytesIO = path
     if kept is not None:  # on_bad_rows: skip dropped lines: parse the others
@@ -192,6 +194,14 @@ def read_csv(
             encoding=encoding,
         )
     except pl.exceptions.PolarsError as e:  # quoted lines that the field count skipped
+        line = _unbalanced_quote(path, quote_char, encoding)
+        if line is not None:
+            raise DataError(
+                f"an unclosed quote ({quote_char}) starts here; close it, or read quotes as "
+                f"text with read_options.quote_char: null",
+                path=str(path),
+                line=line,
+            ) from e
         raise DataError(f"cannot parse: {str(e).splitlines()[0]}", path=str(path)) from e
     df.columns = header
     # CRLF files: polars keeps the '\r' on the last field when it is read as a string
@@ -287,6 +297,27 @@ def _read_split_lines(
         )
     keep = parts.filter(counts == len(header))
     return keep.select(pl.col("line").list.get(i).alias(c) for i, c in enumerate(header))
+
+
+def _blank(path: Path) -> bool:
+    """True when the file holds nothing but whitespace (read until its first other byte)."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
+
+
+def _unbalanced_quote(path: Path, quote_char: str | None, encoding: str) -> int | None:
+    """The first line (1-based) holding an odd number of quote characters, or None."""
+    if not quote_char:
+        return None
+    lines = _lines(path, encoding)["line"]
+    odd = (lines.str.count_matches(quote_char, literal=True) % 2 == 1).arg_true()
+    return int(odd[0]) + 1 if len(odd) else None
 
 
 def require_columns(df: pl.DataFrame, columns: list[str], path: str | Path, key: str) -> None:
