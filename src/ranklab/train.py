@@ -512,9 +512,7 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     if not wanted:
         return None
     if str(wanted) != "auto":
-        if not Path(wanted).is_file():
-            raise ConfigError("ckpt_path", f"no checkpoint {wanted}")
-        return str(wanted)
+        return str(wanted)  # a file: check_resume made sure
     last = run_dir / "checkpoints" / "last.ckpt"
     status = read_status(run_dir)
     same = status.get("config_hash") == config_hash(cfg)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -17,34 +18,41 @@ from ranklab.sweep import load_spec, main
 from ranklab.sweep.study import superseded
 
 
-def test_killed_worker_trial_is_failed_retried_and_the_study_completes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # 30 epochs without early stopping: long enough to be killed in the middle, after its
-    # first checkpoint
+def start_long_sweep(
+    tmp_path: Path, trials: int, output: bool = True, **storage: int
+) -> tuple[Path, Any, Path, subprocess.Popen]:
+    """A sweep of trials of 30 epochs without early stopping (long enough to be stopped in
+    the middle), started as a process and returned once trial 0 has its first checkpoint:
+    (config path, spec, trial 0's run folder, the process; its output piped if ``output``)."""
     path = sweep_config(
         tmp_path,
         {"optimizer.lr": "tag(log, interval(1e-3, 1e-2))"},
-        trials=2,
+        trials=trials,
         fixed=["trainer.max_epochs=30", "callbacks.early_stopping.patience=100"],
+        **({"storage": storage} if storage else {}),
     )
     spec = load_spec(str(path))
     first_run = spec.dir / "trials" / "0000"
+    pipe = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     proc = subprocess.Popen(
-        sweep_cmd(f"sweep={path}"),
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        sweep_cmd(f"sweep={path}"), cwd=tmp_path, env=cli_env(), **(pipe if output else quiet)
     )
-    try:
-        deadline = time.monotonic() + 120
-        while not (first_run / "checkpoints" / "last.ckpt").exists():  # trial 0 is in epoch 1
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    deadline = time.monotonic() + 120
+    while not (first_run / "checkpoints" / "last.ckpt").exists():  # trial 0 is in epoch 1
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"trial 0 wrote no checkpoint (exit {proc.poll()})")
+        time.sleep(0.02)
+    return path, spec, first_run, proc
+
+
+def test_killed_worker_trial_is_failed_retried_and_the_study_completes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, spec, first_run, proc = start_long_sweep(tmp_path, trials=2, output=False)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     assert not (first_run / "metrics.json").exists()  # killed mid-trial
     storage = spec.storage_url
     killed = optuna.load_study(study_name=spec.study_name, storage=storage).trials
@@ -78,28 +86,9 @@ def test_sigterm_mid_trial_checkpoints_requeues_and_exits_non_zero(
     its checkpoint at the signal, the trial is failed as interrupted and queued again at once
     (no heartbeat wait), the process exits 128 + 15, and the rerun continues the trial from
     that checkpoint."""
-    path = sweep_config(
-        tmp_path,
-        {"optimizer.lr": "tag(log, interval(1e-3, 1e-2))"},
-        trials=1,
-        fixed=["trainer.max_epochs=30", "callbacks.early_stopping.patience=100"],
-        storage={"grace_period": 600},  # a stale-heartbeat retry could not explain the result
-    )
-    spec = load_spec(str(path))
-    first_run = spec.dir / "trials" / "0000"
-    proc = subprocess.Popen(
-        sweep_cmd(f"sweep={path}"),
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # (a stale-heartbeat retry could not explain the result: grace_period is 10 minutes)
+    path, spec, first_run, proc = start_long_sweep(tmp_path, trials=1, grace_period=600)
     try:
-        deadline = time.monotonic() + 120
-        while not (first_run / "checkpoints" / "last.ckpt").exists():  # trial 0 is in epoch 1
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=120)
     finally:
