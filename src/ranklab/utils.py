@@ -95,7 +95,12 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
         if final.exists():  # another process finished the same content first
             shutil.rmtree(tmp)
         else:
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                if not final.exists():
+                    raise
+                shutil.rmtree(tmp)  # another process renamed its copy in between
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
