@@ -8,6 +8,7 @@ DATA_DIR ?= ../shared/data
 ARGS ?=
 SWEEP ?= synthetic_fast
 WORKERS ?= 1
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install lock train test lint format bench bench-data bench-gpu sweep dashboard report study reproduce-frappe clean
@@ -38,7 +39,7 @@ train: $(STAMP) ## Run the default experiment (DeepFM on synthetic CTR data); ex
 test: $(STAMP) ## Run the test suite (lint included)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP) ## ruff check
 	$(BIN)/ruff check .

@@ -23,6 +23,14 @@ FAST_TRAINER = [
 ]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # `make test` runs pytest-xdist workers side by side: one thread each (and in the processes
+    # the tests start), so that workers do not fight for the cores
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads() -> None:
     torch.manual_seed(0)

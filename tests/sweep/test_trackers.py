@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from google.protobuf.message import DecodeError
 from sweep_helpers import sweep_config
 
 from ranklab.loggers import wandb_logger
@@ -61,7 +62,18 @@ def wandb_run(run_dir: Path) -> dict:
 def wandb_run_of(offline_run: Path) -> dict:
     """Name, group, job type, tags, config keys and final summary keys of an offline run."""
     (path,) = offline_run.glob("run-*.wandb")
-    recs = wandb_records(path)
+    # W&B's service process writes the file, ending with an exit record; `finish` can return
+    # before it is flushed
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            recs = wandb_records(path)
+        except DecodeError:  # a record cut short mid-write
+            recs = []
+        kinds = [r.WhichOneof("record_type") for r in recs]
+        if "exit" in kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     (run,) = [r.run for r in recs if r.WhichOneof("record_type") == "run"]
     configs = [r.config for r in recs if r.WhichOneof("record_type") == "config"]
     summary = {
