@@ -178,6 +178,37 @@ def log_final_metrics(logger: Logger, metrics: Mapping[str, Any]) -> None:
     logger.log_metrics(final, step=int(metrics.get("epochs") or 0))
 
 
+TRACKERS_FILE = "trackers.json"
+
+
+def tracker_runs(loggers: Sequence[Logger]) -> dict[str, dict[str, str]]:
+    """The tracker runs a run logs to, by tracker (after the runs were started): W&B's run id,
+    MLflow's run id and tracking URI. Saved in the run folder, they let a resumed run continue
+    the same tracker runs (:func:`continue_kwargs`)."""
+    out: dict[str, dict[str, str]] = {}
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger.version:
+            out["wandb"] = {"id": str(logger.version)}
+        elif isinstance(logger, MLFlowLogger) and logger.run_id:
+            out["mlflow"] = {"run_id": str(logger.run_id), "tracking_uri": logger._tracking_uri}
+    return out
+
+
+def continue_kwargs(logger: Logger, saved: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    """What ``logger`` (not started yet) needs to log to the tracker run in ``saved`` (a
+    :func:`tracker_runs` record of the run being resumed) instead of starting a new one: W&B's
+    ``id`` with ``resume="allow"``, MLflow's ``run_id`` (only on the same tracking URI).
+    Empty when there is nothing to continue."""
+    if isinstance(logger, WandbLogger) and "wandb" in saved:
+        return {"id": saved["wandb"]["id"], "resume": "allow"}
+    mlflow = saved.get("mlflow")
+    if isinstance(logger, MLFlowLogger) and mlflow:
+        # a run id means nothing on another server: there, a new run
+        same_server = mlflow.get("tracking_uri") == logger._tracking_uri
+        return {"run_id": mlflow["run_id"]} if same_server else {}
+    return {}
+
+
 def close_trackers(loggers: Sequence[Logger], failed: bool) -> None:
     """End each tracker's run. W&B keeps a run open in the process until ``finish``: without
     it the next run of a study or sweep would be logged into the same W&B run."""

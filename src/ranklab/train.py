@@ -29,7 +29,14 @@ from ranklab.callbacks import EpochLog, ProgressBar, Resumable, Throughput
 from ranklab.config import conf_dir, config_hash, is_smoke, model_name, result_config, to_plain
 from ranklab.console import note_error, print_summary, run_log
 from ranklab.errors import ConfigError, Diverged, Interrupted, RanklabError
-from ranklab.loggers import CSVLogger, close_trackers, log_final_metrics
+from ranklab.loggers import (
+    TRACKERS_FILE,
+    CSVLogger,
+    close_trackers,
+    continue_kwargs,
+    log_final_metrics,
+    tracker_runs,
+)
 from ranklab.utils import atomic_write_json, atomic_write_text, git_commit, writable_dir
 
 log = logging.getLogger("ranklab")
@@ -308,6 +315,11 @@ def _train(
     cfg: DictConfig, run_dir: Path, extra_callbacks: list[L.Callback], t_start: float
 ) -> dict[str, Any]:
     _fill_tracking(cfg)
+    resume = resume_checkpoint(cfg, run_dir)
+    saved = continued_trackers(cfg, resume)
+    if saved.get("name"):
+        with open_dict(cfg):
+            cfg.tracking.name = saved["name"]
     smoke = is_smoke(cfg)
     log.info("run %s%s", run_dir, " (smoke run: not for tables)" if smoke else "")
     if rank_zero():
@@ -326,7 +338,10 @@ def _train(
     if not bar:  # Lightning refuses a bar callback it cannot show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     callbacks += [throughput, EpochLog(monitor=str(task.hparams.monitor))]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    loggers = [_logger(c, saved) for c in (cfg.get("logger") or {}).values() if c is not None]
+    # a tracker run continued already holds the config (MLflow refuses a changed value: the
+    # resumed command's ckpt_path=auto)
+    fresh = [lg for lg in loggers if not continue_kwargs(lg, saved)]
     # train/loss reaches the loggers at least once an epoch, however few the batches
     log_every = min(int(cfg.trainer.get("log_every_n_steps") or 50), _batches_per_epoch(datamodule))
     extra: dict[str, Any] = {}
@@ -343,14 +358,13 @@ def _train(
         log_every_n_steps=log_every,
         **extra,
     )
-    resume = resume_checkpoint(cfg, run_dir)
     if resume:  # the CSV log continues the file of the run it resumes
         for lg in loggers:
             if isinstance(lg, CSVLogger):
                 lg.keep_previous = True
     write_status(run_dir, "running", cfg, checkpoint=resume)
     try:
-        metrics = _fit_and_test(cfg, datamodule, task, trainer, loggers, resume)
+        metrics = _fit_and_test(cfg, datamodule, task, trainer, loggers, resume, fresh)
     except BaseException as e:
         close_trackers(loggers, failed=True)
         _record_failure(cfg, run_dir, task, trainer, e, t_start)
@@ -384,6 +398,14 @@ def _train(
     return metrics
 
 
+def _logger(conf: DictConfig, saved: dict[str, Any]) -> Any:
+    """The logger ``conf`` names, logging to the tracker run in ``saved`` where it has one
+    (loggers start nothing until first used: building one twice costs nothing)."""
+    logger = instantiate(conf)
+    kwargs = continue_kwargs(logger, saved)
+    return instantiate(conf, **kwargs) if kwargs else logger
+
+
 def _fit_and_test(
     cfg: DictConfig,
     datamodule: Any,
@@ -391,12 +413,18 @@ def _fit_and_test(
     trainer: L.Trainer,
     loggers: list[Any],
     resume: str | None = None,
+    fresh: list[Any] | None = None,
 ) -> dict[str, Any]:
-    """Log the config to the trackers, fit (from ``resume``, a last.ckpt, if given), restore
-    the best checkpoint, validate and test; the run's results (train() adds its costs)."""
+    """Log the config to the trackers (to the ``fresh`` ones only, if given), fit (from
+    ``resume``, a last.ckpt, if given), restore the best checkpoint, validate and test; the
+    run's results (train() adds its costs)."""
     config = to_plain(cfg)
-    for lg in loggers:  # the resolved config, once per tracker
+    for lg in loggers if fresh is None else fresh:  # the resolved config, once per tracker
         lg.log_hyperparams(config)
+    runs = tracker_runs(loggers)
+    if runs and rank_zero():
+        name = str(cfg.tracking.name)
+        atomic_write_json(Path(cfg.paths.output_dir) / TRACKERS_FILE, {"name": name, **runs})
     if task.trainable:
         if resume:
             log.info("resuming from %s", resume)
@@ -456,6 +484,21 @@ def write_status(run_dir: Path, status: str, cfg: DictConfig, **extra: Any) -> N
     record = {"status": status, "config_hash": config_hash(cfg), "pid": os.getpid()}
     record["time"] = datetime.now().isoformat(timespec="seconds")
     atomic_write_json(run_dir / STATUS_FILE, {**record, **extra})
+
+
+def continued_trackers(cfg: DictConfig, resume: str | None) -> dict[str, Any]:
+    """The tracker runs (``trackers.json``) of the run a resumed run continues: that of the
+    checkpoint's folder, when it was a run of this very config (a checkpoint given by path may
+    come from another config: that one gets tracker runs of its own). Empty otherwise."""
+    if not resume:
+        return {}
+    ckpt_run = Path(resume).parent.parent  # <run>/checkpoints/last.ckpt
+    if read_status(ckpt_run).get("config_hash") != config_hash(cfg):
+        return {}
+    try:
+        return json.loads((ckpt_run / TRACKERS_FILE).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return {}
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:

@@ -4,6 +4,8 @@ final metrics in each tracker's summary."""
 
 from __future__ import annotations
 
+import json
+import signal
 import socket
 import struct
 import subprocess
@@ -226,3 +228,39 @@ def test_an_evaluation_is_logged_beside_its_training_run(make_cfg, tmp_path: Pat
     assert evaluated["group"] == trained["group"] == metrics["tracking"]["group"]
     assert evaluated["name"] == f"{trained['name']}/evaluate-data.eval_batch_size=500"
     assert "final/test/auc" in evaluated["summary"]
+
+
+def test_a_resumed_run_logs_to_the_tracker_runs_it_started(
+    make_cfg, tmp_path: Path, offline
+) -> None:
+    """SIGTERM mid-run, then ``ckpt_path=auto``: the same W&B run id (a second offline folder,
+    which ``wandb sync`` appends) and the same MLflow run, ended FINISHED with the results."""
+    from faults import SignalAt
+    from mlflow.tracking import MlflowClient
+
+    store = tmp_path / "mlflow.db"
+    overrides = ["model=lr", "logger=[wandb,mlflow]", f"logger.mlflow.store={store}"]
+    fault = SignalAt(epoch=1, batch=2, signum=signal.SIGTERM, marker=str(tmp_path / "sent"))
+    with pytest.raises(SystemExit) as stopped:
+        train(make_cfg(*overrides, "efficiency=false"), callbacks=[fault])
+    assert stopped.value.code == 128 + signal.SIGTERM
+    run = tmp_path / "run"
+    saved = json.loads((run / "trackers.json").read_text())
+    time.sleep(1.1)  # the default tracker name holds the start time, to the second
+    metrics = train(make_cfg(*overrides, "efficiency=false", "ckpt_path=auto"), callbacks=[fault])
+    assert metrics["resumed_from"] and metrics["tracking"]["name"] == saved["name"]
+    assert json.loads((run / "trackers.json").read_text()) == saved
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+    (mlrun,) = client.search_runs([client.get_experiment_by_name("ranklab").experiment_id])
+    assert mlrun.info.run_id == saved["mlflow"]["run_id"]
+    assert mlrun.info.status == "FINISHED" and mlrun.info.run_name == saved["name"]
+    assert mlrun.data.metrics["final/test/auc"] == pytest.approx(metrics["test"]["auc"])
+    steps = [m.step for m in client.get_metric_history(mlrun.info.run_id, "train/loss")]
+    assert steps == [11, 23]  # 12 batches an epoch: step 11 logged before the signal, 23 after
+
+    offline_runs = sorted(run.glob("wandb/offline-run-*"))
+    assert [p.name.rsplit("-", 1)[1] for p in offline_runs] == [saved["wandb"]["id"]] * 2
+    first, resumed = map(wandb_run_of, offline_runs)
+    assert first["name"] == resumed["name"] == saved["name"]
+    assert "final/test/auc" in resumed["summary"]
