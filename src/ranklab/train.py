@@ -421,8 +421,8 @@ def _fit_and_test(
     config = to_plain(cfg)
     for lg in loggers if fresh is None else fresh:  # the resolved config, once per tracker
         lg.log_hyperparams(config)
-    runs = tracker_runs(loggers)
-    if runs and rank_zero():
+    runs = tracker_runs(loggers) if rank_zero() else {}  # other ranks' loggers log nothing
+    if runs:
         name = str(cfg.tracking.name)
         atomic_write_json(Path(cfg.paths.output_dir) / TRACKERS_FILE, {"name": name, **runs})
     if task.trainable:
