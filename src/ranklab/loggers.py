@@ -88,9 +88,28 @@ def mlflow_logger(
     if not tracking_uri:
         Path(store).parent.mkdir(parents=True, exist_ok=True)
         tracking_uri = f"sqlite:///{Path(store).resolve()}"
-    return MLFlowLogger(
+    return _MLFlowLogger(
         experiment_name=experiment_name, tracking_uri=tracking_uri, tags=run_tags, **kwargs
     )
+
+
+class _MLFlowLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger, except that starting its run leaves the process's tracking URI
+    as it was. Lightning calls ``mlflow.set_tracking_uri``, which also sets MLFLOW_TRACKING_URI
+    in ``os.environ``: the next run composed in the same process (a study, a notebook) would
+    resolve ``${oc.env:MLFLOW_TRACKING_URI}`` to this run's server, and every process started
+    later would inherit it. The logger itself logs through its own client."""
+
+    @property
+    def experiment(self) -> Any:
+        if self._initialized:
+            return self._mlflow_client
+        before = os.environ.get("MLFLOW_TRACKING_URI")
+        client = MLFlowLogger.experiment.fget(self)  # type: ignore[attr-defined]
+        import mlflow
+
+        mlflow.set_tracking_uri(before)  # None: unset, as it was
+        return client
 
 
 class _KeptWriter(ExperimentWriter):

@@ -5,6 +5,7 @@ final metrics in each tracker's summary."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import struct
@@ -180,10 +181,11 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
 
 
 def test_mlflow_logs_params_and_final_metrics_to_a_tracking_server(
-    make_cfg, mlflow_server: str
+    make_cfg, mlflow_server: str, monkeypatch
 ) -> None:
     from mlflow.tracking import MlflowClient
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = make_cfg(
         "model=lr",
         "logger=mlflow",
@@ -191,6 +193,8 @@ def test_mlflow_logs_params_and_final_metrics_to_a_tracking_server(
         "tags=[paper,ablation]",
     )
     metrics = train(cfg)
+    # Lightning sets it for the process: the next config composed here would log to this server
+    assert "MLFLOW_TRACKING_URI" not in os.environ
     client = MlflowClient(tracking_uri=mlflow_server)
     exp = client.get_experiment_by_name("ranklab")
     (run,) = client.search_runs([exp.experiment_id])
