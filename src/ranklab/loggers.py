@@ -102,14 +102,14 @@ class _MLFlowLogger(MLFlowLogger):
 
     @property
     def experiment(self) -> Any:
-        if self._initialized:
-            return self._mlflow_client
         before = os.environ.get("MLFLOW_TRACKING_URI")
-        client = MLFlowLogger.experiment.fget(self)  # type: ignore[attr-defined]
-        import mlflow
+        try:  # Lightning's property: rank 0 only, the run started on first use
+            return MLFlowLogger.experiment.fget(self)  # type: ignore[attr-defined]
+        finally:
+            if os.environ.get("MLFLOW_TRACKING_URI") != before:
+                import mlflow
 
-        mlflow.set_tracking_uri(before)  # None: unset, as it was
-        return client
+                mlflow.set_tracking_uri(before)  # None: unset, as it was
 
 
 class _KeptWriter(ExperimentWriter):
@@ -213,19 +213,33 @@ def tracker_runs(loggers: Sequence[Logger]) -> dict[str, dict[str, str]]:
     return out
 
 
-def continue_kwargs(logger: Logger, saved: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+def continue_kwargs(logger: Logger, saved: Mapping[str, Any]) -> dict[str, Any]:
     """What ``logger`` (not started yet) needs to log to the tracker run in ``saved`` (a
     :func:`tracker_runs` record of the run being resumed) instead of starting a new one: W&B's
-    ``id`` with ``resume="allow"``, MLflow's ``run_id`` (only on the same tracking URI).
-    Empty when there is nothing to continue."""
-    if isinstance(logger, WandbLogger) and "wandb" in saved:
-        return {"id": saved["wandb"]["id"], "resume": "allow"}
-    mlflow = saved.get("mlflow")
-    if isinstance(logger, MLFlowLogger) and mlflow:
-        # a run id means nothing on another server: there, a new run
-        same_server = mlflow.get("tracking_uri") == logger._tracking_uri
-        return {"run_id": mlflow["run_id"]} if same_server else {}
-    return {}
+    ``id`` with ``resume="allow"``, MLflow's ``run_id`` (only on the same tracking URI, and
+    while the run exists). Empty when there is nothing to continue."""
+    if isinstance(logger, WandbLogger):
+        run_id = _saved_id(saved, "wandb", "id")
+        return {"id": run_id, "resume": "allow"} if run_id else {}
+    run_id = _saved_id(saved, "mlflow", "run_id")
+    # a run id means nothing on another server: there, a new run
+    if not isinstance(logger, MLFlowLogger) or not run_id:
+        return {}
+    if saved["mlflow"].get("tracking_uri") != logger._tracking_uri:
+        return {}
+    from mlflow.exceptions import MlflowException
+
+    try:  # a run deleted since (or a store reset) gets a new one
+        active = logger._mlflow_client.get_run(run_id).info.lifecycle_stage == "active"
+    except MlflowException:
+        active = False
+    return {"run_id": run_id} if active else {}
+
+
+def _saved_id(saved: Mapping[str, Any], tracker: str, key: str) -> str | None:
+    entry = saved.get(tracker)
+    value = entry.get(key) if isinstance(entry, Mapping) else None
+    return value if isinstance(value, str) and value else None
 
 
 def close_trackers(loggers: Sequence[Logger], failed: bool) -> None:

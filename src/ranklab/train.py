@@ -23,6 +23,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from ranklab.callbacks import EpochLog, ProgressBar, Resumable, Throughput
@@ -316,8 +317,8 @@ def _train(
 ) -> dict[str, Any]:
     _fill_tracking(cfg)
     resume = resume_checkpoint(cfg, run_dir)
-    saved = continued_trackers(cfg, resume)
-    if saved.get("name"):
+    saved = continued_trackers(cfg, resume, run_dir)
+    if isinstance(saved.get("name"), str):
         with open_dict(cfg):
             cfg.tracking.name = saved["name"]
     smoke = is_smoke(cfg)
@@ -339,9 +340,9 @@ def _train(
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     callbacks += [throughput, EpochLog(monitor=str(task.hparams.monitor))]
     loggers = [_logger(c, saved) for c in (cfg.get("logger") or {}).values() if c is not None]
-    # a tracker run continued already holds the config (MLflow refuses a changed value: the
-    # resumed command's ckpt_path=auto)
-    fresh = [lg for lg in loggers if not continue_kwargs(lg, saved)]
+    # an MLflow run continued already holds the config, and refuses a changed value (the
+    # resumed command's ckpt_path=auto); W&B takes the update
+    fresh = [lg for lg in loggers if not (isinstance(lg, MLFlowLogger) and lg._run_id)]
     # train/loss reaches the loggers at least once an epoch, however few the batches
     log_every = min(int(cfg.trainer.get("log_every_n_steps") or 50), _batches_per_epoch(datamodule))
     extra: dict[str, Any] = {}
@@ -423,8 +424,8 @@ def _fit_and_test(
         lg.log_hyperparams(config)
     runs = tracker_runs(loggers) if rank_zero() else {}  # other ranks' loggers log nothing
     if runs:
-        name = str(cfg.tracking.name)
-        atomic_write_json(Path(cfg.paths.output_dir) / TRACKERS_FILE, {"name": name, **runs})
+        record = {"name": str(cfg.tracking.name), "config_hash": config_hash(cfg), **runs}
+        atomic_write_json(Path(cfg.paths.output_dir) / TRACKERS_FILE, record)
     if task.trainable:
         if resume:
             log.info("resuming from %s", resume)
@@ -486,19 +487,19 @@ def write_status(run_dir: Path, status: str, cfg: DictConfig, **extra: Any) -> N
     atomic_write_json(run_dir / STATUS_FILE, {**record, **extra})
 
 
-def continued_trackers(cfg: DictConfig, resume: str | None) -> dict[str, Any]:
-    """The tracker runs (``trackers.json``) of the run a resumed run continues: that of the
-    checkpoint's folder, when it was a run of this very config (a checkpoint given by path may
-    come from another config: that one gets tracker runs of its own). Empty otherwise."""
-    if not resume:
-        return {}
-    ckpt_run = Path(resume).parent.parent  # <run>/checkpoints/last.ckpt
-    if read_status(ckpt_run).get("config_hash") != config_hash(cfg):
+def continued_trackers(cfg: DictConfig, resume: str | None, run_dir: Path) -> dict[str, Any]:
+    """The tracker runs (``trackers.json``) a resumed run continues: those this folder's run of
+    this very config started. Empty for a fresh run, for a checkpoint of another folder (a
+    sweep's retried trial, a run started from another run's checkpoint: tracker runs of their
+    own, as two processes must never log to one), and for a file left by another config."""
+    if not resume or Path(resume).resolve().parent.parent != run_dir.resolve():
         return {}
     try:
-        return json.loads((ckpt_run / TRACKERS_FILE).read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        saved = json.loads((run_dir / TRACKERS_FILE).read_text())
+    except (OSError, ValueError):  # missing, unreadable, not JSON
         return {}
+    ok = isinstance(saved, dict) and saved.get("config_hash") == config_hash(cfg)
+    return saved if ok else {}
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:

@@ -268,3 +268,49 @@ def test_a_resumed_run_logs_to_the_tracker_runs_it_started(
     first, resumed = map(wandb_run_of, offline_runs)
     assert first["name"] == resumed["name"] == saved["name"]
     assert "final/test/auc" in resumed["summary"]
+
+
+def test_only_this_folders_run_of_this_config_has_its_tracker_runs_continued(
+    make_cfg, tmp_path: Path
+) -> None:
+    from ranklab.config import config_hash
+    from ranklab.train import continued_trackers
+
+    cfg = make_cfg("model=lr")
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    last = str(run / "checkpoints" / "last.ckpt")
+    record = {"name": "n", "config_hash": config_hash(cfg), "wandb": {"id": "abc"}}
+    (run / "trackers.json").write_text(json.dumps(record))
+    assert continued_trackers(cfg, last, run) == record
+    assert continued_trackers(cfg, None, run) == {}  # not resumed
+    other = tmp_path / "elsewhere"  # a checkpoint of another folder: tracker runs of its own
+    assert continued_trackers(cfg, last, other) == {}
+    (run / "trackers.json").write_text(json.dumps({**record, "config_hash": "another config"}))
+    assert continued_trackers(cfg, last, run) == {}
+    for bad in ("{not json", "[1, 2]", "\xff"):
+        (run / "trackers.json").write_text(bad, encoding="latin-1")
+        assert continued_trackers(cfg, last, run) == {}
+
+
+def test_continue_kwargs_skip_what_cannot_be_continued(tmp_path: Path, offline) -> None:
+    from ranklab.loggers import continue_kwargs, mlflow_logger
+
+    wandb = wandb_logger(save_dir=str(tmp_path))
+    assert continue_kwargs(wandb, {"wandb": {"id": "abc"}}) == {"id": "abc", "resume": "allow"}
+    for bad in ({}, {"wandb": "abc"}, {"wandb": {}}, {"wandb": {"id": 3}}):
+        assert continue_kwargs(wandb, bad) == {}
+    store = tmp_path / "mlflow.db"
+    first = mlflow_logger(store=str(store))
+    run_id = first.run_id  # starts the run
+    uri = first._tracking_uri
+    again = mlflow_logger(store=str(store))
+    assert continue_kwargs(again, {"mlflow": {"run_id": run_id, "tracking_uri": uri}}) == {
+        "run_id": run_id
+    }
+    elsewhere = {"mlflow": {"run_id": run_id, "tracking_uri": "http://other:5000"}}
+    assert continue_kwargs(again, elsewhere) == {}
+    first.experiment.delete_run(run_id)  # deleted since: a new run
+    assert continue_kwargs(again, {"mlflow": {"run_id": run_id, "tracking_uri": uri}}) == {}
+    gone = {"mlflow": {"run_id": "0" * 32, "tracking_uri": uri}}
+    assert continue_kwargs(again, gone) == {}
