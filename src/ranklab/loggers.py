@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
-from lightning.pytorch.loggers import Logger, MLFlowLogger, WandbLogger
+from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
@@ -213,11 +213,17 @@ def tracker_runs(loggers: Sequence[Logger]) -> dict[str, dict[str, str]]:
     return out
 
 
-def continue_kwargs(logger: Logger, saved: Mapping[str, Any]) -> dict[str, Any]:
+def continue_kwargs(
+    logger: Logger, saved: Mapping[str, Any], step: int | None = None
+) -> dict[str, Any]:
     """What ``logger`` (not started yet) needs to log to the tracker run in ``saved`` (a
     :func:`tracker_runs` record of the run being resumed) instead of starting a new one: W&B's
     ``id`` with ``resume="allow"``, MLflow's ``run_id`` (only on the same tracking URI, and
-    while the run exists). Empty when there is nothing to continue."""
+    while the run exists). TensorBoard, given the checkpoint's global ``step``, purges what the
+    killed process logged from that step on (the resumed run logs it again). Empty when there
+    is nothing to continue."""
+    if isinstance(logger, TensorBoardLogger):
+        return {} if step is None else {"purge_step": step}
     if isinstance(logger, WandbLogger):
         run_id = _saved_id(saved, "wandb", "id")
         return {"id": run_id, "resume": "allow"} if run_id else {}

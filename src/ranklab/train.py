@@ -339,7 +339,9 @@ def _train(
     if not bar:  # Lightning refuses a bar callback it cannot show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     callbacks += [throughput, EpochLog(monitor=str(task.hparams.monitor))]
-    loggers = [_logger(c, saved) for c in (cfg.get("logger") or {}).values() if c is not None]
+    step = _global_step(resume) if resume else None
+    logger_confs = (cfg.get("logger") or {}).values()
+    loggers = [_logger(c, saved, step) for c in logger_confs if c is not None]
     # an MLflow run continued already holds the config, and refuses a changed value (the
     # resumed command's ckpt_path=auto); W&B takes the update
     fresh = [lg for lg in loggers if not (isinstance(lg, MLFlowLogger) and lg._run_id)]
@@ -399,12 +401,19 @@ def _train(
     return metrics
 
 
-def _logger(conf: DictConfig, saved: dict[str, Any]) -> Any:
-    """The logger ``conf`` names, logging to the tracker run in ``saved`` where it has one
-    (loggers start nothing until first used: building one twice costs nothing)."""
+def _logger(conf: DictConfig, saved: dict[str, Any], step: int | None) -> Any:
+    """The logger ``conf`` names, continuing what the run it resumes logged (the tracker runs
+    in ``saved``, TensorBoard's events up to the checkpoint's ``step``): loggers start nothing
+    until first used, so building one twice costs nothing."""
     logger = instantiate(conf)
-    kwargs = continue_kwargs(logger, saved)
+    kwargs = continue_kwargs(logger, saved, step)
     return instantiate(conf, **kwargs) if kwargs else logger
+
+
+def _global_step(checkpoint: str) -> int:
+    """The training step a checkpoint was taken at (memory-mapped: the weights stay on disk)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    return int(state["global_step"])
 
 
 def _fit_and_test(

@@ -34,6 +34,7 @@ RUN = [
     "efficiency=false",
     "print_summary=false",
     "trainer.log_every_n_steps=1",  # a CSV row per step: the resumed file must hold each once
+    "logger=[csv,tensorboard]",  # and TensorBoard each step's scalars once
 ]
 
 
@@ -63,11 +64,18 @@ def signal_at(
 
 
 def results(run_dir: Path) -> dict:
-    """What a resumed run must reproduce: the metrics, the history, and every row of the CSV
-    log but the last (the final metrics, with the run's measured samples/s)."""
+    """What a resumed run must reproduce: the metrics, the history, every row of the CSV log but
+    the last (the final metrics, with the run's measured samples/s), and every TensorBoard
+    scalar as TensorBoard reads the folder (the final ones aside, as in the CSV)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     m = json.loads((run_dir / "metrics.json").read_text())
     rows = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[:-1]
-    return {k: m[k] for k in ("val", "test", "history", "best_epoch", "epochs")} | {"csv": rows}
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0}).Reload()
+    tags = [t for t in events.Tags()["scalars"] if not t.startswith("final/")]
+    scalars = sorted((t, e.step, e.value) for t in tags for e in events.Scalars(t))
+    keys = ("val", "test", "history", "best_epoch", "epochs")
+    return {k: m[k] for k in keys} | {"csv": rows, "tensorboard": scalars}
 
 
 @pytest.fixture(scope="module")
