@@ -412,8 +412,18 @@ def _logger(conf: DictConfig, saved: dict[str, Any], step: int | None) -> Any:
 
 def _global_step(checkpoint: str) -> int:
     """The training step a checkpoint was taken at (memory-mapped: the weights stay on disk)."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    return int(state["global_step"])
+    try:
+        try:
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # not torch's zip format, which alone maps: read it whole
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        return int(state["global_step"])
+    except Exception as e:  # torch raises anything from RuntimeError to UnpicklingError
+        raise ConfigError(
+            "ckpt_path",
+            f"{checkpoint} is not a training checkpoint ranklab can resume from "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+        ) from e
 
 
 def _fit_and_test(
@@ -532,6 +542,7 @@ def check_resume(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
     if str(wanted) != "auto":
         if not Path(wanted).is_file():
             raise ConfigError("ckpt_path", f"no checkpoint {wanted}")
+        _global_step(str(wanted))  # a file that is no training checkpoint fails here
         return None
     status = read_status(run_dir)
     if not status:

@@ -235,13 +235,20 @@ def test_auto_in_a_named_folder_never_overwrites_and_never_retrains(
 
 @pytest.mark.parametrize(
     ("override", "key"),
-    [("trainer.max_epochs=0", "trainer.max_epochs"), ("ckpt_path=/no/such.ckpt", "ckpt_path")],
+    [
+        ("trainer.max_epochs=0", "trainer.max_epochs"),
+        ("ckpt_path=/no/such.ckpt", "ckpt_path"),
+        ("ckpt_path={tmp}/junk.ckpt", "ckpt_path"),  # a file, but no checkpoint
+        ("ckpt_path={tmp}/weights.pt", "ckpt_path"),  # torch's, without a training state
+    ],
 )
 def test_runs_that_cannot_train_fail_before_writing(
     make_cfg, tmp_path: Path, override: str, key: str
 ) -> None:
+    (tmp_path / "junk.ckpt").write_text("junk\n")
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "weights.pt")
     with pytest.raises(ConfigError, match=f"'{key}'"):
-        train(make_cfg(override))
+        train(make_cfg(override.format(tmp=tmp_path)))
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 
