@@ -228,9 +228,9 @@ def continue_kwargs(
         run_id = _saved_id(saved, "wandb", "id")
         return {"id": run_id, "resume": "allow"} if run_id else {}
     run_id = _saved_id(saved, "mlflow", "run_id")
-    # a run id means nothing on another server: there, a new run
     if not isinstance(logger, MLFlowLogger) or not run_id:
         return {}
+    # a run id means nothing on another server: there, a new run
     if saved["mlflow"].get("tracking_uri") != logger._tracking_uri:
         return {}
     from mlflow.exceptions import MlflowException

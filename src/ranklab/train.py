@@ -432,14 +432,14 @@ def _fit_and_test(
     task: Any,
     trainer: L.Trainer,
     loggers: list[Any],
-    resume: str | None = None,
-    fresh: list[Any] | None = None,
+    resume: str | None,
+    fresh: list[Any],
 ) -> dict[str, Any]:
-    """Log the config to the trackers (to the ``fresh`` ones only, if given), fit (from
-    ``resume``, a last.ckpt, if given), restore the best checkpoint, validate and test; the
-    run's results (train() adds its costs)."""
+    """Log the config to the ``fresh`` trackers (those of ``loggers`` not continuing a tracker
+    run that holds it), fit (from ``resume``, a last.ckpt, if given), restore the best
+    checkpoint, validate and test; the run's results (train() adds its costs)."""
     config = to_plain(cfg)
-    for lg in loggers if fresh is None else fresh:  # the resolved config, once per tracker
+    for lg in fresh:  # the resolved config, once per tracker
         lg.log_hyperparams(config)
     runs = tracker_runs(loggers) if rank_zero() else {}  # other ranks' loggers log nothing
     if runs:
