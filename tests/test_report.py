@@ -193,3 +193,31 @@ def test_baseline_that_names_nothing_is_refused(runs: Path) -> None:
 
     with pytest.raises(ConfigError, match="no row 'Nope'"):
         resolve_baseline(collect_runs([runs]), "Nope")
+
+
+def test_runs_that_did_not_finish_are_left_out_with_a_note(tmp_path: Path) -> None:
+    fake_run(tmp_path, "Good", 0, 0.8, status="finished")
+    d = tmp_path / "Bad" / "seed0"
+    d.mkdir(parents=True)  # a diverged run's metrics.json: no data, no test results
+    (d / "metrics.json").write_text(
+        json.dumps({"status": "diverged", "model": "Bad", "seed": 0, "val": {}, "test": {}})
+    )
+    runs = load_runs([tmp_path])
+    assert runs.df["label"].to_list() == ["Good"]
+    assert any("did not finish" in n and "diverged" in n and str(d) in n for n in runs.notes)
+
+
+def test_costs_are_best_when_lowest(tmp_path: Path) -> None:
+    for model, ms, params in (("Small", 0.1, 10), ("Big", 0.4, 1000)):
+        fake_run(
+            tmp_path,
+            model,
+            0,
+            0.8,
+            efficiency={"latency_ms_batch1": {"p50": ms}, "peak_rss_mb": params},
+            n_params=params,
+        )
+    t = aggregate(collect_runs([tmp_path]), ["efficiency/latency_ms_batch1/p50", "n_params"])
+    md = to_markdown(t, ["efficiency/latency_ms_batch1/p50", "n_params"])
+    small = next(line for line in md.splitlines() if "Small" in line)
+    assert "**0.10000**" in small and "**10.00000**" in small

@@ -243,3 +243,46 @@ def test_a_bag_weight_column_must_align(tmp_path: Path) -> None:
     enc = TabularEncoder([FeatureSpec("t", kind="bag", separator=",", weights="w")]).fit(df)
     with pytest.raises(DataError, match=r"f\.csv, line 3.*bag 't' has 1 items but '3,4' gives 2"):
         enc.transform(df, "f.csv", 2)
+
+
+def test_the_field_maps_contents_are_part_of_the_cache_fingerprint(tmp_path: Path) -> None:
+    """Editing the featindex file changes the fields, so it must not hit the old cache."""
+    from ranklab.data.sources import CSVSplits
+
+    (tmp_path / "a.libfm").write_text("1 1:1 2:1\n0 2:1\n")
+    fi = tmp_path / "fi.txt"
+    fi.write_text("site:v1 1\nad:x 2\n")
+
+    def fingerprint() -> str:
+        return CSVSplits(
+            dir=str(tmp_path),
+            files={"all": "a.libfm"},
+            label="label",
+            format="libfm",
+            read_options={"field_map": str(fi)},
+            features={"bag": ["site", "ad"]},
+            split={"method": "random", "val": 0.1, "test": 0.1},
+        ).fingerprint()
+
+    before = fingerprint()
+    assert fingerprint() == before
+    fi.write_text("weekday:v1 1\nad:x 2\n")
+    assert fingerprint() != before
+
+
+@pytest.mark.parametrize("fmt", ["libfm", "ffm", "criteo", "field_map"])
+def test_bytes_that_are_not_utf8_are_named_by_line(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / "bad.txt"
+    if fmt == "criteo":
+        row = "\t".join(["1", *["1"] * 13, *["a"] * 26]).encode()
+        path.write_bytes(row + b"\n" + row.replace(b"\ta\t", b"\t\xff\t", 1) + b"\n")
+    elif fmt == "field_map":
+        path.write_bytes(b"a:1 1\nb:\xfe 2\n")
+    else:
+        path.write_bytes(b"1 0:3:1\n0 0:\xff:1\n" if fmt == "ffm" else b"1 3:1\n0 \xff:2\n")
+    with pytest.raises(DataError, match=r"bad\.txt, line 2: not UTF-8 text \(byte 0x(ff|fe)\)"):
+        if fmt == "field_map":
+            (tmp_path / "x.libfm").write_text("1 1:1\n")
+            read_table(tmp_path / "x.libfm", "libfm", field_map=str(path))
+        else:
+            read_table(path, fmt)

@@ -265,6 +265,13 @@ def _lines(path: Path, encoding: str = "utf8") -> pl.DataFrame:
         )
     except pl.exceptions.NoDataError:
         return pl.DataFrame(schema={"line": pl.String})
+    except pl.exceptions.ComputeError as e:
+        if "utf-8" not in str(e).lower():
+            raise
+        _check_utf8(path)  # names the line (checked only on failure: no second pass otherwise)
+        raise DataError(
+            "not UTF-8 text; re-encode the file, e.g. iconv -f latin1 -t utf-8", path=str(path)
+        ) from None
 
 
 def _read_split_lines(

@@ -373,6 +373,9 @@ class CSVSplits(DataSource):
             **({"on_bad_rows": "skip"} if self.on_bad_rows == "skip" else {}),
         }
         files = [p for ps in paths.values() for p in ps]  # the order hashed before: same keys
+        field_map = (self.read_options or {}).get("field_map")
+        if field_map and Path(field_map).is_file():  # its contents decide the fields too
+            files.append(Path(field_map))
         if self.truth is not None:
             truth = self.dir / str(self.truth)
             if not truth.is_file():

@@ -27,7 +27,15 @@ from ranklab.utils import flatten
 ID_COLUMNS = ("data", "model", "label", "experiment", "seed", "run_dir")
 ROW = ("data", "label")  # one row per experiment (the label is unique within a data set)
 HEADERS = {"label": "model"}
-LOWER_IS_BETTER = ("logloss", "ne", "wall_time_s", "gap_to_bayes")
+LOWER_IS_BETTER = ("logloss", "ne", "wall_time_s", "gap_to_bayes", "n_params")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether the best mean of ``metric`` is its lowest: losses, gaps, and every cost (time,
+    memory, latency, parameter count under ``efficiency/``)."""
+    return metric.endswith(LOWER_IS_BETTER) or metric.startswith("efficiency/")
+
+
 ALPHA = 0.05
 
 
@@ -94,9 +102,12 @@ def load_runs(paths: Iterable[str | Path], include_smoke: bool = False) -> Runs:
     """Read every run below ``paths``: one row per (experiment, seed), labelled."""
     records: list[tuple[Path, dict[str, Any]]] = []
     notes: list[str] = []
-    smoke = []
+    smoke, failed = [], []
     for run in find_runs(paths):
         m = json.loads((run / "metrics.json").read_text())
+        if m.get("status") not in (None, "finished"):  # e.g. diverged: no test results
+            failed.append(f"{run} ({m['status']})")
+            continue
         if m.get("smoke") and not include_smoke:
             smoke.append(run)
             continue
@@ -105,6 +116,8 @@ def load_runs(paths: Iterable[str | Path], include_smoke: bool = False) -> Runs:
         records.append((run, m))
     if smoke:
         notes.append(f"left out {len(smoke)} smoke run(s) (debug=..., limited batches)")
+    if failed:
+        notes.append(f"left out {len(failed)} run(s) that did not finish: {', '.join(failed)}")
     labels, configs = _labels(records)
     seen: dict[tuple[str, Any], list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
     for run, m in records:
@@ -298,7 +311,7 @@ def _ranked(table: pl.DataFrame, metric: str) -> tuple[set[int], set[int]]:
     """Row indices holding the best and the second-best mean of ``metric``."""
     col = table[f"{metric}:mean"]
     values = sorted({v for v in col.to_list() if v is not None and not math.isnan(v)})
-    if not metric.endswith(LOWER_IS_BETTER):
+    if not lower_is_better(metric):
         values.reverse()
     rows = lambda v: {i for i, x in enumerate(col) if x == v}  # noqa: E731
     return (rows(values[0]) if values else set(), rows(values[1]) if len(values) > 1 else set())
