@@ -74,3 +74,16 @@ class InfBufferAt(L.Callback):
             for m in pl_module.modules():
                 if isinstance(m, torch.nn.BatchNorm1d):
                     m.running_var.fill_(float("inf"))
+
+
+class RaiseAt(L.Callback):
+    """Raises a RuntimeError (a bug, not a user error) at a training batch."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, i: int
+    ) -> None:
+        if (trainer.current_epoch, i) == (self.epoch, self.batch):
+            raise RuntimeError(f"boom at epoch {self.epoch}")

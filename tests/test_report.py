@@ -220,4 +220,33 @@ def test_costs_are_best_when_lowest(tmp_path: Path) -> None:
     t = aggregate(collect_runs([tmp_path]), ["efficiency/latency_ms_batch1/p50", "n_params"])
     md = to_markdown(t, ["efficiency/latency_ms_batch1/p50", "n_params"])
     small = next(line for line in md.splitlines() if "Small" in line)
-    assert "**0.10000**" in small and "**10.00000**" in small
+    assert "**0.100**" in small and "**10**" in small  # (counts whole, costs to 3 decimals)
+
+
+def test_the_cli_shows_the_costs_the_runs_measured(tmp_path: Path, capsys) -> None:
+    for model, ms, params in (("Small", 0.1, 10), ("Big", 0.4, 1000)):
+        for seed in (0, 1):
+            fake_run(
+                tmp_path,
+                model,
+                seed,
+                0.8 + seed / 100,
+                efficiency={"latency_ms_batch4096": {"p50": ms}, "peak_rss_mb": 500.0},
+                n_params=params,
+            )
+    assert report_main([str(tmp_path), "--baseline", "Small"]) == 0
+    out = capsys.readouterr().out
+    head = next(line for line in out.splitlines() if "test/auc" in line)
+    # after the metrics; no run measured the GPU, so no column for it
+    assert head.split("|")[-4:-1] == [
+        " n_params ",
+        " efficiency/peak_rss_mb ",
+        " efficiency/latency_ms_batch4096/p50 ",
+    ], head
+    small = next(line for line in out.splitlines() if line.startswith("| toy | Small"))
+    assert "**10** ± 0" in small and "**0.100** ± 0.000" in small
+    assert "*" not in small.replace("**", "")  # costs are not tested for significance
+    assert report_main([str(tmp_path), "--costs"]) == 0
+    assert "n_params" not in capsys.readouterr().out
+    assert report_main([str(tmp_path), "--costs", "efficiency/nope"]) == 2
+    assert "unknown cost column(s) ['efficiency/nope']" in capsys.readouterr().err

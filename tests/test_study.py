@@ -36,6 +36,16 @@ def test_study_runs_tabulates_and_resumes(tmp_path: Path, tiny_overrides: list[s
     stamp = (out / "fm" / "seed2" / "metrics.json").stat().st_mtime_ns
     run_study(load_study(spec_path), out, tmp_path, variants=["fm"])  # finished: not retrained
     assert (out / "fm" / "seed2" / "metrics.json").stat().st_mtime_ns == stamp
+    # the file edited since: its finished runs are another config's, never trained over
+    spec = load_study(spec_path)
+    spec["variants"]["fm"] = ["model=fm", "model.embedding_dim=8"]
+    with pytest.raises(
+        ConfigError,
+        match=r"'--out'.*fm/seed1 holds a run of another config \(finished; "
+        r"model.embedding_dim: 8 here, 4 there\): the study changed since it ran",
+    ):
+        run_study(spec, out, tmp_path)
+    assert (out / "fm" / "seed2" / "metrics.json").stat().st_mtime_ns == stamp
 
 
 def test_study_file_errors_name_the_key(tmp_path: Path) -> None:

@@ -88,9 +88,25 @@ def mlflow_logger(
     if not tracking_uri:
         Path(store).parent.mkdir(parents=True, exist_ok=True)
         tracking_uri = f"sqlite:///{Path(store).resolve()}"
-    return _MLFlowLogger(
-        experiment_name=experiment_name, tracking_uri=tracking_uri, tags=run_tags, **kwargs
-    )
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _MLFlowLogger(
+            experiment_name=experiment_name, tracking_uri=tracking_uri, tags=run_tags, **kwargs
+        )
+    except MlflowException as e:  # a store MLflow refuses (MLflow 3: a plain folder, file:...)
+        from ranklab.errors import ConfigError
+
+        text = " ".join(str(e.message).split())
+        if "MLFLOW_ALLOW_FILE_STORE" in text:
+            why = "MLflow 3 refuses a folder store (MLFLOW_ALLOW_FILE_STORE=true allows one)"
+        else:
+            why = text if len(text) <= 300 else text[:300] + "…"
+        raise ConfigError(
+            "logger.mlflow.tracking_uri",
+            f"MLflow refuses {tracking_uri}: {why}; give a database (sqlite:///path/mlflow.db, "
+            f"the default with tracking_uri null) or a server (http://host:5000)",
+        ) from None
 
 
 class _MLFlowLogger(MLFlowLogger):

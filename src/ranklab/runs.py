@@ -24,16 +24,20 @@ def run_grid(
     """Train every (variant, seed) under ``out/<variant>/seed<seed>``; return the run dirs.
 
     A run whose directory already holds a metrics.json for the same configuration (same
-    config hash) is not trained again, so an interrupted study resumes where it stopped. With
+    config hash) is not trained again, so an interrupted study resumes where it stopped; one
+    that holds another config's run (the study's file was edited since) fails before anything
+    is trained: results are never trained over. With
     ``train_missing=False`` nothing is trained: the finished runs found are returned. Trackers
     name each run ``<study>/<variant>/seed<seed>`` in group ``<study>`` (job type ``study``).
     """
-    from ranklab.train import read_status, train
+    from ranklab.errors import ConfigError
+    from ranklab.rundir import describe_other_config, read_status
+    from ranklab.train import train
 
     study = study or Path(out).name
 
     out = Path(out)
-    runs = []
+    planned = []
     for name, overrides in variants:
         for seed in seeds:
             run = out / name / f"seed{seed}"
@@ -45,27 +49,35 @@ def run_grid(
                 "trainer.enable_progress_bar=false",
                 "print_summary=false",
             ]
-            cfg = compose(args)
-            held = read_status(run).get("config_hash")
-            if held in (None, config_hash(cfg)):  # an interrupted run continues from last.ckpt
-                cfg.ckpt_path = "auto"  # (another config's run there is trained over, as asked)
-            set_tracking(cfg, f"{study}/{name}/seed{seed}", study, "study", tag=study)
-            done = run / "metrics.json"
-            finished = json.loads(done.read_text()).get("config_hash") if done.is_file() else None
-            if finished == config_hash(cfg):
-                console.print(f"[dim]{name} seed {seed}: done already ({run})[/]")
-            elif not train_missing:
-                if finished is None:
-                    continue
-                console.print(
-                    f"[yellow]{name} seed {seed}: finished with another config ({run})[/]"
-                )
-            else:
-                m = train(cfg)
-                shown = ", ".join(f"{k} {v:.5f}" for k, v in list(m["test"].items())[:3])
-                console.print(
-                    f"{name} seed {seed}: test {shown} (best epoch {m['best_epoch']}, "
-                    f"{m['wall_time_s']:.0f}s)"
-                )
-            runs.append(run)
+            planned.append((name, seed, run, compose(args)))
+    for _name, _seed, run, cfg in planned if train_missing else ():  # all, before any is trained
+        held = read_status(run)
+        if held and held.get("config_hash") != config_hash(cfg):
+            # the study's file changed since this run: its results are never trained over
+            raise ConfigError(
+                "--out",
+                f"{run} holds a run of another config ({held.get('status')}; "
+                f"{describe_other_config(cfg, held)}): the study changed since it ran; give "
+                f"another --out, or delete that folder to train it again",
+            )
+    runs = []
+    for name, seed, run, cfg in planned:
+        cfg.ckpt_path = "auto"  # an interrupted run continues from its last.ckpt
+        set_tracking(cfg, f"{study}/{name}/seed{seed}", study, "study", tag=study)
+        done = run / "metrics.json"
+        finished = json.loads(done.read_text()).get("config_hash") if done.is_file() else None
+        if finished == config_hash(cfg):
+            console.print(f"[dim]{name} seed {seed}: done already ({run})[/]")
+        elif not train_missing:
+            if finished is None:
+                continue
+            console.print(f"[yellow]{name} seed {seed}: finished with another config ({run})[/]")
+        else:
+            m = train(cfg)
+            shown = ", ".join(f"{k} {v:.5f}" for k, v in list(m["test"].items())[:3])
+            console.print(
+                f"{name} seed {seed}: test {shown} (best epoch {m['best_epoch']}, "
+                f"{m['wall_time_s']:.0f}s)"
+            )
+        runs.append(run)
     return runs

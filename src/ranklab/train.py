@@ -6,14 +6,16 @@ python -m ranklab.train experiment=frappe_x1_deepfm
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import math
 import os
 import signal
 import sys
 import time
+import traceback
 import warnings
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from ranklab.callbacks import EpochLog, ProgressBar, Resumable, Throughput
 from ranklab.config import conf_dir, config_hash, is_smoke, model_name, result_config, to_plain
 from ranklab.console import note_error, print_summary, run_log
-from ranklab.errors import ConfigError, Diverged, Interrupted, RanklabError
+from ranklab.errors import ConfigError, Diverged, Interrupted, RanklabError, StopRequested
 from ranklab.loggers import (
     TRACKERS_FILE,
     CSVLogger,
@@ -37,6 +39,17 @@ from ranklab.loggers import (
     continue_kwargs,
     log_final_metrics,
     tracker_runs,
+)
+from ranklab.rundir import (
+    RunIdentity,
+    continued_trackers,
+    global_step,
+    guard_run_dir,
+    hold_run_dir,
+    rank_zero,
+    resume_checkpoint,
+    unfinished_run,
+    write_status,
 )
 from ranklab.utils import atomic_write_json, atomic_write_text, git_commit, writable_dir
 
@@ -300,15 +313,18 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
             "is 0: nothing would be trained, and the untrained model's metrics would be written "
             "as a result; give at least 1 (-1: until early stopping)",
         )
-    done = check_resume(cfg, run_dir)  # before anything is read or written
+    done = guard_run_dir(cfg, run_dir)  # before anything is read or written
     if done is not None:
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
-    with run_log(run_dir):
+    with hold_run_dir(run_dir), run_log(run_dir):
         try:
             return _train(cfg, run_dir, list(callbacks or []), t_start)
         except RanklabError as e:
             note_error(run_dir, str(e))
+            raise
+        except Exception as e:  # a bug, not a user error: its traceback is what is left to read
+            note_error(run_dir, "".join(traceback.format_exception(e)).rstrip())
             raise
 
 
@@ -338,8 +354,8 @@ def _train(
     bar = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stderr.isatty()
     if not bar:  # Lightning refuses a bar callback it cannot show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    callbacks += [throughput, EpochLog(monitor=str(task.hparams.monitor))]
-    step = _global_step(resume) if resume else None
+    callbacks += [throughput, EpochLog(monitor=str(task.hparams.monitor)), RunIdentity(cfg)]
+    step = global_step(resume) if resume else None
     logger_confs = (cfg.get("logger") or {}).values()
     loggers = [_logger(c, saved, step) for c in logger_confs if c is not None]
     # an MLflow run continued already holds the config, and refuses a changed value (the
@@ -368,6 +384,8 @@ def _train(
     write_status(run_dir, "running", cfg, checkpoint=resume)
     try:
         metrics = _fit_and_test(cfg, datamodule, task, trainer, loggers, resume, fresh)
+        with _signals_interrupt():  # Lightning's handlers are gone once it has tested
+            cost = efficiency(model, datamodule, trainer) if cfg.get("efficiency", True) else None
     except BaseException as e:
         close_trackers(loggers, failed=True)
         _record_failure(cfg, run_dir, task, trainer, e, t_start)
@@ -382,7 +400,7 @@ def _train(
         n_params=int(sum(p.numel() for p in model.parameters())),
         train_samples_per_s=throughput.samples_per_s,
         wall_time_s=time.perf_counter() - t_start,
-        efficiency=efficiency(model, datamodule, trainer) if cfg.get("efficiency", True) else None,
+        efficiency=cost,
         smoke=smoke,
         run_dir=str(run_dir),
         resumed_from=resume,
@@ -405,25 +423,9 @@ def _logger(conf: DictConfig, saved: dict[str, Any], step: int | None) -> Any:
     """The logger ``conf`` names, continuing what the run it resumes logged (the tracker runs
     in ``saved``, TensorBoard's events up to the checkpoint's ``step``): loggers start nothing
     until first used, so building one twice costs nothing."""
-    logger = instantiate(conf)
+    logger = instantiate_config(conf)
     kwargs = continue_kwargs(logger, saved, step)
-    return instantiate(conf, **kwargs) if kwargs else logger
-
-
-def _global_step(checkpoint: str) -> int:
-    """The training step a checkpoint was taken at (memory-mapped: the weights stay on disk)."""
-    try:
-        try:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # not torch's zip format, which alone maps: read it whole
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        return int(state["global_step"])
-    except Exception as e:  # torch raises anything from RuntimeError to UnpicklingError
-        raise ConfigError(
-            "ckpt_path",
-            f"{checkpoint} is not a training checkpoint ranklab can resume from "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
-        ) from e
+    return instantiate_config(conf, **kwargs) if kwargs else logger
 
 
 def _fit_and_test(
@@ -486,120 +488,6 @@ def _fit_and_test(
     }
 
 
-STATUS_FILE = "status.json"
-
-
-def rank_zero() -> bool:
-    """This process writes the run's files (under DDP only global rank 0 does)."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    return getattr(rank_zero_only, "rank", 0) == 0
-
-
-def write_status(run_dir: Path, status: str, cfg: DictConfig, **extra: Any) -> None:
-    """``<run_dir>/status.json``: running, finished, diverged or interrupted. A folder whose
-    status is not ``finished`` holds an unfinished run (a killed process leaves ``running``)."""
-    if not rank_zero():
-        return
-    record = {"status": status, "config_hash": config_hash(cfg), "pid": os.getpid()}
-    record["time"] = datetime.now().isoformat(timespec="seconds")
-    atomic_write_json(run_dir / STATUS_FILE, {**record, **extra})
-
-
-def continued_trackers(cfg: DictConfig, resume: str | None, run_dir: Path) -> dict[str, Any]:
-    """The tracker runs (``trackers.json``) a resumed run continues: those this folder's run of
-    this very config started. Empty for a fresh run, for a checkpoint of another folder (a
-    sweep's retried trial, a run started from another run's checkpoint: tracker runs of their
-    own, as two processes must never log to one), and for a file left by another config."""
-    if not resume or Path(resume).resolve().parent.parent != run_dir.resolve():
-        return {}
-    try:
-        saved = json.loads((run_dir / TRACKERS_FILE).read_text())
-    except (OSError, ValueError):  # missing, unreadable, not JSON
-        return {}
-    ok = isinstance(saved, dict) and saved.get("config_hash") == config_hash(cfg)
-    return saved if ok else {}
-
-
-def read_status(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((Path(run_dir) / STATUS_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def check_resume(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
-    """What ``ckpt_path`` asks of this run folder, checked before any data is read.
-
-    A path must name a file. With ``auto``, a folder that already holds a run (a named one:
-    ``hydra.run.dir``, a SLURM requeue) must hold this config's: another config's run is never
-    overwritten; a finished run is not trained again (its metrics are returned, nothing is
-    written); a diverged one would diverge again the same way. Returns the finished run's
-    metrics, or None when training should go on."""
-    wanted = cfg.get("ckpt_path")
-    if not wanted:
-        return None
-    if str(wanted) != "auto":
-        if not Path(wanted).is_file():
-            raise ConfigError("ckpt_path", f"no checkpoint {wanted}")
-        _global_step(str(wanted))  # a file that is no training checkpoint fails here
-        return None
-    status = read_status(run_dir)
-    if not status:
-        return None
-    if status.get("config_hash") != config_hash(cfg):
-        raise ConfigError(
-            "ckpt_path",
-            f"{run_dir} holds a run of another config ({status.get('status')}); auto continues "
-            f"only the same config, and never overwrites another: name another folder "
-            f"(hydra.run.dir or paths.output_dir)",
-        )
-    if status.get("status") == "diverged":
-        raise ConfigError(
-            "ckpt_path",
-            f"the run of this config in {run_dir} diverged ({status.get('error', '')}); run "
-            f"again, it would diverge the same way: change the config (e.g. a lower "
-            f"optimizer.lr) or name another folder",
-        )
-    metrics = run_dir / "metrics.json"
-    if status.get("status") == "finished" and metrics.is_file():
-        print(f"ckpt_path=auto: {run_dir} holds this run, finished; nothing to do", file=sys.stderr)
-        return json.loads(metrics.read_text())
-    return None
-
-
-def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
-    """The checkpoint ``ckpt_path`` names: a path, or with ``auto`` this run directory's
-    ``checkpoints/last.ckpt`` when the folder holds an unfinished run of the same config (the
-    CLI first points ``paths.output_dir`` at the newest such folder: :func:`unfinished_run`)."""
-    wanted = cfg.get("ckpt_path")
-    if not wanted:
-        return None
-    if str(wanted) != "auto":
-        return str(wanted)  # a file: check_resume made sure
-    last = run_dir / "checkpoints" / "last.ckpt"
-    status = read_status(run_dir)
-    same = status.get("config_hash") == config_hash(cfg)
-    if last.is_file() and same and status.get("status") != "finished":
-        return str(last)
-    return None
-
-
-def unfinished_run(cfg: DictConfig) -> Path | None:
-    """The newest folder under ``<log_dir>/runs/<run_name>/`` holding an unfinished run of this
-    config with a checkpoint to resume from (killed or interrupted; not diverged)."""
-    root = Path(cfg.paths.log_dir) / "runs" / str(cfg.run_name)
-    want = config_hash(cfg)
-    found = [
-        d
-        for d in root.glob("*")
-        if (d / "checkpoints" / "last.ckpt").is_file()
-        and read_status(d).get("status") not in (None, "finished", "diverged")
-        and read_status(d).get("config_hash") == want
-    ]
-    return max(found, key=lambda d: (d / "checkpoints" / "last.ckpt").stat().st_mtime, default=None)
-
-
 def _preempted(e: BaseException) -> bool:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -641,17 +529,42 @@ def _record_failure(
         }
         if trainer.is_global_zero:
             atomic_write_json(run_dir / "metrics.json", record)
-    elif _preempted(e) or _ctrl_c(e):
+    elif _preempted(e) or _ctrl_c(e) or isinstance(e, Interrupted | StopRequested):
         write_status(run_dir, "interrupted", cfg, checkpoint=checkpoint)
-        if _ctrl_c(e):  # (a signal's checkpoint is reported by Resumable)
+        if not _preempted(e):  # (a signal's checkpoint during fit is reported by Resumable)
             kept = f"kept {checkpoint}" if checkpoint else "no checkpoint yet"
             log.warning("interrupted: %s; rerun with ckpt_path=auto to continue", kept)
+    else:  # any other error: the folder must not go on saying "running"
+        error = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        write_status(run_dir, "failed", cfg, error=error, checkpoint=checkpoint)
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGUSR1 (a scheduler's preemption) raise :class:`Interrupted` (exit status
+    128 + the signal) while this lasts: outside Lightning's loops, where its own handlers do not
+    run, the default action would end the process with the folder still saying "running"."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # handlers: main thread only
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(128 + signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def efficiency(model: Any, datamodule: Any, trainer: L.Trainer) -> dict[str, Any]:
     """What the result cost: peak process memory (RSS; GPU: max allocated), parameters, and
     inference latency (p50, p99 in ms) of the model's forward pass on test rows, for a batch
-    of 1 and of 4,096, on the run's device."""
+    of 1 and of 4,096 (a smaller test split's rows repeated to fill it), on the run's device."""
     import resource
 
     device = trainer.strategy.root_device
@@ -664,7 +577,10 @@ def efficiency(model: Any, datamodule: Any, trainer: L.Trainer) -> dict[str, Any
     split = datamodule.split("test")
     model = model.to(device).eval()
     for size, repeats in ((1, 200), (4096, 20)):
-        batch = split.take(slice(0, min(size, len(split)))).to(device)
+        batch = split.take(slice(0, min(size, len(split))))
+        if len(batch) < size:  # a test split smaller than the batch: its rows again, in turn
+            batch = batch.take(torch.arange(size) % len(batch))
+        batch = batch.to(device)
         times = []
         with torch.no_grad():
             for i in range(repeats + 3):  # three warm-up passes
@@ -721,8 +637,14 @@ def _auto_resume_argv(argv: list[str]) -> list[str]:
         return argv  # the user named the folder
     from ranklab.config import compose
 
-    found = unfinished_run(compose(args))
+    cfg = compose(args)
+    found = unfinished_run(cfg)
     if found is None:
+        root = Path(cfg.paths.log_dir) / "runs" / str(cfg.run_name)
+        print(
+            f"ckpt_path=auto: no unfinished run of this config in {root}: starting a new one",
+            file=sys.stderr,
+        )
         return argv
     print(f"ckpt_path=auto: continuing {found}", file=sys.stderr)
     return [*argv, f"paths.output_dir={found}"]
@@ -744,10 +666,52 @@ def _check_output_dirs(argv: list[str]) -> None:
                 sys.exit(2)
 
 
+def _named_folder(args: list[str]) -> str | None:
+    """The run folder a command line names (``hydra.run.dir`` wins, as Hydra's own setting)."""
+    named = dict(a.lstrip("+").split("=", 1) for a in args if "=" in a)
+    return named.get("hydra.run.dir") or named.get("paths.output_dir")
+
+
+def _check_named_folder(argv: list[str]) -> None:
+    """A single run into a named folder is checked before Hydra starts, since Hydra writes
+    its ``.hydra/*.yaml`` there first: a folder holding another config's run, one in use,
+    a checkpoint of another config and ``auto`` with a finished run end here, the folder as
+    it was (exit status 2, or 0 for the finished run)."""
+    args = argv[1:]
+    folder = _named_folder(args)
+    if folder is None or any(a.startswith("-") for a in args) or not rank_zero():
+        return  # (a multirun's jobs, and DDP's other ranks, are checked by train())
+    from ranklab.config import compose
+
+    try:
+        cfg = compose([a for a in args if not a.lstrip("+").startswith("hydra.")])
+    except Exception:  # Hydra itself reports what is wrong with the command line
+        return
+    with open_dict(cfg):
+        cfg.paths.output_dir = folder
+    try:
+        done = guard_run_dir(cfg, Path(folder))
+    except RanklabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if done is not None:
+        sys.exit(0)
+
+
+def _ddp_rank_argv(argv: list[str]) -> list[str]:
+    """Lightning starts DDP's other ranks as this command with ``hydra.job.name`` set per
+    rank, and Hydra's log file is named after the job: those ranks' log lines (rank 0 writes
+    the run's ``train.log``) go nowhere rather than into a file of their own in its folder."""
+    if any(a.startswith("hydra.job.name=train_ddp_process_") for a in argv[1:]):
+        return [*argv, f"hydra.job_logging.handlers.file.filename={os.devnull}"]
+    return argv
+
+
 def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     _check_output_dirs(sys.argv)
-    sys.argv = _auto_resume_argv(sys.argv)
+    sys.argv = _ddp_rank_argv(_auto_resume_argv(sys.argv))
+    _check_named_folder(sys.argv)
     _hydra_main()
 
 

@@ -105,14 +105,18 @@ def test_small_blocks_shuffle_every_row_once_deterministically(cache) -> None:
     assert _rows(list(resumed)) == full[5:]
 
 
-def test_a_run_trained_out_of_core_ends_with_the_in_memory_digits(make_cfg) -> None:
-    base = ("model=deepfm", "model.hidden_units=[16]", "trainer.max_epochs=2")
-    memory = train(make_cfg(*base))
-    run = make_cfg(*base, "data.memory_budget=1KB", "data.block_rows=1000000000")
+def test_a_run_trained_out_of_core_ends_with_the_in_memory_digits(make_cfg, tmp_path) -> None:
+    def cfg(folder: str, *overrides: str):  # three configs: three run folders
+        c = make_cfg("model=deepfm", "model.hidden_units=[16]", "trainer.max_epochs=2", *overrides)
+        c.paths.output_dir = str(tmp_path / folder)
+        return c
+
+    memory = train(cfg("memory"))
+    run = cfg("mapped", "data.memory_budget=1KB", "data.block_rows=1000000000")
     mapped = train(run)
     assert mapped["test"] == memory["test"] and mapped["history"] == memory["history"]
     # small blocks: another order, still a proper run
-    blocks = train(make_cfg(*base, "data.memory_budget=1KB", "data.block_rows=500"))
+    blocks = train(cfg("blocks", "data.memory_budget=1KB", "data.block_rows=500"))
     assert blocks["test"]["auc"] > 0.6 and blocks["history"] != memory["history"]
     assert json.loads(Path(run.paths.output_dir, "metrics.json").read_text())["test"]
 

@@ -113,3 +113,47 @@ def test_sigterm_mid_trial_checkpoints_requeues_and_exits_non_zero(
     finished = json.loads((Path(trials[1].user_attrs["run_dir"]) / "metrics.json").read_text())
     assert finished["resumed_from"] == str(first_run / "checkpoints" / "last.ckpt")
     assert "retry of 0" in capsys.readouterr().out
+
+
+KILL_AFTER_THE_RUN = """
+import os, signal, sys
+import ranklab.sweep.worker as worker
+record = worker._finish
+def killed(run_dir, rec, state, *args, **kwargs):
+    if state == "complete":  # the run finished and wrote metrics.json: killed before the record
+        os.kill(os.getpid(), signal.SIGKILL)
+    return record(run_dir, rec, state, *args, **kwargs)
+worker._finish = killed
+from ranklab.sweep import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_trial_whose_run_finished_before_its_worker_was_lost_is_not_trained_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    path = sweep_config(tmp_path, {"optimizer.lr": "tag(log, interval(1e-3, 1e-2))"}, trials=1)
+    spec = load_spec(str(path))
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_THE_RUN, f"sweep={path}"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stdout[-2000:] + proc.stderr[-2000:]
+    first_run = spec.dir / "trials" / "0000"
+    finished = json.loads((first_run / "metrics.json").read_text())
+    assert finished["status"] == "finished"
+
+    main([f"sweep={path}"])  # the same command again
+    assert "trial 0 had finished: its result is taken" in capsys.readouterr().out
+    trials = optuna.load_study(study_name=spec.study_name, storage=spec.storage_url).trials
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == 0)
+    assert retry.state == TrialState.COMPLETE and retry.value == finished["val"]["auc"]
+    assert retry.user_attrs["run_dir"] == str(first_run)
+    assert not (spec.dir / "trials" / f"{retry.number:04d}").exists()  # nothing trained
+    assert json.loads((first_run / "trial.json").read_text())["retry_of"] == 0

@@ -314,3 +314,26 @@ def test_continue_kwargs_skip_what_cannot_be_continued(tmp_path: Path, offline) 
     assert continue_kwargs(again, {"mlflow": {"run_id": run_id, "tracking_uri": uri}}) == {}
     gone = {"mlflow": {"run_id": "0" * 32, "tracking_uri": uri}}
     assert continue_kwargs(again, gone) == {}
+
+
+def test_a_store_mlflow_refuses_is_one_line_naming_the_key(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow 3 refuses a plain folder store: the key, why, and what to give instead (it was
+    Hydra's multi-line InstantiationException with exit status 1)."""
+    import mlflow
+
+    from ranklab.errors import ConfigError
+
+    if int(mlflow.__version__.split(".")[0]) < 3:
+        pytest.skip("MLflow before 3 takes a folder store")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    cfg = make_cfg("logger=mlflow", f"logger.mlflow.tracking_uri=file://{tmp_path}/mlruns")
+    with pytest.raises(ConfigError) as e:
+        train(cfg)
+    assert str(e.value).startswith(
+        f"config key 'logger.mlflow.tracking_uri': MLflow refuses file://{tmp_path}/mlruns: "
+        "MLflow 3 refuses a folder store (MLFLOW_ALLOW_FILE_STORE=true allows one); give a "
+        "database"
+    )
+    assert "\n" not in str(e.value)

@@ -156,5 +156,7 @@ def test_two_processes_train_like_one(family: str, tmp_path) -> None:
     }
     one, two = (result(name, proc) for name, proc in procs.items())
     assert two["environment"]["device"] == "cpu"
+    # only rank 0 writes: no log file of rank 1's own in the folder (Hydra names it after the job)
+    assert not list((tmp_path / "two").glob("*ddp_process*")), sorted((tmp_path / "two").iterdir())
     assert abs(two["test"][auc] - one["test"][auc]) < 0.002, (one["test"], two["test"])
     assert len(two["history"]) == len(one["history"])

@@ -171,7 +171,8 @@ def test_a_checkpoint_is_never_written_from_non_finite_weights(
     make_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A running statistic that overflows while the loss stays finite: last.ckpt keeps the
-    state from before it, with a warning naming the buffer."""
+    state from before it, with a warning naming the buffer, and the run stops as diverged
+    before the epoch's validation (no checkpoint or result from weights that are not finite)."""
     from faults import InfBufferAt
 
     cfg = make_cfg(
@@ -182,9 +183,16 @@ def test_a_checkpoint_is_never_written_from_non_finite_weights(
         "callbacks.resume.every_n_steps=2",
         "efficiency=false",
     )
-    with caplog.at_level("WARNING", logger="ranklab"):
+    with (
+        caplog.at_level("WARNING", logger="ranklab"),
+        pytest.raises(Diverged, match=r"running_var is not finite at epoch 0, step 12: "),
+    ):
         train(cfg, callbacks=[InfBufferAt(epoch=0, batch=5)])
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    run = tmp_path / "run"
+    assert json.loads((run / "status.json").read_text())["status"] == "diverged"
+    assert json.loads((run / "metrics.json").read_text())["diverged_at"] == {"epoch": 0, "step": 12}
+    assert not (run / "checkpoints" / "best.ckpt").exists()
+    last = run / "checkpoints" / "last.ckpt"
     state = torch.load(last, weights_only=True, map_location="cpu")
     assert state["global_step"] == 4  # the saves at steps 6, 8, ... were refused
     assert all(
@@ -257,3 +265,140 @@ def test_the_error_a_run_stops_on_is_in_its_train_log(make_cfg, tmp_path: Path) 
         train(make_cfg("model=dnn", "+model.hidden_unit=[8]"))
     log = (tmp_path / "run" / "train.log").read_text()
     assert "[ranklab][ERROR] error: config key 'model.hidden_unit'" in log
+
+
+def test_a_folder_or_checkpoint_of_another_config_is_never_trained_over(
+    make_cfg, tmp_path: Path
+) -> None:
+    """The same folder named for another config fails naming the keys that differ, and so does
+    a checkpoint of another config (it would be resumed, optimiser state and all, and its
+    results labelled with this config); the same config's checkpoint is taken from anywhere."""
+    run = tmp_path / "run"
+    first = train(make_cfg("efficiency=false"))
+    kept = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(
+        ConfigError,
+        match=r"'paths.output_dir'.*holds a run of another config \(finished; optimizer.lr: "
+        r"0.01 here, 0.001 there\): a run never overwrites another",
+    ):
+        train(make_cfg("efficiency=false", "optimizer.lr=0.01"))
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == kept
+
+    last = run / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True, map_location="cpu")
+    assert state["ranklab_run"]["config_hash"] == first["config_hash"]
+
+    def elsewhere(folder: str, *overrides: str):
+        cfg = make_cfg("efficiency=false", f"ckpt_path={last}", *overrides)
+        cfg.paths.output_dir = str(tmp_path / folder)
+        return cfg
+
+    for override, differs in [
+        ("optimizer.lr=0.01", r"optimizer.lr: 0.01 here, 0.001 there"),
+        ("model=lr", r"model._target_: ranklab.models.LR here, ranklab.models.DeepFM there"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"'ckpt_path'.*another config \({differs}"):
+            train(elsewhere("other", override))
+        assert not (tmp_path / "other").exists()
+    # a checkpoint written before checkpoints carried their config: its folder's status says
+    del state["ranklab_run"]
+    torch.save(state, tmp_path / "old.ckpt")
+    cfg = elsewhere("other", "optimizer.lr=0.01")
+    cfg.ckpt_path = str(tmp_path / "old.ckpt")
+    with pytest.raises(ConfigError, match=r"'ckpt_path'.*says nothing of its config"):
+        train(cfg)
+    again = train(elsewhere("same"))  # this config's checkpoint, in a folder of its own
+    assert again["status"] == "finished" and again["resumed_from"] == str(last)
+
+
+def test_a_folder_another_process_runs_in_is_refused(make_cfg, tmp_path: Path) -> None:
+    """Two processes never write one folder: the second fails at once, writing nothing."""
+    from ranklab.rundir import hold_run_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with hold_run_dir(run):  # as a running process holds it (another open file: a conflict)
+        with pytest.raises(ConfigError, match=r"'paths.output_dir'.*is in use: another process"):
+            train(make_cfg("efficiency=false"))
+        assert [p.name for p in run.iterdir()] == [".lock"]
+    assert train(make_cfg("efficiency=false"))["status"] == "finished"  # let go: it runs
+
+
+def test_a_signal_after_fit_is_an_interruption_not_a_kill(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while the latency is measured (after Lightning's handlers are gone): exit
+    status 143 and the folder says interrupted, as during fit, rather than the default action
+    killing the process with the folder saying running."""
+    import ranklab.train as train_module
+    from ranklab.errors import Interrupted
+
+    def preempted(*args: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(train_module, "efficiency", preempted)
+    with pytest.raises(Interrupted) as e:
+        train(make_cfg())
+    assert e.value.code == 128 + signal.SIGTERM
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["checkpoint"].endswith("last.ckpt")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # put back as it was
+
+
+def test_a_crash_is_recorded_in_the_folder(make_cfg, tmp_path: Path) -> None:
+    """An error that is not the user's (a bug): status failed with the error, and the
+    traceback in train.log, where the folder would otherwise go on saying running."""
+    from faults import RaiseAt
+
+    with pytest.raises(RuntimeError, match="boom"):
+        train(make_cfg(), callbacks=[RaiseAt(epoch=1, batch=2)])
+    run = tmp_path / "run"
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "failed" and status["error"] == "RuntimeError: boom at epoch 1"
+    log = (run / "train.log").read_text()
+    assert "Traceback (most recent call last)" in log and "RuntimeError: boom at epoch 1" in log
+    # Lightning runs no teardown hook after an error: the signal handlers are put back anyway
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def small_cli(cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    args = [
+        "data.source.n_train=3000",
+        "data.source.n_val=1000",
+        "data.source.n_test=1000",
+        "trainer.max_epochs=1",
+        "efficiency=false",
+        "print_summary=false",
+        f"paths.log_dir={cwd}/logs",
+        f"paths.cache_dir={cwd}/cache",
+    ]
+    return subprocess.run(
+        [sys.executable, "-m", "ranklab.train", *args, *extra],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def test_a_refused_or_finished_command_leaves_hydras_files_as_they_were(tmp_path: Path) -> None:
+    """A named folder is checked before Hydra writes its .hydra/*.yaml there: another config
+    (exit 2, one line) and ckpt_path=auto with this run finished (exit 0) change nothing."""
+    run = tmp_path / "run"
+    assert small_cli(tmp_path, f"hydra.run.dir={run}").returncode == 0
+    kept = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    r = small_cli(tmp_path, f"hydra.run.dir={run}", "optimizer.lr=0.01")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"error: config key 'paths.output_dir': {run} holds a run of another config (finished; "
+        "optimizer.lr: 0.01 here, 0.001 there): a run never overwrites another: name another "
+        "folder (hydra.run.dir or paths.output_dir), or delete that one"
+    ]
+    r = small_cli(tmp_path, f"hydra.run.dir={run}", "ckpt_path=auto")
+    assert r.returncode == 0 and "finished; nothing to do" in r.stderr
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == kept
+    # auto with nothing to continue says so, and starts a new run
+    r = small_cli(tmp_path, "ckpt_path=auto")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ckpt_path=auto: no unfinished run of this config in" in r.stderr

@@ -64,7 +64,7 @@ def test_multi_task_run_reports_every_label_and_its_ceiling(make_cfg) -> None:
     assert m["bayes"]["test"]["click/auc"] > m["test"]["click/auc"] - 0.02
 
 
-def test_single_task_model_on_one_of_several_labels(make_cfg) -> None:
+def test_single_task_model_on_one_of_several_labels(make_cfg, tmp_path) -> None:
     m = train(
         make_cfg(
             "model=dnn",
@@ -77,8 +77,10 @@ def test_single_task_model_on_one_of_several_labels(make_cfg) -> None:
     )
     assert {"conversion/auc", "conversion/counterfactual/auc"} <= set(m["test"])
     assert "click/auc" not in m["test"] and "ctcvr/auc" not in m["test"]  # no click head
+    cfg = make_cfg("model=dnn", "task.labels=[nope]", *MTL_TINY, tiny=False)
+    cfg.paths.output_dir = str(tmp_path / "nope")  # (another config: a folder of its own)
     with pytest.raises(ConfigError, match=r"task\.labels.*nope"):
-        train(make_cfg("model=dnn", "task.labels=[nope]", *MTL_TINY, tiny=False))
+        train(cfg)
 
 
 def test_per_label_loss_and_weight_from_config(make_cfg) -> None:

@@ -126,6 +126,15 @@ class Batch:
     def __len__(self) -> int:
         return _first(self.features, self.labels).shape[0]
 
+    def take(self, index: Tensor | slice) -> Batch:
+        """Rows ``index`` as a Batch: a view for a slice, a gather for (B,) row ids."""
+        return Batch(
+            {k: _take(v, index) for k, v in self.features.items()},
+            {k: _take(v, index) for k, v in self.labels.items()},
+            None if self.group is None else _take(self.group, index),
+            {k: _take(v, index) for k, v in self.eval.items()},
+        )
+
 
 @dataclass
 class TensorSplit:
@@ -154,12 +163,7 @@ class TensorSplit:
 
     def take(self, index: Tensor | slice) -> Batch:
         """Rows ``index`` as a Batch: a view for a slice, a gather for an index tensor."""
-        return Batch(
-            {k: _take(v, index) for k, v in self.features.items()},
-            {k: _take(v, index) for k, v in self.labels.items()},
-            None if self.group is None else _take(self.group, index),
-            {k: _take(v, index) for k, v in self.eval.items()},
-        )
+        return Batch(self.features, self.labels, self.group, self.eval).take(index)
 
 
 class BatchLoader:

@@ -5,8 +5,9 @@ in configuration are separate rows, labelled by the keys that differ; the same e
 seed twice counts once; smoke runs are left out. ``--by data model`` pools on purpose and says
 what it pooled. With ``--baseline``, every metric of every row is tested against the baseline's
 (paired t-test over shared seeds, Welch's where the seeds differ; ``--holm`` corrects for the
-number of comparisons). Writes table.md, table.tex, runs.csv, summary.csv and a bar plot into
---out, and prints the Markdown table with its notes.
+number of comparisons). The costs follow the metrics where the runs measured them (parameters,
+peak memory, latency of a batch of 4,096; ``--costs`` names others). Writes table.md, table.tex,
+runs.csv, summary.csv and a bar plot into --out, and prints the Markdown table with its notes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from ranklab.report.tables import (
     to_markdown,
 )
 
+# the cost columns shown by default: parameters, peak memory (process RSS), and the latency of
+# a batch of 4,096 (p50, ms); the GPU's peak memory and batch-1 latency with --costs
+COSTS = ("n_params", "efficiency/peak_rss_mb", "efficiency/latency_ms_batch4096/p50")
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
@@ -39,6 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("runs", nargs="+", help="run directories or folders holding them")
     ap.add_argument("--metrics", nargs="+", default=["test/auc", "test/logloss"])
+    ap.add_argument(
+        "--costs",
+        nargs="*",
+        default=list(COSTS),
+        help="what the results cost, shown after the metrics where the runs measured it "
+        "(never tested for significance; lowest is best); --costs alone shows none",
+    )
     ap.add_argument(
         "--by",
         nargs="+",
@@ -76,11 +88,22 @@ def _report(args: argparse.Namespace) -> int:
             f"error: unknown column(s) {missing}; runs have {sorted(df.columns)}", file=sys.stderr
         )
         return 2
+    # a cost no run measured (efficiency=false) is left out rather than shown empty
+    if args.costs != list(COSTS):  # named on the command line: each must be there
+        missing = [c for c in args.costs if c not in df.columns]
+        if missing:
+            print(
+                f"error: unknown cost column(s) {missing}; runs have {sorted(df.columns)}",
+                file=sys.stderr,
+            )
+            return 2
+    costs = [c for c in args.costs if c in df.columns and df[c].drop_nulls().len()]
+    shown = [*args.metrics, *[c for c in costs if c not in args.metrics]]
     notes = list(runs.notes)
     if args.by:
         notes += pooling_notes(runs, by)
     key = by[-1]
-    table = aggregate(df, args.metrics, by)
+    table = aggregate(df, shown, by)
     pvalues, extra, footnote = None, [], None
     if args.baseline:
         base = resolve_baseline(df, args.baseline, key, by[:-1])
@@ -97,7 +120,7 @@ def _report(args: argparse.Namespace) -> int:
                 if m.endswith("auc"):
                     table = relaimpr(table, m, base, key, by[:-1])
                     extra.append(f"RelaImpr {m}")
-    md = to_markdown(table, args.metrics, by, args.digits, pvalues, key, extra)
+    md = to_markdown(table, shown, by, args.digits, pvalues, key, extra)
     print(md)
     if footnote:
         print(footnote)
@@ -109,7 +132,7 @@ def _report(args: argparse.Namespace) -> int:
         body += "".join(f"\nnote: {n}" for n in notes) + ("\n" if notes else "")
         (args.out / "table.md").write_text(body)
         (args.out / "table.tex").write_text(
-            to_latex(table, args.metrics, by, args.digits, pvalues, key, extra)
+            to_latex(table, shown, by, args.digits, pvalues, key, extra)
         )
         df.write_csv(args.out / "runs.csv")
         table.write_csv(args.out / "summary.csv")

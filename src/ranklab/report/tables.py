@@ -36,6 +36,8 @@ def lower_is_better(metric: str) -> bool:
     return metric.endswith(LOWER_IS_BETTER) or metric.startswith("efficiency/")
 
 
+# metrics that count things, shown without decimals
+COUNTS = ("n_params", "efficiency/parameters")
 ALPHA = 0.05
 
 
@@ -334,13 +336,15 @@ def _cells(
         cells = []
         for m in metrics:
             mean, std = row[f"{m}:mean"], row[f"{m}:std"]
-            c = fmt_mean_std(mean, None, digits)
+            # counts are whole numbers; times (ms) and memory (MB) need no five decimals
+            d = 0 if m in COUNTS else min(digits, 3) if m.startswith("efficiency/") else digits
+            c = fmt_mean_std(mean, None, d)
             if i in ranked[m][0]:
                 c = bold.format(c)
             elif i in ranked[m][1]:
                 c = second.format(c)
             if std is not None and not math.isnan(std) and mean is not None:
-                c += f" {pm} {std:.{digits}f}"
+                c += f" {pm} {std:.{d}f}"
             if pvalues and pvalues.get((str(row[key]), m), 1.0) < ALPHA:
                 c += star
             cells.append(c)

@@ -9,6 +9,7 @@ exists (first thing in the objective), so two workers never both take the last s
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -140,7 +141,18 @@ def run_worker(
             # trackers: one run per trial, all in the study's group
             name = f"{spec.study_name}/trial{trial.number:04d}-seed{cfg.seed}"
             set_tracking(cfg, name, spec.study_name, "sweep", tag=spec.study_name)
-            metrics = train(cfg, callbacks=[OptunaPruning(trial, spec.metric)])
+            taken = (
+                _finished_before(spec.dir / "trials" / f"{original:04d}", cfg)
+                if (original is not None)
+                else None
+            )
+            if taken is not None:  # its worker was lost after the run had finished
+                run_dir = spec.dir / "trials" / f"{original:04d}"
+                trial.set_user_attr("run_dir", str(run_dir))
+                print(f"{head} trial {original} had finished: its result is taken", flush=True)
+                metrics = taken
+            else:
+                metrics = train(cfg, callbacks=[OptunaPruning(trial, spec.metric)])
         except optuna.TrialPruned as e:
             _finish(run_dir, record, "pruned", t0, note=str(e))
             print(f"{head} pruned ({e}) {shown}", flush=True)
@@ -248,6 +260,24 @@ def _state(study: optuna.Study, number: int) -> TrialState | None:
         if t.number == number:
             return t.state
     return None
+
+
+def _finished_before(run_dir: Path, cfg: Any) -> dict[str, Any] | None:
+    """The metrics of the run a retried trial repeats when that run had finished (its worker
+    was killed between the run's end and the trial's record): taken, not trained again. Only
+    for the very same config (its hash), and only a finished run's."""
+    from ranklab.config import config_hash
+    from ranklab.rundir import read_status
+
+    status = read_status(run_dir)
+    if status.get("status") != "finished" or status.get("config_hash") != config_hash(cfg):
+        return None
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(metrics, dict) and metrics.get("config_hash") == config_hash(cfg)
+    return metrics if ok and metrics.get("status") == "finished" else None
 
 
 def _finish(

@@ -160,6 +160,25 @@ class BaseTask(L.LightningModule):
             )
         return total
 
+    def on_validation_start(self) -> None:
+        """Before each validation of fit: weights or buffers holding a NaN or an infinity (an
+        overflowed running variance, a weight pushed to inf while the loss stayed finite) stop
+        the run as diverged, before a checkpoint could keep them or a result be reported."""
+        from ranklab.callbacks import non_finite
+
+        trainer = self._trainer
+        if trainer is None or trainer.state.fn != "fit" or trainer.sanity_checking:
+            return
+        bad = non_finite(self)
+        if bad is not None:
+            epoch, step = int(self.current_epoch), int(self.global_step)
+            raise Diverged(
+                f"{bad} is not finite at epoch {epoch}, step {step}: the run diverged (lower "
+                f"optimizer.lr, clip gradients with trainer.gradient_clip_val)",
+                epoch,
+                step,
+            )
+
     def epoch_loss(self) -> float | None:
         """The mean training loss of the current epoch so far (None before any batch)."""
         return float(self._loss_sum) / self._loss_rows if self._loss_rows else None
