@@ -7,6 +7,7 @@ python -m ranklab.train experiment=frappe_x1_deepfm
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import os
@@ -90,13 +91,20 @@ def instantiate_config(conf: Any, *args: Any, **kwargs: Any) -> Any:
 # arguments build() supplies itself rather than the config
 MODEL_PASSED = ("schema", "compile")
 TASK_PASSED = ("model", "schema", "hparams", "optimizer", "scheduler")
+TRAINER_PASSED = (
+    "callbacks",
+    "logger",
+    "default_root_dir",
+    "enable_progress_bar",
+    "log_every_n_steps",
+    "sync_batchnorm",
+)
 
 
 def check_arguments(conf: Any, key: str, passed: tuple[str, ...] = ()) -> None:
     """Fail naming ``key.<name>`` when a config node gives an argument its ``_target_`` does
     not take (``+model.dropuot=0.1``), before any data is read; ``passed`` are the arguments
     the code supplies itself. Targets that take ``**kwargs`` are not checked."""
-    import inspect
 
     from hydra.utils import get_method
 
@@ -109,6 +117,7 @@ def check_arguments(conf: Any, key: str, passed: tuple[str, ...] = ()) -> None:
         raise ConfigError(f"{key}._target_", f"cannot import '{target}': {e}") from None
     # a class whose __init__ forwards **kwargs to its base takes the base's arguments too
     params: dict[str, inspect.Parameter] = {}
+    hints: dict[str, Any] = {}
     for fn in (
         [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)]
         if inspect.isclass(obj)
@@ -116,10 +125,13 @@ def check_arguments(conf: Any, key: str, passed: tuple[str, ...] = ()) -> None:
     ):
         own = inspect.signature(fn).parameters
         params.update(own)
+        hints = {**_type_hints(fn), **hints}
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own.values()):
             break
     else:
+        _check_types(conf, key, hints, passed)
         return
+    _check_types(conf, key, hints, passed)
     extra = [k for k in conf if not str(k).startswith("_") and k not in params]
     extra = [k for k in extra if k not in passed]
     if extra:
@@ -133,6 +145,67 @@ def check_arguments(conf: Any, key: str, passed: tuple[str, ...] = ()) -> None:
         )
 
 
+def _type_hints(fn: Any) -> dict[str, Any]:
+    """A function's resolved annotations; empty when they cannot be resolved."""
+    import typing
+
+    try:
+        return typing.get_type_hints(inspect.unwrap(fn))
+    except Exception:  # a name only a type checker sees, a C function: nothing to check
+        return {}
+
+
+def _fits(value: Any, hint: Any) -> bool | None:
+    """Whether a config value fits a plain annotation (int, float, bool, str, unions of them
+    and None); None when the annotation says more than these (lists, tensors, literals)."""
+    import types
+    import typing
+
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        fits = [_fits(value, h) for h in typing.get_args(hint)]
+        return True if any(fits) else None if None in fits else False
+    return None
+
+
+def _describe(hint: Any) -> str:
+    import types
+    import typing
+
+    names = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        parts = [h for h in typing.get_args(hint) if h is not type(None)]
+        shown = " or ".join(names.get(h, getattr(h, "__name__", str(h))) for h in parts)
+        return shown + (" or null" if len(parts) < len(typing.get_args(hint)) else "")
+    return names.get(hint, str(hint))
+
+
+def _check_types(conf: Any, key: str, hints: dict[str, Any], passed: tuple[str, ...]) -> None:
+    """Fail naming ``key.<name>`` on a value its target's annotation rules out
+    (``data.batch_size=abc``, ``model.dropout=high``): one line now, not a TypeError deep in
+    torch after the data is read."""
+    for name in conf:
+        name = str(name)
+        if name.startswith("_") or name in passed or name not in hints:
+            continue
+        try:
+            value = conf[name]
+        except Exception:  # an interpolation that does not resolve: Hydra says so itself
+            continue
+        if isinstance(value, DictConfig | ListConfig) or _fits(value, hints[name]) is not False:
+            continue
+        raise ConfigError(f"{key}.{name}", f"must be {_describe(hints[name])}, got {value!r}")
+
+
 def check_model_values(conf: Any, key: str = "model") -> None:
     """Fail naming ``model.<arg>`` on values no model takes, before any data is read (they
     would end in a torch traceback, or, like a 0-wide embedding, train nothing): a dropout
@@ -144,7 +217,7 @@ def check_model_values(conf: Any, key: str = "model") -> None:
 
     for name, v in (conf or {}).items():
         name = str(name)
-        if name.startswith("_") or v is None or isinstance(v, bool | str | DictConfig):
+        if name.startswith("_") or v is None or isinstance(v, bool | DictConfig):
             continue
         if name == "dropout" or name.endswith("_dropout"):
             bad = [x for x in values(v) if not (isinstance(x, int | float) and 0 <= x < 1)]
@@ -306,6 +379,8 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     _quiet_lightning()
     objective_metric(cfg)  # a bad objective fails now, not after training
     run_dir = Path(cfg.paths.output_dir)
+    # what the Trainer is given by train() itself, and need not be in the config
+    check_arguments(cfg.trainer, "trainer", passed=TRAINER_PASSED)
     epochs = cfg.trainer.get("max_epochs")
     if epochs is not None and int(epochs) == 0:
         raise ConfigError(
@@ -313,6 +388,11 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
             "is 0: nothing would be trained, and the untrained model's metrics would be written "
             "as a result; give at least 1 (-1: until early stopping)",
         )
+    if epochs is not None and int(epochs) < -1:
+        raise ConfigError("trainer.max_epochs", f"must be >= 1, or -1 (no limit), got {epochs}")
+    lr = OmegaConf.select(cfg, "optimizer.lr")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0):
+        raise ConfigError("optimizer.lr", f"must be a number > 0, got {lr!r}")
     done = guard_run_dir(cfg, run_dir)  # before anything is read or written
     if done is not None:
         return done
@@ -631,7 +711,11 @@ def _auto_resume_argv(argv: list[str]) -> list[str]:
     """``ckpt_path=auto`` on the command line: continue in the newest unfinished folder of the
     same config (its last.ckpt), rather than in a new timestamped one."""
     args = argv[1:]
-    if "ckpt_path=auto" not in args or any(a.startswith("-") for a in args):
+    if "ckpt_path=auto" not in args:
+        return argv
+    if "-m" in args or "--multirun" in args:
+        return _auto_resume_multirun(argv)
+    if any(a.startswith("-") for a in args):
         return argv
     if any(a.split("=", 1)[0].lstrip("+") in ("paths.output_dir", "hydra.run.dir") for a in args):
         return argv  # the user named the folder
@@ -648,6 +732,35 @@ def _auto_resume_argv(argv: list[str]) -> list[str]:
         return argv
     print(f"ckpt_path=auto: continuing {found}", file=sys.stderr)
     return [*argv, f"paths.output_dir={found}"]
+
+
+def _auto_resume_multirun(argv: list[str]) -> list[str]:
+    """``ranklab-train -m ... ckpt_path=auto``: continue the newest multirun of the same
+    command-line overrides (Hydra's ``multirun.yaml`` records them) in its own folder
+    (``hydra.sweep.dir``): the jobs number the same, so each finds its folder, where a finished
+    job is not trained again, an unfinished one continues from its last.ckpt, and one never
+    started runs."""
+    args = argv[1:]
+    if any(a.split("=", 1)[0] == "hydra.sweep.dir" for a in args):
+        return argv  # the user named the folder
+    mine = sorted(a for a in args if not a.startswith("-") and a != "ckpt_path=auto")
+    named = dict(a.split("=", 1) for a in mine if "=" in a)
+    root = Path(named.get("paths.log_dir", "outputs")) / "multirun"
+    records = sorted(root.glob("*/multirun.yaml"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for record in records:
+        try:
+            task = list(OmegaConf.load(record).hydra.overrides.task)
+        except Exception:  # not Hydra's record, or damaged: not this multirun
+            continue
+        if sorted(t for t in task if t != "ckpt_path=auto") != mine:
+            continue
+        print(f"ckpt_path=auto: continuing the multirun in {record.parent}", file=sys.stderr)
+        return [*argv, f"hydra.sweep.dir={record.parent}"]
+    print(
+        f"ckpt_path=auto: no multirun of these overrides in {root}: starting a new one",
+        file=sys.stderr,
+    )
+    return argv
 
 
 # folders a command line may name: created here (Hydra would create the run folder anyway), so

@@ -248,6 +248,10 @@ def test_auto_in_a_named_folder_never_overwrites_and_never_retrains(
         ("ckpt_path=/no/such.ckpt", "ckpt_path"),
         ("ckpt_path={tmp}/junk.ckpt", "ckpt_path"),  # a file, but no checkpoint
         ("ckpt_path={tmp}/weights.pt", "ckpt_path"),  # torch's, without a training state
+        ("trainer.max_epochs=-3", "trainer.max_epochs"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs"),
+        ("optimizer.lr=-1", "optimizer.lr"),
+        ("optimizer.lr=abc", "optimizer.lr"),
     ],
 )
 def test_runs_that_cannot_train_fail_before_writing(
@@ -373,13 +377,36 @@ def small_cli(cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         f"paths.cache_dir={cwd}/cache",
     ]
     return subprocess.run(
-        [sys.executable, "-m", "ranklab.train", *args, *extra],
+        # Hydra's flags (-m) before the overrides: argparse takes them only there
+        [sys.executable, "-m", "ranklab.train", *[a for a in extra if a[0] == "-"], *args]
+        + [a for a in extra if a[0] != "-"],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT / "tests")},
     )
+
+
+def test_a_preempted_multirun_continues_in_its_folder_with_auto(tmp_path: Path) -> None:
+    """ranklab-train -m ... ckpt_path=auto finds the multirun of the same overrides: the
+    interrupted job continues from its last.ckpt, the job never started runs, and a third
+    command finds every job finished."""
+    fault = signal_at(1, 2, signal.SIGTERM, tmp_path / "sent")
+    command = ["-m", "model=lr,fm", "trainer.max_epochs=2", *fault]
+    r = small_cli(tmp_path, *command)
+    assert r.returncode == 128 + signal.SIGTERM, r.stdout[-3000:] + r.stderr[-2000:]
+    (sweep,) = (tmp_path / "logs" / "multirun").iterdir()
+    assert json.loads((sweep / "0" / "status.json").read_text())["status"] == "interrupted"
+    assert not (sweep / "1").exists()
+    r = small_cli(tmp_path, *command, "ckpt_path=auto")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"ckpt_path=auto: continuing the multirun in {sweep}" in r.stderr
+    first, second = (json.loads((sweep / j / "metrics.json").read_text()) for j in ("0", "1"))
+    assert tmp_path / first["resumed_from"] == sweep / "0" / "checkpoints" / "last.ckpt"
+    assert first["model"] == "LR" and second["model"] == "FM" and second["resumed_from"] is None
+    r = small_cli(tmp_path, *command, "ckpt_path=auto")
+    assert r.returncode == 0 and r.stderr.count("finished; nothing to do") == 2, r.stderr[-2000:]
 
 
 def test_a_refused_or_finished_command_leaves_hydras_files_as_they_were(tmp_path: Path) -> None:
@@ -402,3 +429,34 @@ def test_a_refused_or_finished_command_leaves_hydras_files_as_they_were(tmp_path
     r = small_cli(tmp_path, "ckpt_path=auto")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "ckpt_path=auto: no unfinished run of this config in" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=abc", "config key 'data.batch_size': must be a whole number, got 'abc'"),
+        ("model.dropout=abc", "config key 'model.dropout': must be a number, got 'abc'"),
+        ("data.source.n_train=1.5", "config key 'data.source.n_train': must be a whole number"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_one_line_before_the_data_is_read(
+    make_cfg, tmp_path: Path, override: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as e:
+        train(make_cfg(override))
+    assert str(e.value).startswith(message)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_monitor_the_validation_does_not_log_fails_at_the_first_validation(
+    make_cfg, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"'task.monitor': 'val/nope' is not a validation metric of this run \(it has "
+        r"val/auc, val/calibration",
+    ):
+        train(make_cfg("task.monitor=val/nope", "task.mode=max"))
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "failed" and "task.monitor" in status["error"]
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()  # before any epoch

@@ -224,6 +224,16 @@ class BaseTask(L.LightningModule):
         for k, v in values.items():
             self.log(f"{stage}/{k}", v, prog_bar=k in prog_bar, sync_dist=False)
         trainer = self.trainer
+        monitor = str(self.hparams.monitor)
+        known = monitor.startswith("val/") and monitor[len("val/") :] in values
+        if stage == "val" and trainer.state.fn == "fit" and not known:
+            # at the first validation (the sanity check's, if any), not after a whole epoch in
+            # Lightning's traceback from early stopping
+            raise ConfigError(
+                "task.monitor",
+                f"'{monitor}' is not a validation metric of this run (it has "
+                f"val/{', val/'.join(sorted(values))})",
+            )
         if stage == "val" and trainer.state.fn == "fit" and not trainer.sanity_checking:
             lr = getattr(self, "epoch_lr", None)
             loss = self.epoch_loss()  # every batch of the epoch has run before its validation
