@@ -187,7 +187,13 @@ class CTRMetrics(torch.nn.Module):
             self.gauc.update(probs, target, groups)
 
     def compute(self) -> dict[str, float]:
-        out = {"auc": float(self.auroc.compute())}
+        auroc = self.auroc
+        with auroc.sync_context(should_unsync=True):  # every rank's labels under DDP
+            target = dim_zero_cat(auroc.target) if auroc.target else torch.zeros(0)
+        positives = int(target.sum())
+        # one class only: AUC is undefined (torchmetrics would say 0.0, a number to distrust)
+        one_class = positives in (0, target.numel())
+        out = {"auc": math.nan if one_class else float(auroc.compute())}
         out.update({k: float(v) for k, v in self.sums.compute().items()})
         if self.gauc is not None and self.gauc.update_count > 0:
             out["gauc"] = float(self.gauc.compute())

@@ -266,6 +266,30 @@ def rare_label_warnings(datamodule: Any, schema: Any, minimum: int = 100) -> lis
     return lines
 
 
+def check_monitor_defined(cfg: DictConfig, datamodule: Any, schema: Any) -> None:
+    """An AUC monitored on a validation split whose labels hold one class is undefined: it could
+    pick no best epoch (nor stop early), so the run fails before training, naming the fix."""
+    monitor = str(OmegaConf.select(cfg, "task.monitor") or "")
+    if not monitor.endswith("auc") or not monitor.startswith("val/"):
+        return
+    labels = datamodule.labels("val")
+    for spec in schema.labels:
+        if spec.kind != "binary" or spec.name not in labels or spec.condition is not None:
+            continue
+        if monitor not in ("val/auc", f"val/{spec.name}/auc"):
+            continue
+        y = labels[spec.name]
+        positives = int(y.sum())
+        if positives in (0, y.numel()):
+            only = "positives" if positives else "negatives"
+            raise ConfigError(
+                "task.monitor",
+                f"is {monitor}, but the val split has only {only} for '{spec.name}': its AUC is "
+                f"undefined and cannot pick the best epoch; monitor the log loss "
+                f"(task.monitor=val/logloss task.mode=min) or give a val split with both classes",
+            )
+
+
 def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
     """Instantiate (datamodule, model, task) from a config; the data is prepared here.
 
@@ -426,6 +450,8 @@ def _train(
         torch.set_num_threads(int(cfg.threads))
 
     datamodule, model, task = build(cfg)
+    schema = datamodule.schema.with_labels(OmegaConf.select(cfg, "task.labels"))
+    check_monitor_defined(cfg, datamodule, schema)
     throughput = Throughput()
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += extra_callbacks

@@ -63,6 +63,15 @@ def test_libfm_reader_matches_a_naive_parser(tmp_path: Path) -> None:
     assert df["features.value"].to_list() == [e[2] for e in expected]
 
 
+def test_svmlight_comments_are_not_features(tmp_path: Path) -> None:
+    path = tmp_path / "a.libsvm"
+    path.write_text("# written by a tool\n+1 3:0.5 7:1 # doc 12\n-1 2:1#x\n  # indented\n0 4\n")
+    df = read_table(path, "libsvm")
+    assert df["label"].to_list() == ["+1", "-1", "0"]
+    assert df["features"].to_list() == [["3", "7"], ["2"], ["4"]]
+    assert df["features.value"].to_list() == [[0.5, 1.0], [1.0], [1.0]]
+
+
 def test_ffm_fields_and_a_featindex_field_map(tmp_path: Path) -> None:
     ffm = tmp_path / "a.ffm"
     ffm.write_text("1 0:3:1 10:7:0.5 1:9:2\n0 0:4:1\n-1\n")
@@ -91,6 +100,7 @@ def test_ffm_fields_and_a_featindex_field_map(tmp_path: Path) -> None:
         ("1 3:1\n1 :1\n", 2, "no index"),
         ("1 1:2:3:4\n", 1, "expected index:value"),
         ("1 3:0.5 4:1\n0 2:1\n1 1:2:3\n", 3, "'1:2:3': expected index:value"),  # as line 1
+        ("# a comment\n1 3:1 # qid 2\n0 3:x\n", 3, "'3:x'"),  # comments keep the lines' numbers
     ],
 )
 def test_bad_lines_are_named(tmp_path: Path, text: str, line: int, message: str) -> None:

@@ -272,3 +272,22 @@ def test_rare_positives_warn_with_the_auc_uncertainty() -> None:
         p, q = rng.normal(shift, 1, 28), rng.normal(0, 1, 4972)
         aucs.append((p[:, None] > q[None, :]).mean())
     assert np.std(aucs) == pytest.approx(auc_standard_error(28, 4972), rel=0.15)
+
+
+def test_an_auc_monitored_on_a_one_class_val_split_fails_before_training() -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from ranklab.config import compose
+    from ranklab.data.schema import LabelSpec
+    from ranklab.train import check_monitor_defined
+
+    splits = {"val": {"click": torch.zeros(100), "buy": torch.tensor([0.0, 1.0] * 50)}}
+    dm = SimpleNamespace(labels=lambda s: splits[s])
+    schema = SimpleNamespace(labels=(LabelSpec("click"), LabelSpec("buy")))
+    for monitor in ("val/auc", "val/click/auc"):
+        with pytest.raises(ConfigError, match=r"'task.monitor'.*only negatives for 'click'"):
+            check_monitor_defined(compose([f"task.monitor={monitor}"]), dm, schema)
+    for monitor in ("val/buy/auc", "val/logloss"):  # defined: goes on
+        check_monitor_defined(compose([f"task.monitor={monitor}"]), dm, schema)

@@ -84,3 +84,15 @@ def test_ctr_metrics_accumulate_batches_like_whole(data) -> None:
     assert m.compute()["calibration"] == pytest.approx(
         probs[:10].double().sum().item() / y[:10].sum().item()
     )
+
+
+def test_ctr_metrics_auc_of_one_class_is_nan_not_zero() -> None:
+    """torchmetrics says 0.0 (with a warning) when the labels hold one class: undefined, so
+    NaN, written as null in metrics.json."""
+    for label in (0.0, 1.0):
+        m = CTRMetrics()
+        m.update(torch.rand(50), torch.full((50,), label))
+        assert math.isnan(m.compute()["auc"])
+    m = CTRMetrics()
+    m.update(torch.tensor([0.2, 0.8]), torch.tensor([0.0, 1.0]))
+    assert m.compute()["auc"] == 1.0

@@ -475,9 +475,12 @@ def read_libfm(
     A line fails, naming it, on a missing label, a token with another number of parts, an
     empty index, or a value that is not a finite number.
     """
-    lines = _lines(path, encoding).with_row_index("row")
+    lines = _lines(path, encoding).with_row_index("row")  # (row: the file's line, 0-based)
     if lines.height == 0:
         raise DataError("empty file", path=str(path))
+    # SVMlight's comments: "# ..." to the end of a line, and lines that are only a comment
+    comment = pl.col("line").str.strip_chars_start().str.starts_with("#").fill_null(False)
+    lines = lines.filter(~comment).with_columns(pl.col("line").str.replace(r"#.*", ""))
     parts = lines.select("row", _words())
     label = parts["line"].list.first()
     _fail_at(label.is_null() | (label == ""), parts["row"], path, lambda i: "empty line")
