@@ -82,6 +82,27 @@ def test_cache_hit_and_fingerprint_changes_with_content(tmp_path: Path) -> None:
     assert source(d, features={"categorical": ["user"]}).fingerprint() != source(d).fingerprint()
 
 
+@pytest.mark.parametrize("damage", ["truncated", "json", "missing"])
+def test_a_damaged_cache_is_built_again(tmp_path: Path, damage: str, caplog) -> None:
+    d = make_splits(tmp_path / "d")
+    first = load_or_build(source(d), tmp_path / "cache")
+    (cache,) = (tmp_path / "cache").iterdir()
+    column = cache / "train" / "user.npy"
+    if damage == "truncated":
+        column.write_bytes(column.read_bytes()[:-5])
+    elif damage == "json":
+        (cache / "schema.json").write_text("{not json")
+    else:
+        column.unlink()
+    with caplog.at_level("WARNING", logger="ranklab"):
+        again = load_or_build(source(d), tmp_path / "cache")
+    assert f"data: cache {cache} is damaged" in caplog.text and "building it again" in caplog.text
+    for split, arrays in first.splits.items():
+        assert arrays.keys() == again.splits[split].keys()
+        assert all(np.array_equal(arrays[k], again.splits[split][k]) for k in arrays)
+    assert load_or_build(source(d), tmp_path / "cache").splits.keys() == first.splits.keys()
+
+
 def test_interrupted_build_leaves_no_trusted_cache(tmp_path: Path, monkeypatch) -> None:
     import ranklab.data.dataset as ds
 

@@ -107,7 +107,10 @@ def save_encoded(data: EncodedData, directory: Path) -> None:
             np.save(directory / split / f"{key}.npy", arr, allow_pickle=False)
     data.schema.save(directory / "schema.json")
     # meta.json is written last: its presence marks a complete cache
-    atomic_write_json(directory / "meta.json", {**data.meta, "splits": list(data.splits)})
+    columns = {split: sorted(arrays) for split, arrays in data.splits.items()}  # checked on load
+    atomic_write_json(
+        directory / "meta.json", {**data.meta, "splits": list(data.splits), "columns": columns}
+    )
 
 
 def load_encoded(directory: Path, mmap: bool = False) -> EncodedData:
@@ -123,6 +126,13 @@ def load_encoded(directory: Path, mmap: bool = False) -> EncodedData:
         }
         for s in meta.pop("splits")
     }
+    columns = meta.pop("columns", None)  # (caches written before it was recorded: not checked)
+    for s, arrays in splits.items():  # every split's columns, of one length (N; offsets N + 1)
+        if columns is not None and sorted(arrays) != columns[s]:
+            raise ValueError(f"split {s!r} lacks {sorted(set(columns[s]) - set(arrays))}")
+        rows = {len(a) - k.endswith(".offsets") for k, a in arrays.items() if ".values" not in k}
+        if len(rows) != 1:
+            raise ValueError(f"split {s!r}: {len(arrays)} arrays of unequal (or no) rows")
     return EncodedData(schema, splits, meta, directory)
 
 
@@ -149,8 +159,15 @@ def load_or_build(
         return data
     final = Path(cache_dir) / f"{source.name}-{fp}"
     if source.cacheable and (final / "meta.json").is_file():
-        log.info("data: cache hit %s", final)
-        return load_encoded(final, mmap=memory_budget is not None)
+        try:
+            data = load_encoded(final, mmap=memory_budget is not None)
+        except Exception as e:  # truncated .npy, edited JSON, a missing file: rebuild it
+            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            log.warning("data: cache %s is damaged (%s): building it again", final, why)
+            shutil.rmtree(final, ignore_errors=True)
+        else:
+            log.info("data: cache hit %s", final)
+            return data
     writable_dir(cache_dir, "data.cache_dir")  # fail before the work, not after it
     t0 = time.perf_counter()
     if stream:
