@@ -460,3 +460,15 @@ def test_a_monitor_the_validation_does_not_log_fails_at_the_first_validation(
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["status"] == "failed" and "task.monitor" in status["error"]
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()  # before any epoch
+
+
+def test_a_config_file_that_is_not_yaml_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "conf" / "data").mkdir(parents=True)
+    bad = tmp_path / "conf" / "data" / "mine.yaml"
+    bad.write_text("name: mine\nsource: {bad: [1, 2\n")
+    r = small_cli(tmp_path, f"--config-dir={tmp_path / 'conf'}", "data=mine")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"error: {bad}, line 3, column 1: not valid YAML: while parsing a flow sequence: did "
+        "not find expected ',' or ']'"
+    ]
