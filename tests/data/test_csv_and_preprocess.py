@@ -147,6 +147,12 @@ def test_missing_file_and_missing_column(tmp_path: Path) -> None:
     (d / "test.csv").unlink()
     with pytest.raises(DataError, match=r"test\.csv: test file not found; set paths.data_dir"):
         load_or_build(source(d), None)
+    (d / "test.csv").mkdir()  # a folder where the file should be
+    with pytest.raises(DataError, match=r"test\.csv: is a folder, not a csv file"):
+        load_or_build(source(d), None)
+    with pytest.raises(DataError, match=r"test\.csv: is a folder, not a csv file"):
+        read_table(d / "test.csv")
+    (d / "test.csv").rmdir()
     make_splits(d)
     with pytest.raises(DataError, match=r"columns \['nope'\] named by config key"):
         load_or_build(source(d, features={"categorical": ["nope"]}), None)

@@ -56,6 +56,8 @@ def read_table(path: str | Path, format: str = "csv", **options: Any) -> pl.Data
     path = Path(path)
     if format not in READERS:
         raise DataError(f"unknown format '{format}' (known: {sorted(READERS)})", path=str(path))
+    if path.is_dir() and format != "parquet":
+        raise DataError(f"is a folder, not a {format} file", path=str(path))
     if not (path.is_file() or (format == "parquet" and path.is_dir())):
         raise DataError(
             "file not found (set paths.data_dir=/dir/holding/the/dataset, "

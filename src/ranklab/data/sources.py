@@ -276,6 +276,11 @@ class CSVSplits(DataSource):
                     files += matched
                     continue
                 p = self.dir / str(name)
+                if p.is_dir() and self.format != "parquet":
+                    raise DataError(
+                        f"is a folder, not a {self.format} file (config key data.source.files)",
+                        path=str(p),
+                    )
                 if not (p.is_file() or (self.format == "parquet" and p.is_dir())):
                     raise DataError(
                         f"{'' if split == 'all' else split + ' '}file not found; set "
