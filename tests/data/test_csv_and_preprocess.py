@@ -495,3 +495,17 @@ def test_unparsable_files_are_named_with_their_line(
     options = {} if has_header else {"has_header": False, "columns": ["a", "b"]}
     with pytest.raises(DataError, match=message):
         read_table(tmp_path / "x.csv", "csv", **options)
+
+
+def test_a_repeated_header_name_or_columns_beside_a_header_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "dup.csv"
+    write(path, ["label,user,item,user", "1,u1,a,u2"])
+    with pytest.raises(
+        DataError,
+        match=r"dup\.csv, line 1: the header names column 'user' twice \(fields 2 and 4\)",
+    ):
+        read_table(path)
+    write(path, ["label,user", "1,u1"])
+    with pytest.raises(DataError, match=r"read_options.columns names the fields of a file without"):
+        read_table(path, columns=["label", "user"])
+    assert read_table(path, columns=["label", "user"], has_header=False).height == 2

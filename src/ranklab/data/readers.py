@@ -126,6 +126,21 @@ def check_field_counts(
     return kept
 
 
+def _check_header(header: list[str], path: Path) -> None:
+    """A header naming a column twice fails naming the fields (polars would rename the second
+    silently, and a feature would read the first)."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, 1):
+        if name in seen:
+            raise DataError(
+                f"the header names column {name!r} twice (fields {seen[name]} and {i}): "
+                f"rename one",
+                path=str(path),
+                line=1,
+            )
+        seen[name] = i
+
+
 @register("csv")
 def read_csv(
     path: Path,
@@ -163,13 +178,29 @@ def read_csv(
         df = df.with_columns(casts) if casts else df
         return _clean(df, strip, null_values)
     if has_header:
-        try:
-            header = pl.read_csv(path, n_rows=0, separator=separator, encoding=encoding).columns
+        if columns:
+            raise DataError(
+                "read_options.columns names the fields of a file without a header, and this "
+                "one has a header (has_header: true): set has_header: false to name them",
+                path=str(path),
+            )
+        try:  # the header as a row: polars would rename a repeated name (a_duplicated_0)
+            first = pl.read_csv(
+                path,
+                n_rows=1,
+                has_header=False,
+                separator=separator,
+                quote_char=quote_char,
+                encoding=encoding,
+                infer_schema_length=1,  # the header line's own fields, whatever follows
+                truncate_ragged_lines=True,
+            )
         except pl.exceptions.NoDataError:
-            header = []
+            first = pl.DataFrame()
+        header = [str(v or "").strip() for v in first.row(0)] if first.height else []
         if not header:
             raise DataError("empty file (no header line)", path=str(path))
-        header = [h.strip() for h in header]
+        _check_header(header, path)
     else:
         if not columns:
             raise DataError("a header-less file needs `columns`", path=str(path))
