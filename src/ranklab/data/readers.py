@@ -133,8 +133,7 @@ def _check_header(header: list[str], path: Path) -> None:
     for i, name in enumerate(header, 1):
         if name in seen:
             raise DataError(
-                f"the header names column {name!r} twice (fields {seen[name]} and {i}): "
-                f"rename one",
+                f"the header names column {name!r} twice (fields {seen[name]} and {i}): rename one",
                 path=str(path),
                 line=1,
             )
