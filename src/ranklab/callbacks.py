@@ -243,9 +243,13 @@ class Resumable(L.Callback):
             signal.signal(sig, handler)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._restore_signals()
+        self.restore_signals()
 
-    def _restore_signals(self) -> None:
+    def restore_signals(self) -> None:
+        """Put back the handlers this replaced. Lightning calls no teardown hook after an
+        exception, and its own signal teardown then reinstates this one's handlers (it saved
+        them after ``on_fit_start``): ``train`` calls this once fit has raised, or they would
+        outlive the run (a sweep worker's next trial, a notebook)."""
         for sig, previous in self._previous.items():
             signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
         self._previous = {}
@@ -269,9 +273,6 @@ class Resumable(L.Callback):
     ) -> None:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-        # Lightning calls no teardown hook after an exception: the handlers go back here, or
-        # they would outlive the run (a sweep worker's next trial, a notebook)
-        self._restore_signals()
         if isinstance(exception, SIGTERMException):
             self.signum = self.signum or signal.SIGTERM
             if trainer.validating or trainer.sanity_checking:

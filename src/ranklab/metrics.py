@@ -189,7 +189,9 @@ class CTRMetrics(torch.nn.Module):
     def compute(self) -> dict[str, float]:
         auroc = self.auroc
         with auroc.sync_context(should_unsync=True):  # every rank's labels under DDP
-            target = dim_zero_cat(auroc.target) if auroc.target else torch.zeros(0)
+            kept = auroc.target  # a list of batches, or one tensor once synced across ranks
+            empty = isinstance(kept, list) and not kept
+            target = torch.zeros(0) if empty else dim_zero_cat(kept)
         positives = int(target.sum())
         # one class only: AUC is undefined (torchmetrics would say 0.0, a number to distrust)
         one_class = positives in (0, target.numel())

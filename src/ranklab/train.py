@@ -493,6 +493,9 @@ def _train(
         with _signals_interrupt():  # Lightning's handlers are gone once it has tested
             cost = efficiency(model, datamodule, trainer) if cfg.get("efficiency", True) else None
     except BaseException as e:
+        for c in callbacks:
+            if isinstance(c, Resumable):
+                c.restore_signals()
         close_trackers(loggers, failed=True)
         _record_failure(cfg, run_dir, task, trainer, e, t_start)
         if _preempted(e):  # Lightning's SIGTERMException exits 0: a scheduler would not requeue
