@@ -393,19 +393,20 @@ def test_a_preempted_multirun_continues_in_its_folder_with_auto(tmp_path: Path) 
     interrupted job continues from its last.ckpt, the job never started runs, and a third
     command finds every job finished."""
     fault = signal_at(1, 2, signal.SIGTERM, tmp_path / "sent")
-    command = ["-m", "model=lr,fm", "trainer.max_epochs=2", *fault]
+    command = ["-m", "model=lr,fm", "trainer.max_epochs=2", *fault, "ckpt_path=auto"]
     r = small_cli(tmp_path, *command)
     assert r.returncode == 128 + signal.SIGTERM, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "ckpt_path=auto: no multirun of these overrides in" in r.stderr  # a new one
     (sweep,) = (tmp_path / "logs" / "multirun").iterdir()
     assert json.loads((sweep / "0" / "status.json").read_text())["status"] == "interrupted"
     assert not (sweep / "1").exists()
-    r = small_cli(tmp_path, *command, "ckpt_path=auto")
+    r = small_cli(tmp_path, *command)  # the same command again
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"ckpt_path=auto: continuing the multirun in {sweep}" in r.stderr
     first, second = (json.loads((sweep / j / "metrics.json").read_text()) for j in ("0", "1"))
     assert tmp_path / first["resumed_from"] == sweep / "0" / "checkpoints" / "last.ckpt"
     assert first["model"] == "LR" and second["model"] == "FM" and second["resumed_from"] is None
-    r = small_cli(tmp_path, *command, "ckpt_path=auto")
+    r = small_cli(tmp_path, *command)
     assert r.returncode == 0 and r.stderr.count("finished; nothing to do") == 2, r.stderr[-2000:]
 
 
@@ -425,10 +426,15 @@ def test_a_refused_or_finished_command_leaves_hydras_files_as_they_were(tmp_path
     r = small_cli(tmp_path, f"hydra.run.dir={run}", "ckpt_path=auto")
     assert r.returncode == 0 and "finished; nothing to do" in r.stderr
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == kept
-    # auto with nothing to continue says so, and starts a new run
-    r = small_cli(tmp_path, "ckpt_path=auto")
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "ckpt_path=auto: no unfinished run of this config in" in r.stderr
+
+
+def test_auto_with_nothing_to_continue_says_so(tmp_path: Path, capsys) -> None:
+    from ranklab.train import _auto_resume_argv
+
+    argv = ["ranklab-train", "ckpt_path=auto", f"paths.log_dir={tmp_path}"]
+    assert _auto_resume_argv(argv) == argv  # a new run, in a new folder
+    err = capsys.readouterr().err
+    assert err.startswith(f"ckpt_path=auto: no unfinished run of this config in {tmp_path}/runs/")
 
 
 @pytest.mark.parametrize(
