@@ -16,12 +16,13 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
 from ranklab.config import config_hash, result_config
 from ranklab.errors import ConfigError
 from ranklab.loggers import TRACKERS_FILE
-from ranklab.utils import atomic_write_json, flatten
+from ranklab.utils import atomic_write_json, creatable_dir, flatten
 
 log = logging.getLogger("ranklab")
 
@@ -278,3 +279,26 @@ def unfinished_run(cfg: DictConfig) -> Path | None:
         and read_status(d).get("config_hash") == want
     ]
     return max(found, key=lambda d: (d / "checkpoints" / "last.ckpt").stat().st_mtime, default=None)
+
+
+class OutputCheck(HydraCallback):
+    """Hydra callback (``conf/hydra/default.yaml``): the run or multirun folder Hydra is about
+    to make is checked first, so that an ``outputs`` that is a file or not writable is one line
+    naming the config key and exit status 2, not Hydra's traceback of its own mkdir."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, str(config.hydra.run.dir), "paths.output_dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, str(config.hydra.sweep.dir), "paths.multirun_dir")
+
+    @staticmethod
+    def _check(config: DictConfig, folder: str, key: str) -> None:
+        log_dir = Path(str(config.paths.log_dir)).absolute()
+        if log_dir in (Path(folder).absolute(), *Path(folder).absolute().parents):
+            key = "paths.log_dir"  # the default layout: the log folder is what to change
+        try:
+            creatable_dir(folder, key)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)

@@ -206,3 +206,20 @@ def writable_dir(path: str | os.PathLike, key: str) -> None:
         os.unlink(probe)
     except OSError as e:
         raise ConfigError(key, f"cannot write in {path}: {e.strerror or e}") from None
+
+
+def creatable_dir(path: str | os.PathLike, key: str) -> None:
+    """Check, creating nothing, that ``path`` could be made: its nearest existing ancestor is a
+    folder this process may write in; else a ConfigError naming ``key``. For folders whose
+    name is not final yet (a run folder's timestamp): the check holds for any last part."""
+    from ranklab.errors import ConfigError
+
+    target = Path(path).absolute()
+    for folder in (target, *target.parents):
+        if not folder.exists():
+            continue
+        if not folder.is_dir():
+            raise ConfigError(key, f"cannot make {path}: {folder} is a file, not a folder")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(key, f"cannot make {path}: {folder} is not writable")
+        return

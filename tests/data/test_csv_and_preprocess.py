@@ -264,8 +264,17 @@ def test_header_less_errors_name_the_bad_line_itself(tmp_path: Path) -> None:
             b"label\tuser\titem\tprice\n1\tu1\ta\t1.0\n",
             r"columns .* not in the file .* looks tab-separated: set read_options.separator",
         ),
+        # polars reads a blank line as a row of nulls: "label ... found None" before
+        (
+            b"label,user,item,price\n1,u1,a,1.0\n\n0,u1,b,2.0\n",
+            r"train\.csv, line 3: a blank line, where 4 fields are expected: remove it$",
+        ),
+        (
+            b"label,user,item,price\r\n1,u1,a,1.0\r\n0,u1,b,2.0\r\n\r\n",
+            r"train\.csv, line 4: a blank line, where 4 fields are expected",
+        ),
     ],
-    ids=["empty", "header-only", "not-utf8", "inf", "tab-with-comma-config"],
+    ids=["empty", "header-only", "not-utf8", "inf", "tab-with-comma-config", "blank", "crlf-blank"],
 )
 def test_bad_files_fail_in_one_line_naming_the_place(
     tmp_path: Path, content: bytes, message: str
@@ -361,6 +370,9 @@ def test_a_split_column_names_each_rows_split(tmp_path: Path) -> None:
         ({"method": "time"}, "data.source.split.column"),
         ({"method": "time", "column": "ts", "seed": 1}, "data.source.split.seed"),
         ({"method": "column", "column": "p", "values": {"dev": "d"}}, "data.source.split.values"),
+        ({"val": "abc"}, "data.source.split.val"),  # not float()'s ValueError through Hydra
+        ({"test": [0.1]}, "data.source.split.test"),
+        ({"seed": 1.5}, "data.source.split.seed"),
     ],
 )
 def test_split_config_mistakes_name_their_key(tmp_path: Path, split: dict, key: str) -> None:
@@ -509,3 +521,43 @@ def test_a_repeated_header_name_or_columns_beside_a_header_are_named(tmp_path: P
     with pytest.raises(DataError, match=r"read_options.columns names the fields of a file without"):
         read_table(path, columns=["label", "user"])
     assert read_table(path, columns=["label", "user"], has_header=False).height == 2
+
+
+def test_a_blank_line_of_a_one_column_file_is_an_empty_value(tmp_path: Path) -> None:
+    from ranklab.data.readers import read_table
+
+    (tmp_path / "one.csv").write_text("x\na\n\nb\n")
+    assert read_table(tmp_path / "one.csv", "csv")["x"].to_list() == ["a", None, "b"]
+
+
+@pytest.mark.parametrize(
+    ("features", "labels", "message"),
+    [
+        (
+            {"categorical": ["user", "label"]},
+            None,
+            r"'data.source.features.categorical\[1\]': feature 'label' reads column 'label', "
+            r"the column of label 'label' \(data.source.label\): a model would see its own target",
+        ),
+        (
+            {"numeric": [{"name": "x", "column": "clk"}]},
+            [{"name": "click", "column": "clk"}],
+            r"'data.source.features.numeric\[0\]': feature 'x' reads column 'clk', the column of "
+            r"label 'click' \(data.source.labels\[0\].column\)",
+        ),
+        (
+            {"categorical": [{"name": "click", "column": "user"}]},
+            [{"name": "click", "column": "clk"}],
+            r"'data.source.features.categorical\[0\]': feature 'click' has the name of label "
+            r"'click' \(data.source.labels\[0\].column\): rename one",
+        ),
+    ],
+    ids=["the-label", "its-column-renamed", "its-name"],
+)
+def test_a_label_cannot_be_a_feature(features: dict, labels: list | None, message: str) -> None:
+    """It crashed in the embedding (a float label read as ids), or silently leaked the target."""
+    kw = {"label": "label"} if labels is None else {"labels": labels}
+    with pytest.raises(ConfigError, match=message):
+        CSVSplits(
+            dir=".", files={s: "x.csv" for s in ("train", "val", "test")}, features=features, **kw
+        )

@@ -153,6 +153,18 @@ def test_cli_bad_inputs_exit_nonzero_with_clear_messages(tmp_path: Path) -> None
         "error: config key 'paths.output_dir': cannot write in /proc/ranklab-test/run: "
         "No such file or directory"
     )
+    # the default outputs/ is a file: Hydra's own mkdir of the run (or multirun) folder was a
+    # traceback with exit status 1
+    (tmp_path / "outputs").write_text("not a folder")
+    for mode in ([], ["-m", "seed=1,2"]):
+        r = run_cli(*mode, f"paths.cache_dir={tmp_path}/cache", cwd=tmp_path)
+        assert r.returncode == 2, r.stderr[-2000:]
+        assert re.fullmatch(
+            rf"error: config key 'paths.log_dir': cannot make outputs/(runs/\S+|multirun/\S+): "
+            rf"{tmp_path}/outputs is a file, not a folder",
+            r.stderr.strip().splitlines()[-1],
+        ), r.stderr[-2000:]
+    assert (tmp_path / "outputs").read_text() == "not a folder"
 
 
 @pytest.mark.parametrize(

@@ -79,13 +79,35 @@ class FeatureSpec:
             self.table = self.table or self.name
 
 
+def _check_not_a_label(
+    entry: Mapping[str, Any], labels: Mapping[str, tuple[str, str]], key: str
+) -> None:
+    name = str(entry["name"])
+    column = str(entry.get("column") or name)
+    for label, (label_column, label_key) in labels.items():
+        if column == label_column:
+            raise ConfigError(
+                key,
+                f"feature '{name}' reads column '{column}', the column of label '{label}' "
+                f"({label_key}): a model would see its own target",
+            )
+        if name == label:
+            raise ConfigError(
+                key, f"feature '{name}' has the name of label '{label}' ({label_key}): rename one"
+            )
+
+
 def parse_feature_specs(
-    cfg: Mapping[str, Any], key: str = "data.source.features"
+    cfg: Mapping[str, Any],
+    key: str = "data.source.features",
+    labels: Mapping[str, tuple[str, str]] | None = None,
 ) -> list[FeatureSpec]:
     """Parse ``{categorical: [...], numeric: [...], sequence: [...], bag: [...], min_count: 1}``.
 
     Entries are a column name or a mapping of FeatureSpec fields. Unknown fields fail with
-    the config key that holds them.
+    the config key that holds them. ``labels`` maps each label's name to its column and config
+    key: a feature may neither read a label's column (the model would see its own target) nor
+    take a label's name (batches key both by name).
     """
     allowed = {f.name for f in fields(FeatureSpec)}
     defaults = {k: v for k, v in cfg.items() if k not in FEATURE_KINDS}
@@ -121,6 +143,7 @@ def parse_feature_specs(
                 raise ConfigError(f"{key}.bag[{i}].pooling", f"must be one of {POOLINGS}")
             if kind != "bag" and entry.get("weights"):
                 raise ConfigError(f"{key}.{kind}[{i}].weights", "only a bag has weights")
+            _check_not_a_label(merged, labels or {}, f"{key}.{kind}[{i}]")
             try:
                 specs.append(FeatureSpec(**merged))
             except ConfigError as e:  # named by its place in the config

@@ -117,7 +117,8 @@ class CSVSplits(DataSource):
         self.label_columns = parse_labels(label, self.labels_cfg)
         self.label, self.group, self.format, self.name = label, group, format, name
         self.features_cfg = _plain(features)
-        self.specs = parse_feature_specs(self.features_cfg)
+        labels = {c.spec.name: (c.column, c.key) for c in self.label_columns}
+        self.specs = parse_feature_specs(self.features_cfg, labels=labels)
         self.read_options = dict(_plain(read_options) or {})
         check_read_options(self.format, self.read_options)
         self.truth = truth
@@ -125,6 +126,15 @@ class CSVSplits(DataSource):
             raise ConfigError(
                 "data.source.truth", "needs the one-file layout ({all: <file>} and a split)"
             )
+
+    def _split_share(self, key: str) -> float:
+        """The share of rows ``split.<key>`` asks for: a number (a fraction of the rows)."""
+        value = self.split.get(key, 0.1)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(
+                f"data.source.split.{key}", f"must be a number in (0, 1), got {value!r}"
+            )
+        return float(value)
 
     def _check_split(self) -> None:
         if set(self.files) != {"all"}:
@@ -152,7 +162,10 @@ class CSVSplits(DataSource):
                     "data.source.split.values", f"maps the splits {SPLITS} to the column's values"
                 )
             return
-        val, test = float(self.split.get("val", 0.1)), float(self.split.get("test", 0.1))
+        val, test = (self._split_share(k) for k in ("val", "test"))
+        seed = self.split.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError("data.source.split.seed", f"must be a whole number, got {seed!r}")
         if not (val > 0 and test > 0 and val + test < 1):
             raise ConfigError(
                 "data.source.split", f"val {val} and test {test} leave no training rows"
