@@ -480,6 +480,15 @@ def test_a_tab_separated_file_read_with_commas_says_so(tmp_path: Path) -> None:
     )  # fmt: skip
     with pytest.raises(DataError, match=r"the header looks tab-separated: set read_options\.sep"):
         src.build()
+    # without a header, the first line whose fields another separator would count right
+    (tmp_path / "t.tsv").write_text("1\tu\t0.5\n0\tv\t0.1\n")
+    src.read_options = {"has_header": False, "columns": ["label", "a", "x"]}
+    with pytest.raises(
+        DataError,
+        match=r"t\.tsv, line 1: expected 3 fields, found 1: '1\\tu\\t0\.5'; it has 3 "
+        r"tab-separated fields: set read_options\.separator$",
+    ):
+        src.build()
 
 
 def test_a_header_only_file_to_cut_has_no_data_rows(tmp_path: Path) -> None:

@@ -124,6 +124,10 @@ def check_field_counts(
         line = (line or "").rstrip("\r")
         got = line.count(separator) + 1
         msg = f"expected {expected} fields, found {got}: {line[:120]!r}"
+        for other, name in SEPARATORS:
+            if other != separator and other in line and line.count(other) + 1 == expected:
+                msg += f"; it has {expected} {name}-separated fields: set read_options.separator"
+                break
         if not line:
             msg = f"a blank line, where {expected} fields are expected: remove it"
         errors.append(DataError(msg, path=str(path), line=lineno))
@@ -381,11 +385,15 @@ def require_columns(df: pl.DataFrame, columns: list[str], path: str | Path, key:
         )
 
 
+# the delimiters a file read with the wrong one is suspected of having
+SEPARATORS = (("\t", "tab"), (";", "';'"), ("|", "'|'"), (",", "','"))
+
+
 def separator_hint(columns: list[str]) -> str:
     """``; the header looks tab-separated: ...`` when a file read as one column holds another
     delimiter in its header (the file was read with the wrong separator), else ``""``."""
     if len(columns) == 1:
-        for sep, name in (("\t", "tab"), (";", "';'"), ("|", "'|'"), (",", "','")):
+        for sep, name in SEPARATORS:
             if sep in columns[0]:
                 return f"; the header looks {name}-separated: set read_options.separator"
     return ""
