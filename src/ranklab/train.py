@@ -736,6 +736,38 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         sys.exit(2)
 
 
+def _split_flags(args: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """A command line's overrides, the folders ``--config-dir``/``-cd`` add, and its other
+    flags (``-m``, ``--cfg``, ...)."""
+    overrides, dirs, flags = [], [], []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("--config-dir="):
+            dirs.append(a.split("=", 1)[1])
+        elif a in ("--config-dir", "-cd") and i + 1 < len(args):
+            dirs.append(args[i + 1])
+            i += 1
+        elif a.startswith("-"):
+            flags.append(a)
+        else:
+            overrides.append(a)
+        i += 1
+    return overrides, dirs, flags
+
+
+def _compose_overrides(args: list[str]) -> list[str] | None:
+    """The overrides that compose the config this command line runs (the ``--config-dir``
+    folders as Hydra's search path), or None where other flags decide what Hydra does."""
+    overrides, dirs, flags = _split_flags(args)
+    if flags:
+        return None
+    if dirs and not any(o.split("=", 1)[0].lstrip("+") == "hydra.searchpath" for o in overrides):
+        paths = ",".join(f"file://{Path(d).absolute()}" for d in dirs)
+        overrides = [*overrides, f"hydra.searchpath=[{paths}]"]
+    return overrides
+
+
 def _auto_resume_argv(argv: list[str]) -> list[str]:
     """``ckpt_path=auto`` on the command line: continue in the newest unfinished folder of the
     same config (its last.ckpt), rather than in a new timestamped one."""
@@ -744,13 +776,16 @@ def _auto_resume_argv(argv: list[str]) -> list[str]:
         return argv
     if "-m" in args or "--multirun" in args:
         return _auto_resume_multirun(argv)
-    if any(a.startswith("-") for a in args):
+    overrides = _compose_overrides(args)
+    if overrides is None:
         return argv
-    if any(a.split("=", 1)[0].lstrip("+") in ("paths.output_dir", "hydra.run.dir") for a in args):
+    if any(
+        a.split("=", 1)[0].lstrip("+") in ("paths.output_dir", "hydra.run.dir") for a in overrides
+    ):
         return argv  # the user named the folder
     from ranklab.config import compose
 
-    cfg = compose(args)
+    cfg = compose(overrides)
     found = unfinished_run(cfg)
     if found is None:
         root = Path(cfg.paths.log_dir) / "runs" / str(cfg.run_name)
@@ -772,7 +807,7 @@ def _auto_resume_multirun(argv: list[str]) -> list[str]:
     args = argv[1:]
     if any(a.split("=", 1)[0] == "hydra.sweep.dir" for a in args):
         return argv  # the user named the folder
-    mine = sorted(a for a in args if not a.startswith("-") and a != "ckpt_path=auto")
+    mine = sorted(a for a in _split_flags(args)[0] if a != "ckpt_path=auto")
     named = dict(a.split("=", 1) for a in mine if "=" in a)
     root = Path(named.get("paths.log_dir", "outputs")) / "multirun"
     records = sorted(root.glob("*/multirun.yaml"), key=lambda p: p.stat().st_mtime, reverse=True)
@@ -819,14 +854,17 @@ def _check_named_folder(argv: list[str]) -> None:
     its ``.hydra/*.yaml`` there first: a folder holding another config's run, one in use,
     a checkpoint of another config and ``auto`` with a finished run end here, the folder as
     it was (exit status 2, or 0 for the finished run)."""
-    args = argv[1:]
-    folder = _named_folder(args)
-    if folder is None or any(a.startswith("-") for a in args) or not rank_zero():
+    overrides = _compose_overrides(argv[1:])
+    folder = _named_folder(overrides or [])
+    if folder is None or overrides is None or not rank_zero():
         return  # (a multirun's jobs, and DDP's other ranks, are checked by train())
     from ranklab.config import compose
 
+    keep = ("hydra.searchpath",)  # the user's config folders; other hydra.* keys are Hydra's
     try:
-        cfg = compose([a for a in args if not a.lstrip("+").startswith("hydra.")])
+        cfg = compose(
+            [a for a in overrides if not a.lstrip("+").startswith("hydra.") or a.startswith(keep)]
+        )
     except Exception:  # Hydra itself reports what is wrong with the command line
         return
     with open_dict(cfg):
@@ -851,14 +889,7 @@ def _ddp_rank_argv(argv: list[str]) -> list[str]:
 
 def _config_dirs(argv: list[str]) -> list[Path]:
     """conf/ (or RANKLAB_CONF) and the folders ``--config-dir``/``-cd`` add."""
-    dirs = [conf_dir()]
-    args = argv[1:]
-    for i, a in enumerate(args):
-        if a.startswith("--config-dir="):
-            dirs.append(Path(a.split("=", 1)[1]))
-        elif a in ("--config-dir", "-cd") and i + 1 < len(args):
-            dirs.append(Path(args[i + 1]))
-    return dirs
+    return [conf_dir(), *(Path(d) for d in _split_flags(argv[1:])[1])]
 
 
 def _check_yaml(argv: list[str]) -> None:

@@ -478,3 +478,22 @@ def test_a_config_file_that_is_not_yaml_is_one_line(tmp_path: Path) -> None:
         f"error: {bad}, line 3, column 1: not valid YAML: while parsing a flow sequence: did "
         "not find expected ',' or ']'"
     ]
+
+
+def test_auto_continues_a_run_of_a_config_kept_outside_the_repository(tmp_path: Path) -> None:
+    """``--config-dir`` (a user's own config folder) made ``ckpt_path=auto`` start afresh in a
+    new folder, since the command line was not composed with that folder."""
+    (tmp_path / "conf" / "data").mkdir(parents=True)
+    (tmp_path / "conf" / "data" / "mine.yaml").write_text(
+        "defaults:\n  - synthetic\n  - _self_\nname: mine\n"
+    )
+    fault = signal_at(1, 2, signal.SIGTERM, tmp_path / "sent")
+    command = [f"--config-dir={tmp_path}/conf", "data=mine", "trainer.max_epochs=2", *fault]
+    r = small_cli(tmp_path, *command)
+    assert r.returncode == 128 + signal.SIGTERM, r.stderr[-2000:]
+    (run,) = (tmp_path / "logs" / "runs").glob("mine-*/*")
+    r = small_cli(tmp_path, *command, "ckpt_path=auto")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"ckpt_path=auto: continuing {run}" in r.stderr
+    assert json.loads((run / "metrics.json").read_text())["resumed_from"] is not None
+    assert len(list((tmp_path / "logs" / "runs").glob("mine-*/*"))) == 1
