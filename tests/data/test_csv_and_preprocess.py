@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -570,3 +571,33 @@ def test_a_label_cannot_be_a_feature(features: dict, labels: list | None, messag
         CSVSplits(
             dir=".", files={s: "x.csv" for s in ("train", "val", "test")}, features=features, **kw
         )
+
+
+@pytest.mark.parametrize(
+    ("files", "split", "key", "message"),
+    [
+        ({"train": "a", "test": "b"}, {"val": 0.1, "test": 0.1}, "split.test", "its own file"),
+        ({"train": "a", "test": "b"}, {"method": "column", "column": "p"}, "split.method", "{all"),
+        ({"train": "a", "val": "v", "test": "b"}, {"val": 0.1}, "files", "to cut validation"),
+        ({"train": "a", "test": "b"}, {"val": 1.0}, "split", "leave no training rows"),
+    ],
+    ids=["a-test-share", "a-column", "three-files", "no-training-rows"],
+)
+def test_a_split_beside_a_test_file_cuts_validation_only(
+    files: dict, split: dict, key: str, message: str
+) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"config key 'data.source.{key}': .*{re.escape(message)}"
+    ):
+        CSVSplits(dir=".", files=files, split=split, label="y", features={"categorical": ["u"]})
+
+
+def test_too_few_training_rows_to_cut_validation_from_names_the_file(tmp_path: Path) -> None:
+    write(tmp_path / "tr.csv", ["y,u", "1,a", "0,b"])
+    write(tmp_path / "te.csv", ["y,u", "1,a"])
+    src = CSVSplits(
+        dir=str(tmp_path), files={"train": "tr.csv", "test": "te.csv"}, split={"val": 0.1},
+        label="y", features={"categorical": ["u"]},
+    )  # fmt: skip
+    with pytest.raises(DataError, match=r"tr\.csv: 2 rows are too few to cut val 0\.1 from"):
+        src.build()

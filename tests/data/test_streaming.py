@@ -218,3 +218,45 @@ def test_under_the_budget_nothing_changes(synth: Path, tmp_path: Path) -> None:
     assert "streamed" not in data.meta
     meta = json.loads(next(tmp_path.iterdir()).joinpath("meta.json").read_text())
     assert "streamed" not in meta
+
+
+@pytest.mark.parametrize(
+    "split",
+    [{"method": "random", "val": 0.15, "seed": 4}, {"method": "time", "column": "f2", "val": 0.2}],
+    ids=["random", "time"],
+)
+def test_validation_cut_from_training_files_beside_a_test_file(
+    synth: Path, tmp_path: Path, split: dict
+) -> None:
+    """``files: {train: ..., test: ...}`` with a split: validation is cut from the training
+    files (stacked in order), the test file is read as it is; streamed as in memory, and equal
+    to three files holding the same rows (the naive reference)."""
+    df = _csv(synth, tmp_path / "d").with_columns(pl.col("f2").cast(pl.Int64).fill_null(0))
+    df[:1800].write_csv(tmp_path / "d" / "day_1.csv")
+    df[1800:3400].write_csv(tmp_path / "d" / "day_2.csv")
+    df[3400:].drop("f2").write_csv(tmp_path / "d" / "test.csv")  # no split column needed
+    kw = {"dir": str(tmp_path / "d"), "label": "f0", "features": TABLE}
+    files = {"train": "day_*.csv", "test": "test.csv"}
+    # skip mode checks the split's column on the files it cuts only, as fail mode does
+    skip = {"on_bad_rows": "skip"} if split["method"] == "time" else {}
+    memory, streamed = _both(tmp_path, files=files, split=split, **kw, **skip)
+    _same(memory, streamed)
+    train = df[:3400]
+    n_val = round(3400 * split["val"])
+    if split["method"] == "random":  # the same seeded permutation as a one-file cut
+        val_rows = np.random.default_rng(split["seed"]).permutation(3400)[:n_val]
+        which = np.isin(np.arange(3400), val_rows)
+    else:  # the latest training rows, cut at a timestamp (its ties all go to validation)
+        t = train["f2"].to_numpy()
+        which = t >= np.sort(t, kind="stable")[3400 - n_val]
+    rows = {"train": int((~which).sum()), "val": int(which.sum()), "test": 600}
+    assert memory.meta["rows"] == rows and rows["val"] >= n_val
+    train.filter(pl.Series(~which)).write_csv(tmp_path / "d" / "r_train.csv")
+    train.filter(pl.Series(which)).write_csv(tmp_path / "d" / "r_val.csv")
+    reference = load_or_build(
+        CSVSplits(files={"train": "r_train.csv", "val": "r_val.csv", "test": "test.csv"}, **kw),
+        tmp_path / "reference",
+    )
+    for s in ("train", "val", "test"):
+        for key, x in reference.splits[s].items():
+            np.testing.assert_array_equal(x, np.asarray(memory.splits[s][key]), err_msg=key)

@@ -56,7 +56,10 @@ class CSVSplits(DataSource):
             permutation cut into train / val / test; ``{method: time, column: ts, val: 0.1,
             test: 0.1}``: the latest rows are test, the ones before validation (cut at
             timestamps); ``{method: column, column: split}``: a column names each row's split
-            (``values: {train: tr, val: va, test: te}`` if it spells them otherwise).
+            (``values: {train: tr, val: va, test: te}`` if it spells them otherwise). With
+            ``files: {train: ..., test: ...}`` (a test file of its own, as Kaggle's releases),
+            the split cuts validation from the training files: ``{method: random, val: 0.1}``
+            or ``{method: time, column: ts, val: 0.1}`` (the latest training rows).
         label: the label column (one binary label, values 0 or 1); or
         labels: several labels (:mod:`ranklab.data.labels`: name, column, kind, weight,
             condition, joint, positive values).
@@ -122,7 +125,7 @@ class CSVSplits(DataSource):
         self.read_options = dict(_plain(read_options) or {})
         check_read_options(self.format, self.read_options)
         self.truth = truth
-        if truth is not None and not self.split:
+        if truth is not None and self.cut_from != "all":
             raise ConfigError(
                 "data.source.truth", "needs the one-file layout ({all: <file>} and a split)"
             )
@@ -136,9 +139,21 @@ class CSVSplits(DataSource):
             )
         return float(value)
 
+    @property
+    def cut_from(self) -> str | None:
+        """What ``split`` cuts: ``all`` (one source into train/val/test), ``train`` (validation
+        cut from the training files, beside test files of their own), or None (three)."""
+        if not self.split:
+            return None
+        return "all" if "all" in self.files else "train"
+
     def _check_split(self) -> None:
-        if set(self.files) != {"all"}:
-            raise ConfigError("data.source.files", "with a split, give one file: {all: <file>}")
+        if set(self.files) not in ({"all"}, {"train", "test"}):
+            raise ConfigError(
+                "data.source.files",
+                "with a split, give one source to cut, {all: <file>}, or the training and test "
+                "files, {train: <file>, test: <file>}, to cut validation from training",
+            )
         method = self.split.get("method", "random")
         known = {
             "random": {"method", "val", "test", "seed"},
@@ -153,6 +168,17 @@ class CSVSplits(DataSource):
                 f"data.source.split.{unknown[0]}",
                 f"not an option of method {method} (options: {sorted(known[method])})",
             )
+        if self.cut_from == "train" and method == "column":
+            raise ConfigError(
+                "data.source.split.method",
+                "cuts validation from the training files at random or by time; a column naming "
+                "each row's split needs the one-source layout, {all: <file>}",
+            )
+        if self.cut_from == "train" and "test" in self.split:
+            raise ConfigError(
+                "data.source.split.test",
+                "the test split is its own file (data.source.files.test): give val only",
+            )
         if method in ("time", "column") and not self.split.get("column"):
             raise ConfigError("data.source.split.column", f"method {method} needs a column")
         if method == "column":
@@ -162,11 +188,12 @@ class CSVSplits(DataSource):
                     "data.source.split.values", f"maps the splits {SPLITS} to the column's values"
                 )
             return
-        val, test = (self._split_share(k) for k in ("val", "test"))
+        val = self._split_share("val")
+        test = self._split_share("test") if self.cut_from == "all" else 0.0
         seed = self.split.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError("data.source.split.seed", f"must be a whole number, got {seed!r}")
-        if not (val > 0 and test > 0 and val + test < 1):
+        if not (val > 0 and (test > 0 or self.cut_from == "train") and val + test < 1):
             raise ConfigError(
                 "data.source.split", f"val {val} and test {test} leave no training rows"
             )
@@ -174,11 +201,18 @@ class CSVSplits(DataSource):
     def _frames(self, paths: dict[str, list[Path]]) -> dict[str, pl.DataFrame]:
         """Each split's rows: its file(s), or a cut of the one source (rows keep the files'
         order)."""
-        if not self.split:
+        if self.cut_from is None:
             return {s: self._read(paths[s]) for s in SPLITS}
-        df = self._read(paths["all"], check_whole=True)
-        path = self._where(paths, "all")
-        first_line = first_data_line(paths["all"][0], self.format, **self.read_options)
+        frames = self._cut_frames(paths)
+        if self.cut_from == "train":  # the test files as they are
+            frames["test"] = self._read(paths["test"])
+        return frames
+
+    def _cut_frames(self, paths: dict[str, list[Path]]) -> dict[str, pl.DataFrame]:
+        cut = str(self.cut_from)
+        df = self._read(paths[cut], check_whole=True)
+        path = self._where(paths, cut)
+        first_line = first_data_line(paths[cut][0], self.format, **self.read_options)
         if self.truth is not None:
             df = df.with_columns(pl.Series(TRUTH, self._read_truth(df.height)))
         method = self.split.get("method", "random")
@@ -198,11 +232,12 @@ class CSVSplits(DataSource):
         if rows == 0:
             raise DataError("the file has no data rows", path=path)
         n_val = round(rows * float(self.split.get("val", 0.1)))
-        n_test = round(rows * float(self.split.get("test", 0.1)))
-        if min(n_val, n_test) < 1 or n_val + n_test >= rows:
+        n_test = round(rows * float(self.split.get("test", 0.1))) if self.cut_from == "all" else 0
+        if n_val < 1 or (n_test < 1 and self.cut_from == "all") or n_val + n_test >= rows:
+            test = f" and test {self.split.get('test', 0.1)}" if self.cut_from == "all" else ""
             raise DataError(
-                f"{rows} rows are too few to cut val {self.split.get('val', 0.1)} and test "
-                f"{self.split.get('test', 0.1)} from (data.source.split)",
+                f"{rows} rows are too few to cut val {self.split.get('val', 0.1)}{test} from "
+                "(data.source.split)",
                 path=path,
             )
         return n_val, n_test
@@ -223,7 +258,8 @@ class CSVSplits(DataSource):
         is later than every training row."""
         n_val, n_test = self._cut_sizes(len(t), path)
         ordered = np.sort(t, kind="stable")
-        t_val, t_test = ordered[len(t) - n_test - n_val], ordered[len(t) - n_test]
+        t_val = ordered[len(t) - n_test - n_val]
+        t_test = ordered[len(t) - n_test] if n_test else np.inf  # (val cut from train: no test)
         return ((t >= t_val).astype(np.int8) + (t >= t_test)).astype(np.int8)
 
     def _read_truth(self, rows: int, mapped: bool = False) -> np.ndarray:
@@ -309,16 +345,18 @@ class CSVSplits(DataSource):
 
     def _where(self, paths: dict[str, list[Path]], split: str) -> str:
         """How errors name a split's data: its file, or its files' pattern."""
-        files = paths.get(split, paths.get("all", []))
+        source = split if split in paths else (self.cut_from or "all")
+        files = paths.get(source, [])
         if len(files) == 1:
             return str(files[0])
-        spec = self.files.get(split, self.files.get("all"))
+        spec = self.files.get(source)
         return str(self.dir / (spec if isinstance(spec, str) else "{" + ",".join(spec) + "}"))
 
     def _read(self, files: list[Path], check_whole: bool = False) -> pl.DataFrame:
-        """The files read and stacked in order. Several files, or one about to be cut
-        (``check_whole``), are each checked whole first (labels, feature values; with several,
-        the split's column too), so that an error names the file's own line."""
+        """The files read and stacked in order. Several files, or the ones about to be cut
+        (``check_whole``), are each checked whole first (labels, feature values; the split's
+        column too on the files it cuts), so that an error names the file's own line."""
+        cut = check_whole  # the files a split cuts are the ones read whole
         frames = []
         for path in files:
             first_line = first_data_line(path, self.format, **self.read_options)
@@ -326,13 +364,14 @@ class CSVSplits(DataSource):
                 lambda path=path: read_table(path, self.format, **self.read_options),
                 str(path),
                 first_line,
+                cut=cut,
             )
             if report:
                 self.bad_rows[str(path)] = report
             if check_whole or len(files) > 1:
                 encode_labels(df, self.label_columns, str(path), line_offset=first_line)
                 TabularEncoder(self.specs).check(df, str(path), line_offset=first_line)
-                method = self.split.get("method") if len(files) > 1 and self.split else None
+                method = self.split.get("method") if len(files) > 1 and cut else None
                 if method == "time":  # the split's column, while lines are the file's own
                     column = str(self.split["column"])
                     require_columns(df, [column], str(path), "data.source.split.column")
@@ -352,7 +391,12 @@ class CSVSplits(DataSource):
         return frames[0] if len(frames) == 1 else pl.concat(frames, how="vertical_relaxed")
 
     def read_clean(
-        self, read: Callable[[], pl.DataFrame], path: str, first_line: int, warn: bool = True
+        self,
+        read: Callable[[], pl.DataFrame],
+        path: str,
+        first_line: int,
+        warn: bool = True,
+        cut: bool = True,
     ) -> tuple[pl.DataFrame, dict | None]:
         """``read()``'s frame; under ``on_bad_rows: skip`` without its malformed rows (every
         check a row can fail, run with a :mod:`ranklab.data.badrows` collector), and the
@@ -364,7 +408,7 @@ class CSVSplits(DataSource):
             bad.start(df.height)
             encode_labels(df, self.label_columns, path, line_offset=first_line)
             TabularEncoder(self.specs).check(df, path, line_offset=first_line)
-            method = self.split.get("method") if self.split else None
+            method = self.split.get("method") if self.split and cut else None
             if method == "time":
                 require_columns(df, [str(self.split["column"])], path, "data.source.split.column")
                 parse_time(df, str(self.split["column"]), path, first_line)
@@ -434,7 +478,9 @@ class CSVSplits(DataSource):
         # the file line of a split's first row, for errors (a cut source and several files
         # were checked file by file first)
         first = {
-            s: first_data_line(paths.get(s, paths.get("all"))[0], self.format, **self.read_options)
+            s: first_data_line(
+                (paths.get(s) or paths[str(self.cut_from)])[0], self.format, **self.read_options
+            )
             for s in SPLITS
         }
         encoder = TabularEncoder(self.specs).fit(frames["train"], where["train"], first["train"])

@@ -356,11 +356,13 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
 
     reports: dict[tuple[str, int], dict] = {}  # (file, chunk's first line) -> skipped rows
 
-    def quiet_clean(read: Any, path: str, first_line: int) -> tuple[pl.DataFrame, dict | None]:
-        # every pass reads every chunk: the skipped rows are reported once, per file, below
-        return source.read_clean(read, path, first_line, warn=False)
-
     def chunks(split: str) -> Iterator[tuple[pl.DataFrame, int, str]]:
+        cut = split == source.cut_from  # the split's own column is checked where it cuts
+
+        def quiet_clean(read: Any, path: str, first_line: int) -> tuple:
+            # every pass reads every chunk: the skipped rows are reported once, per file, below
+            return source.read_clean(read, path, first_line, warn=False, cut=cut)
+
         for p in paths[split]:
             for df, first, report in iter_chunks(p, fmt, opts, size, scratch, quiet_clean):
                 if report:  # the same in every pass: kept once
@@ -369,9 +371,10 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
 
     which: np.ndarray | None = None  # one file: each row's split
     truth: np.ndarray | None = None
-    if source.split:
+    cut = source.cut_from  # "all", "train" (validation cut from it) or None
+    if cut is not None:
         t0 = time.perf_counter()
-        which = _place_cut(source, chunks("all"), where["all"])
+        which = _place_cut(source, chunks(cut), where[cut])
         log.info(
             "data: streamed pass 1 (the cut): %d rows in %.0fs, peak RSS %s",
             len(which),
@@ -387,7 +390,7 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
             yield from chunks("train")
             return
         row = 0
-        for df, first, path in chunks("all"):
+        for df, first, path in chunks(str(cut)):
             mask = which[row : row + df.height] == 0
             row += df.height
             yield df.filter(pl.Series(mask)), first, path
@@ -422,13 +425,16 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
                 writers[split].append(encode(df, first, path))
     else:  # each chunk encoded whole (errors name its lines), its rows sent to their splits
         row = 0
-        for df, first, path in chunks("all"):
+        for df, first, path in chunks(str(cut)):
             arrays = encode(df, first, path)
             part = which[row : row + df.height]
             for k, split in enumerate(SPLITS):
                 mask = part == k
                 writers[split].append({key: a[mask] for key, a in arrays.items()})
             row += df.height
+        if cut == "train":  # the test files as they are
+            for df, first, path in chunks("test"):
+                writers["test"].append(encode(df, first, path))
     rows: dict[str, int] = {}
     for split, writer in writers.items():
         writer.close()
