@@ -601,3 +601,45 @@ def test_too_few_training_rows_to_cut_validation_from_names_the_file(tmp_path: P
     )  # fmt: skip
     with pytest.raises(DataError, match=r"tr\.csv: 2 rows are too few to cut val 0\.1 from"):
         src.build()
+
+
+@pytest.mark.parametrize("transform", ["standard", "log", "none"])
+def test_fill_na_fills_a_missing_number_before_the_transform_and_the_scaler(
+    tmp_path: Path, transform: str
+) -> None:
+    d = make_splits(tmp_path / "d")  # train's prices: 1.0, 2.0, 3.0 and one missing
+    (d / "valid.csv").write_text("label,user,item,price\n1,u1,a,\n0,u9,z,nan\n")
+    features = {
+        "categorical": ["user"],
+        "numeric": [{"name": "price", "transform": transform, "fill_na": -1}],
+    }
+    data = load_or_build(source(d, features=features, read_options={"null_values": ["nan"]}), None)
+    raw = np.array([1.0, 2.0, 3.0, -1.0])  # the naive reference: fill, transform, scale
+    x = np.log1p(np.clip(raw, 0, None)) if transform == "log" else raw
+    mean, std = (x.mean(), x.std(ddof=1)) if transform != "none" else (0.0, 1.0)
+    np.testing.assert_allclose(data.splits["train"]["price"], (x - mean) / std, rtol=1e-6)
+    filled = ((np.log1p(0.0) if transform == "log" else -1.0) - mean) / std
+    np.testing.assert_allclose(data.splits["val"]["price"], [filled, filled], rtol=1e-6)
+    # without fill_na a missing value is the training mean (0 after standardising), as before
+    plain = load_or_build(source(d, read_options={"null_values": ["nan"]}), None)
+    assert plain.splits["val"]["price"].tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("features", "key", "message"),
+    [
+        ({"categorical": [{"name": "user", "fill_na": 0}]}, "categorical[0].fill_na", "numeric"),
+        ({"numeric": [{"name": "price", "fill_na": "x"}]}, "numeric[0].fill_na", "a number"),
+        ({"numeric": ["price"], "fill_na": float("inf")}, "fill_na", "finite"),
+    ],
+)
+def test_fill_na_mistakes_name_their_key(features: dict, key: str, message: str) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"'data\.source\.features\.{re.escape(key)}': .*{message}"
+    ):
+        parse_feature_specs(features)
+
+
+def test_a_default_fill_na_is_the_numeric_features_own() -> None:
+    specs = parse_feature_specs({"categorical": ["u"], "numeric": ["x"], "fill_na": 0})
+    assert [(s.name, s.fill_na) for s in specs] == [("u", None), ("x", 0)]

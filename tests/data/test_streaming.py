@@ -115,7 +115,7 @@ def _csv(synth: Path, out: Path) -> pl.DataFrame:
 
 
 TABLE = {
-    "numeric": [{"name": "count", "transform": "log"}, "f3"],
+    "numeric": [{"name": "count", "transform": "log"}, {"name": "f3", "fill_na": 0}],
     "categorical": [f"f{i}" for i in range(14, 40)],
     "bag": [{"name": "f15_bag", "column": "f15", "separator": "f", "pooling": "mean"}],
 }

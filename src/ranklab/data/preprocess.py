@@ -6,6 +6,7 @@ Everything here is a polars expression over whole columns; nothing loops over ro
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -41,7 +42,10 @@ class FeatureSpec:
     items (a list column is taken as it is). A ``bag`` is a multi-valued field pooled into one
     embedding (``pooling``: ``sum`` or ``mean``); ``weights`` names a column of per-item values
     aligned with its items (libFM's ``index:value``); ``max_len`` keeps a row's last items (0:
-    the longest training row).
+    the longest training row). ``fill_na`` (numeric): the raw value a missing (empty or null)
+    value takes before the transform and the scaler see it, as FuxiCTR's ``fill_na``; by
+    default (None) a missing value is left out of the scaler and encoded as the training mean
+    (0 after standardising).
     """
 
     name: str
@@ -58,6 +62,7 @@ class FeatureSpec:
     weights: str | None = None
     pooling: str = "sum"
     buckets: int = 10
+    fill_na: float | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -77,6 +82,13 @@ class FeatureSpec:
                 raise ConfigError(f"{self.name}.{option}", f"must be >= {least}, got {value}")
         if self.kind != "numeric":
             self.table = self.table or self.name
+        if self.fill_na is not None:
+            if self.kind != "numeric":
+                raise ConfigError(f"{self.name}.fill_na", "only a numeric feature takes fill_na")
+            if isinstance(self.fill_na, bool) or not isinstance(self.fill_na, (int, float)):
+                raise ConfigError(f"{self.name}.fill_na", f"must be a number, got {self.fill_na!r}")
+            if not math.isfinite(self.fill_na):
+                raise ConfigError(f"{self.name}.fill_na", f"must be finite, got {self.fill_na}")
 
 
 def _check_not_a_label(
@@ -133,6 +145,8 @@ def parse_feature_specs(
             if "name" not in entry:
                 raise ConfigError(f"{key}.{kind}[{i}]", "needs a 'name'")
             merged = {k: v for k, v in defaults.items() if k in allowed and k != "kind"}
+            if kind != "numeric":  # a default fill_na is the numeric features' own
+                merged.pop("fill_na", None)
             merged.update(entry)
             merged["kind"] = kind
             if kind == "sequence" and int(merged.get("max_len", 0)) < 1:
@@ -324,11 +338,14 @@ class TabularEncoder:
         fail_at_first(
             x.is_not_null() & ~x.is_finite(),
             lambda i: (
-                f"numeric feature '{spec.name}' is not finite ({s[i]!r}); "
-                "leave the field empty for a missing value"
+                f"numeric feature '{spec.name}' is not finite ({s[i]!r}); leave the field "
+                f"empty for a missing value, or read {s[i]!r} as one with "
+                f"read_options.null_values: [{s[i]!r}]"
             ),
             **where,
         )
+        if spec.fill_na is not None:
+            x = x.fill_null(float(spec.fill_na))
         if spec.transform == "log":
             x = x.clip(lower_bound=0.0).log1p()
         return x
