@@ -1,11 +1,13 @@
 """Lightning callbacks: training throughput (train time only), a progress bar showing it, one log
-line per epoch, and the checkpoint a run resumes from (also on SIGTERM)."""
+line per epoch, the checkpoint a run resumes from (also on SIGTERM), and the best checkpoint
+(which a run resumed in another folder carries over)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -13,7 +15,8 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.utilities import rank_zero_only
 
 from ranklab.console import metric_names
 
@@ -141,6 +144,48 @@ def non_finite(module: torch.nn.Module) -> str | None:
         if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all()):
             return name
     return None
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, resumable from another folder's checkpoint.
+
+    Lightning restores the best score and the best files only when the checkpoint was written
+    in this very folder; from another folder (``ckpt_path=<other run>/checkpoints/last.ckpt``,
+    as a sweep's retried trial resumes) it keeps only ``best_model_path`` and forgets the score,
+    so the first validation after the resume became "the best" however it compared, and the
+    run ended unlike the uninterrupted one. Here the best files are copied into this folder
+    and the whole state restored, pointing at the copies; where a file is gone, Lightning's
+    own behaviour (with its warning) is kept.
+    """
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's key: checkpoints written before this class resume into it
+        return "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath", self.dirpath)
+        if self.dirpath is None or old is None or Path(old) == Path(self.dirpath):
+            return super().load_state_dict(state_dict)
+        best = {str(p) for p in state_dict.get("best_k_models", {})}
+        best |= {str(state_dict.get(k) or "") for k in ("best_model_path", "kth_best_model_path")}
+        best.discard("")
+        if not best or not all(Path(p).is_file() for p in best):
+            return super().load_state_dict(state_dict)
+        moved = {p: str(Path(self.dirpath) / Path(p).name) for p in best}
+        if rank_zero_only.rank == 0:
+            Path(self.dirpath).mkdir(parents=True, exist_ok=True)
+            for src, dst in moved.items():
+                partial = Path(dst).with_name(Path(dst).name + ".partial")
+                shutil.copyfile(src, partial)
+                os.replace(partial, dst)  # never a half-copied best file
+        log.info("resumed from %s: its best checkpoint copied into %s", old, self.dirpath)
+        state = {**state_dict, "dirpath": self.dirpath, "last_model_path": ""}
+        state["best_k_models"] = {moved[str(p)]: v for p, v in state_dict["best_k_models"].items()}
+        for key in ("best_model_path", "kth_best_model_path"):
+            if state_dict.get(key):
+                state[key] = moved[str(state_dict[key])]
+        super().load_state_dict(state)
 
 
 class Resumable(L.Callback):

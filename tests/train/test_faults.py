@@ -497,3 +497,58 @@ def test_auto_continues_a_run_of_a_config_kept_outside_the_repository(tmp_path: 
     assert f"ckpt_path=auto: continuing {run}" in r.stderr
     assert json.loads((run / "metrics.json").read_text())["resumed_from"] is not None
     assert len(list((tmp_path / "logs" / "runs").glob("mine-*/*"))) == 1
+
+
+def test_a_run_resumed_in_another_folder_ends_as_the_uninterrupted_one(tmp_path: Path) -> None:
+    """``ckpt_path=<another folder's last.ckpt>`` (a sweep's retried trial does this): Lightning
+    restored the best checkpoint's score only in the folder that wrote it, so the first epoch
+    after the resume was taken for the best, however it compared. The monitor here (the
+    highest log loss) makes epoch 0 the best, so that any later epoch taken for it shows."""
+    mine = ["data.source.n_train=6000", "task.monitor=val/logloss", "task.mode=max"]
+    full = tmp_path / "full"
+    r = cli(full, *mine)
+    assert r.returncode == 0, r.stderr[-3000:]
+    expected = results(full)
+    assert expected["best_epoch"] == 0 and expected["epochs"] == 4
+    first = tmp_path / "first"
+    fault = signal_at(2, 5, signal.SIGTERM, tmp_path / "sent")
+    r = cli(first, *mine, *fault)
+    assert r.returncode == 128 + signal.SIGTERM, r.stderr[-3000:]
+    second = tmp_path / "second"
+    r = cli(second, *mine, *fault, f"ckpt_path={first}/checkpoints/last.ckpt")
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = results(second)
+    for key in ("val", "test", "best_epoch", "epochs"):
+        assert got[key] == expected[key], key
+    # the best weights are this folder's own copy: the other folder may go
+    assert (second / "checkpoints" / "best.ckpt").read_bytes() == (
+        first / "checkpoints" / "best.ckpt"
+    ).read_bytes()
+
+
+def test_best_checkpoint_state_moves_with_its_file(tmp_path: Path) -> None:
+    from ranklab.callbacks import BestCheckpoint
+
+    old = BestCheckpoint(dirpath=str(tmp_path / "a"), monitor="val/auc", mode="max")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "best.ckpt").write_bytes(b"weights")
+    old.best_model_path = old.kth_best_model_path = str(tmp_path / "a" / "best.ckpt")
+    old.best_model_score = old.kth_value = torch.tensor(0.75)
+    old.best_k_models = {old.best_model_path: torch.tensor(0.75)}
+    state = old.state_dict()
+    new = BestCheckpoint(dirpath=str(tmp_path / "b"), monitor="val/auc", mode="max")
+    new.load_state_dict(state)
+    moved = str(tmp_path / "b" / "best.ckpt")
+    assert new.best_model_score == 0.75 and new.best_model_path == moved
+    assert new.best_k_models == {moved: 0.75} and new.kth_best_model_path == moved
+    assert Path(moved).read_bytes() == b"weights"
+    # the file gone: Lightning's own (the path kept, the score not)
+    (tmp_path / "a" / "best.ckpt").unlink()
+    lost = BestCheckpoint(dirpath=str(tmp_path / "c"), monitor="val/auc", mode="max")
+    with pytest.warns(UserWarning, match="dirpath has changed"):
+        lost.load_state_dict(state)
+    assert lost.best_model_score is None
+    # the same folder: Lightning's own restore
+    same = BestCheckpoint(dirpath=str(tmp_path / "a"), monitor="val/auc", mode="max")
+    same.load_state_dict(state)
+    assert same.best_model_score == 0.75 and same.best_model_path == state["best_model_path"]
