@@ -2,6 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
+# a quoted value in a message (a field, a token, a line as repr() writes it) longer than this is
+# cut, so that a 2 MB field still makes a one-line error a terminal can show
+QUOTED = re.compile(r"'(?:[^'\\\n]|\\.){121,}'|\"(?:[^\"\\\n]|\\.){121,}\"")
+
+
+def shorten_quoted(message: str, keep: int = 100) -> str:
+    """``message`` with every quoted value of over 120 characters cut to its first ``keep``,
+    followed by how long it was."""
+    return QUOTED.sub(
+        lambda m: f"{m.group(0)[: keep + 1]}…{m.group(0)[0]} ({len(m.group(0)) - 2:,} characters)",
+        message,
+    )
+
 
 class RanklabError(Exception):
     """Base class of the errors a user can fix; the CLI prints them without a traceback."""
@@ -25,6 +40,7 @@ class DataError(RanklabError):
         line: int | None = None,
         column: str | None = None,
     ) -> None:
+        message = shorten_quoted(message)
         self.message, self.path, self.line, self.column = message, path, line, column
         where = []
         if path is not None:

@@ -643,3 +643,14 @@ def test_fill_na_mistakes_name_their_key(features: dict, key: str, message: str)
 def test_a_default_fill_na_is_the_numeric_features_own() -> None:
     specs = parse_feature_specs({"categorical": ["u"], "numeric": ["x"], "fill_na": 0})
     assert [(s.name, s.fill_na) for s in specs] == [("u", None), ("x", 0)]
+
+
+def test_a_huge_field_in_an_error_is_cut_to_one_readable_line(tmp_path: Path) -> None:
+    d = make_splits(tmp_path / "d")
+    (d / "train.csv").write_text(f"label,user,item,price\n1,u1,a,1.0\n{'7' * 2_000_000},u,b,2\n")
+    with pytest.raises(DataError) as e:
+        load_or_build(source(d), None)
+    message = str(e.value)
+    head = f"{d}/train.csv, line 3, column 'label': label must be 0 or 1, found '77"
+    assert message.startswith(head)
+    assert message.endswith("7…' (2,000,000 characters)") and len(message) < 300
