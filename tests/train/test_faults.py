@@ -504,14 +504,15 @@ def test_a_run_resumed_in_another_folder_ends_as_the_uninterrupted_one(tmp_path:
     restored the best checkpoint's score only in the folder that wrote it, so the first epoch
     after the resume was taken for the best, however it compared. The monitor here (the
     highest log loss) makes epoch 0 the best, so that any later epoch taken for it shows."""
-    mine = ["data.source.n_train=6000", "task.monitor=val/logloss", "task.mode=max"]
+    mine = ["data.source.n_train=3000", "data.source.n_val=1000", "data.source.n_test=1000"]
+    mine += ["trainer.max_epochs=3", "task.monitor=val/logloss", "task.mode=max"]
     full = tmp_path / "full"
     r = cli(full, *mine)
     assert r.returncode == 0, r.stderr[-3000:]
     expected = results(full)
-    assert expected["best_epoch"] == 0 and expected["epochs"] == 4
+    assert expected["best_epoch"] == 0 and expected["epochs"] == 3
     first = tmp_path / "first"
-    fault = signal_at(2, 5, signal.SIGTERM, tmp_path / "sent")
+    fault = signal_at(1, 2, signal.SIGTERM, tmp_path / "sent")  # 6 batches an epoch
     r = cli(first, *mine, *fault)
     assert r.returncode == 128 + signal.SIGTERM, r.stderr[-3000:]
     second = tmp_path / "second"
