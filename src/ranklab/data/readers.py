@@ -122,14 +122,11 @@ def check_field_counts(
     errors = []
     for lineno, line in zip(bad["lineno"], bad["line"], strict=True):
         line = (line or "").rstrip("\r")
-        got = line.count(separator) + 1
-        msg = f"expected {expected} fields, found {got}: {line[:120]!r}"
-        for other, name in SEPARATORS:
-            if other != separator and other in line and line.count(other) + 1 == expected:
-                msg += f"; it has {expected} {name}-separated fields: set read_options.separator"
-                break
         if not line:
             msg = f"a blank line, where {expected} fields are expected: remove it"
+        else:
+            msg = f"expected {expected} fields, found {line.count(separator) + 1}: {line[:120]!r}"
+            msg += _line_separator_hint(line, separator, expected)
         errors.append(DataError(msg, path=str(path), line=lineno))
     if not errors:
         return None
@@ -387,6 +384,15 @@ def require_columns(df: pl.DataFrame, columns: list[str], path: str | Path, key:
 
 # the delimiters a file read with the wrong one is suspected of having
 SEPARATORS = (("\t", "tab"), (";", "';'"), ("|", "'|'"), (",", "','"))
+
+
+def _line_separator_hint(line: str, separator: str, expected: int) -> str:
+    """``; it has 4 tab-separated fields: ...`` when another delimiter splits a data line into
+    the expected number of fields (a header-less file read with the wrong separator)."""
+    for other, name in SEPARATORS:
+        if other != separator and other in line and line.count(other) + 1 == expected:
+            return f"; it has {expected} {name}-separated fields: set read_options.separator"
+    return ""
 
 
 def separator_hint(columns: list[str]) -> str:

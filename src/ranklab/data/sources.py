@@ -139,6 +139,12 @@ class CSVSplits(DataSource):
             )
         return float(value)
 
+    def _shares(self) -> tuple[float, float]:
+        """The (val, test) shares of the rows the split cuts; no test share when validation is
+        cut from training beside a test file of its own."""
+        test = self._split_share("test") if self.cut_from == "all" else 0.0
+        return self._split_share("val"), test
+
     @property
     def cut_from(self) -> str | None:
         """What ``split`` cuts: ``all`` (one source into train/val/test), ``train`` (validation
@@ -188,8 +194,7 @@ class CSVSplits(DataSource):
                     "data.source.split.values", f"maps the splits {SPLITS} to the column's values"
                 )
             return
-        val = self._split_share("val")
-        test = self._split_share("test") if self.cut_from == "all" else 0.0
+        val, test = self._shares()
         seed = self.split.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError("data.source.split.seed", f"must be a whole number, got {seed!r}")
@@ -210,7 +215,7 @@ class CSVSplits(DataSource):
 
     def _cut_frames(self, paths: dict[str, list[Path]]) -> dict[str, pl.DataFrame]:
         cut = str(self.cut_from)
-        df = self._read(paths[cut], check_whole=True)
+        df = self._read(paths[cut], cut=True)
         path = self._where(paths, cut)
         first_line = first_data_line(paths[cut][0], self.format, **self.read_options)
         if self.truth is not None:
@@ -231,12 +236,12 @@ class CSVSplits(DataSource):
     def _cut_sizes(self, rows: int, path: str) -> tuple[int, int]:
         if rows == 0:
             raise DataError("the file has no data rows", path=path)
-        n_val = round(rows * float(self.split.get("val", 0.1)))
-        n_test = round(rows * float(self.split.get("test", 0.1))) if self.cut_from == "all" else 0
+        val, test = self._shares()
+        n_val, n_test = round(rows * val), round(rows * test)
         if n_val < 1 or (n_test < 1 and self.cut_from == "all") or n_val + n_test >= rows:
-            test = f" and test {self.split.get('test', 0.1)}" if self.cut_from == "all" else ""
+            cut_test = f" and test {self.split.get('test', 0.1)}" if self.cut_from == "all" else ""
             raise DataError(
-                f"{rows} rows are too few to cut val {self.split.get('val', 0.1)}{test} from "
+                f"{rows} rows are too few to cut val {self.split.get('val', 0.1)}{cut_test} from "
                 "(data.source.split)",
                 path=path,
             )
@@ -352,11 +357,10 @@ class CSVSplits(DataSource):
         spec = self.files.get(source)
         return str(self.dir / (spec if isinstance(spec, str) else "{" + ",".join(spec) + "}"))
 
-    def _read(self, files: list[Path], check_whole: bool = False) -> pl.DataFrame:
-        """The files read and stacked in order. Several files, or the ones about to be cut
-        (``check_whole``), are each checked whole first (labels, feature values; the split's
-        column too on the files it cuts), so that an error names the file's own line."""
-        cut = check_whole  # the files a split cuts are the ones read whole
+    def _read(self, files: list[Path], cut: bool = False) -> pl.DataFrame:
+        """The files read and stacked in order. Several files, or the ones a split cuts
+        (``cut``), are each checked whole first (labels, feature values; the split's column too
+        on the files it cuts), so that an error names the file's own line."""
         frames = []
         for path in files:
             first_line = first_data_line(path, self.format, **self.read_options)
@@ -368,7 +372,7 @@ class CSVSplits(DataSource):
             )
             if report:
                 self.bad_rows[str(path)] = report
-            if check_whole or len(files) > 1:
+            if cut or len(files) > 1:
                 encode_labels(df, self.label_columns, str(path), line_offset=first_line)
                 TabularEncoder(self.specs).check(df, str(path), line_offset=first_line)
                 method = self.split.get("method") if len(files) > 1 and cut else None
