@@ -11,7 +11,7 @@ WORKERS ?= 1
 TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock train test lint format bench bench-data bench-gpu sweep dashboard report study reproduce-frappe clean
+.PHONY: help install lock train test lint format bench bench-data bench-gpu device-wheels sweep dashboard report study reproduce-frappe clean
 
 help: ## List the targets (colour only on a terminal)
 	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; else on=''; off=''; fi; \
@@ -62,6 +62,16 @@ bench-data: $(STAMP) $(PEER)/.installed ## Preprocessing (vs FuxiCTR, own venv i
 
 bench-gpu: $(STAMP) ## GPU training samples/s and peak memory of DCNv2 and DLRM vs a bare loop (Criteo-shaped)
 	$(BIN)/python benchmarks/gpu_throughput.py $(ARGS)
+
+DEVICE_PY ?= 3.12
+device-wheels: ## The wheels a lent GPU machine's image lacks, into .whl/ (carried for benchmarks/gpu_device.sh)
+	rm -rf .whl && mkdir -p .whl
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --implementation cp \
+	  --python-version $(DEVICE_PY) --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 -d .whl \
+	  $$(grep -iE '^(hydra-core|omegaconf|polars|polars-runtime-32)==' requirements.lock)
+	$(PYTHON) -m pip wheel --quiet --no-deps -w .whl $$(grep -i '^antlr4-python3-runtime==' requirements.lock)
+	@du -sh .whl
 
 sweep: $(STAMP) ## Optuna sweep: make sweep SWEEP=<conf/sweep name> WORKERS=N ARGS="overrides"
 	$(BIN)/ranklab-sweep sweep=$(SWEEP) --workers $(WORKERS) $(ARGS)

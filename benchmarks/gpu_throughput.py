@@ -11,12 +11,15 @@ off while timing) and a bare loop over the same ``nn.Module`` (same slices, Adam
 when the precision asks for it) are timed alternately in this process; the table holds the median
 training samples/s over the timed epochs (the first is a warm-up) and the peak GPU memory
 (``torch.cuda.max_memory_allocated``) of each, and their ratio. Without CUDA it runs on the CPU
-(a smoke test, ``--rows`` small). Results go to ``outputs/bench/gpu-<time>.json``.
+(a smoke test, ``--rows`` small). Results go to ``outputs/bench/gpu-<time>.json``, rewritten
+after each model (peak memory ``null`` without CUDA). ``benchmarks/gpu_device.sh`` runs this with
+the other GPU checks as one command on a machine without PyPI.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -33,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import EpochTimer
 
 from ranklab.config import compose
-from ranklab.train import build
+from ranklab.train import build, instantiate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # distinct values per categorical field of the Criteo Kaggle training file (C1..C26)
@@ -69,10 +72,12 @@ def overrides(rows: int, max_vocab: int, batch: int, device: str) -> list[str]:
     ]
 
 
-def framework(cfg, epochs: int, precision: str, device: str) -> tuple[float, float]:
-    """Median samples/s of Trainer.fit over epochs 2..N, and peak GPU memory (MB)."""
+def framework(cfg, dm, epochs: int, precision: str, device: str) -> tuple[float, float]:
+    """Median samples/s of Trainer.fit over epochs 2..N, and peak GPU memory (MB), of a fresh
+    model on the datamodule ``dm`` (built once per model: generating 4M rows takes longer
+    than training on them)."""
     L.seed_everything(cfg.seed, verbose=False)
-    dm, _, task = build(cfg)
+    _, _, task = build(cfg, dm)
     timer = EpochTimer()
     reset_peak(device)
     trainer = L.Trainer(
@@ -90,13 +95,19 @@ def framework(cfg, epochs: int, precision: str, device: str) -> tuple[float, flo
     )
     trainer.fit(task, datamodule=dm)
     rate = statistics.median(n / t for n, t in zip(timer.samples[1:], timer.times[1:]))
-    return rate, peak(device)
+    mb = peak(device)
+    # the datamodule keeps its trainer, and with it this model and its optimiser's state:
+    # drop them, or the next run's peak memory would hold this run's too
+    dm.trainer = None
+    del trainer, task
+    gc.collect()
+    return rate, mb
 
 
-def bare(cfg, epochs: int, precision: str, device: str) -> tuple[float, float]:
-    """A plain loop over the same module and slices of the same device-resident tensors."""
+def bare(cfg, dm, epochs: int, precision: str, device: str) -> tuple[float, float]:
+    """A plain loop over a fresh module and slices of the same device-resident tensors."""
     L.seed_everything(cfg.seed, verbose=False)
-    dm, model, _ = build(cfg)
+    _, model, _ = build(cfg, dm)
     split = dm.split("train").to(device)
     model = model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -132,8 +143,18 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def peak(device: str) -> float:
-    return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else float("nan")
+def peak(device: str) -> float | None:
+    """Peak GPU memory (MB) since the last reset; None on the CPU (strict JSON, no NaN)."""
+    return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+
+
+def max_or_none(values) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def mb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,15 +174,28 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     card = torch.cuda.get_device_name() if device == "cuda" else "CPU (no CUDA: smoke test)"
     base = overrides(args.rows, args.max_vocab, args.batch, device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"gpu-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    meta = {
+        "card": card,
+        "torch": torch.__version__,
+        "precision": args.precision,
+        "args": vars(args),
+    }
     results = []
     for name in args.models:
         cfg = compose([*base, *MODELS[name], *args.overrides])  # the user's last: they win
+        dm = instantiate_config(cfg.data)
+        dm.setup()
         runs = {"ranklab": [], "bare": []}
         for _ in range(args.repeats):  # alternate, so machine noise hits both
-            runs["ranklab"].append(framework(cfg, args.epochs, args.precision, device))
-            runs["bare"].append(bare(cfg, args.epochs, args.precision, device))
+            runs["ranklab"].append(framework(cfg, dm, args.epochs, args.precision, device))
+            runs["bare"].append(bare(cfg, dm, args.epochs, args.precision, device))
+        del dm
+        gc.collect()
         med = {
-            k: (statistics.median(r for r, _ in v), max(m for _, m in v)) for k, v in runs.items()
+            k: (statistics.median(r for r, _ in v), max_or_none(m for _, m in v))
+            for k, v in runs.items()
         }
         results.append(
             {
@@ -171,8 +205,12 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio": med["ranklab"][0] / med["bare"][0],
                 "ranklab_peak_gpu_mb": med["ranklab"][1],
                 "bare_peak_gpu_mb": med["bare"][1],
+                "raw": runs,
             }
         )
+        # after each model, so that a run cut short by a time limit keeps what it measured
+        path.write_text(json.dumps({**meta, "results": results}, indent=2, default=str) + "\n")
+        print(f"{name}: {results[-1]}", flush=True)
     table = Table(
         title=f"{card}, torch {torch.__version__}, {args.precision}, batch {args.batch:,}"
     )
@@ -184,18 +222,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['ranklab_samples_per_s']:,.0f}",
             f"{r['bare_samples_per_s']:,.0f}",
             f"{r['ratio']:.2f}",
-            f"{r['ranklab_peak_gpu_mb']:,.0f} / {r['bare_peak_gpu_mb']:,.0f}",
+            f"{mb(r['ranklab_peak_gpu_mb'])} / {mb(r['bare_peak_gpu_mb'])}",
         )
     Console(width=120).print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"gpu-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    meta = {
-        "card": card,
-        "torch": torch.__version__,
-        "precision": args.precision,
-        "args": vars(args),
-    }
-    path.write_text(json.dumps({**meta, "results": results}, indent=2, default=str) + "\n")
     print(f"written {path}")
     return 0
 

@@ -102,8 +102,14 @@ def test_gpu_bench_runs_on_the_cpu_as_a_smoke_test(tmp_path: Path) -> None:
     args += ["--overrides", f"paths.cache_dir={tmp_path}/cache", "model.hidden_units=[32]"]
     assert bench.main(["--models", "dcnv2", *args]) == 0
     (out,) = tmp_path.glob("gpu-*.json")
-    (row,) = json.loads(out.read_text())["results"]
+
+    def no_nan(token: str) -> None:
+        raise AssertionError(f"{token} in {out.name}: not strict JSON")
+
+    (row,) = json.loads(out.read_text(), parse_constant=no_nan)["results"]
     assert row["model"] == "dcnv2" and row["ranklab_samples_per_s"] > 0 and row["ratio"] > 0
+    assert row["ranklab_peak_gpu_mb"] is None  # no CUDA here: no GPU memory to report
+    assert [len(row["raw"][k]) for k in ("ranklab", "bare")] == [1, 1]
 
 
 def test_bench_data_smoke(tmp_path: Path) -> None:

@@ -290,12 +290,14 @@ def check_monitor_defined(cfg: DictConfig, datamodule: Any, schema: Any) -> None
             )
 
 
-def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
+def build(cfg: DictConfig, datamodule: Any | None = None) -> tuple[Any, Any, Any]:
     """Instantiate (datamodule, model, task) from a config; the data is prepared here.
 
     The model is built for the labels the task trains (``task.labels``, default all of the
     data's); the optimiser and lr schedule come from the ``optimizer`` and ``scheduler``
-    groups (``_partial_`` targets the task completes with the parameters)."""
+    groups (``_partial_`` targets the task completes with the parameters). A ``datamodule``
+    already built from the same ``cfg.data`` is used as it is (benchmarks: a fresh model on
+    data generated once)."""
     check_arguments(cfg.model, "model", passed=MODEL_PASSED)
     check_model_values(cfg.model)
     check_arguments(cfg.task, "task", passed=TASK_PASSED)
@@ -304,7 +306,8 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
     check_arguments(cfg.data, "data")
     if isinstance(cfg.data.get("source"), DictConfig):
         check_arguments(cfg.data.source, "data.source")
-    datamodule = instantiate_config(cfg.data)
+    if datamodule is None:
+        datamodule = instantiate_config(cfg.data)
     datamodule.setup()
     schema = datamodule.schema.with_labels(OmegaConf.select(cfg, "task.labels"))
     for line in rare_label_warnings(datamodule, schema):
