@@ -35,6 +35,9 @@ NON_RESULT_SUBKEYS = {
     "callbacks": ("progress_bar", "resume"),
 }
 
+# Keys added after runs were written: left out of the hash while unset, so that every earlier
+# config hashes as it did (its runs are still found by ckpt_path=auto and pooled by reports).
+UNSET_LEFT_OUT = ("init_from",)
 
 # conf/ folders that are not groups of the training config (ranklab-sweep reads sweep/)
 NOT_TRAIN_GROUPS = ("hydra", "sweep")
@@ -105,6 +108,9 @@ def result_config(cfg: DictConfig, ignore_seed: bool = False) -> dict[str, Any]:
     for group, keys in NON_RESULT_SUBKEYS.items():
         for k in keys:
             (plain.get(group) or {}).pop(k, None)
+    for k in UNSET_LEFT_OUT:
+        if plain.get(k) is None:
+            plain.pop(k, None)
     return {k: v for k, v in plain.items() if k not in NON_RESULT_KEYS}
 
 

@@ -53,6 +53,8 @@ from ranklab.rundir import (
     write_status,
 )
 from ranklab.utils import atomic_write_json, atomic_write_text, git_commit, writable_dir
+from ranklab.warmstart import init_checkpoint, load_initial_weights
+from ranklab.warmstart import source as warm_source
 
 log = logging.getLogger("ranklab")
 
@@ -420,13 +422,14 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     lr = OmegaConf.select(cfg, "optimizer.lr")
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0):
         raise ConfigError("optimizer.lr", f"must be a number > 0, got {lr!r}")
+    init = init_checkpoint(cfg.get("init_from"))
     done = guard_run_dir(cfg, run_dir)  # before anything is read or written
     if done is not None:
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
     with hold_run_dir(run_dir), run_log(run_dir):
         try:
-            return _train(cfg, run_dir, list(callbacks or []), t_start)
+            return _train(cfg, run_dir, list(callbacks or []), t_start, init)
         except RanklabError as e:
             note_error(run_dir, str(e))
             raise
@@ -436,7 +439,11 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
 
 
 def _train(
-    cfg: DictConfig, run_dir: Path, extra_callbacks: list[L.Callback], t_start: float
+    cfg: DictConfig,
+    run_dir: Path,
+    extra_callbacks: list[L.Callback],
+    t_start: float,
+    init: Path | None = None,
 ) -> dict[str, Any]:
     _fill_tracking(cfg)
     resume = resume_checkpoint(cfg, run_dir)
@@ -453,6 +460,8 @@ def _train(
         torch.set_num_threads(int(cfg.threads))
 
     datamodule, model, task = build(cfg)
+    if init is not None and not resume:  # a resumed run's last.ckpt holds its weights
+        load_initial_weights(task, init)
     schema = datamodule.schema.with_labels(OmegaConf.select(cfg, "task.labels"))
     check_monitor_defined(cfg, datamodule, schema)
     throughput = Throughput()
@@ -516,6 +525,7 @@ def _train(
         smoke=smoke,
         run_dir=str(run_dir),
         resumed_from=resume,
+        initialized_from=warm_source(init) if init is not None else None,
     )
     if trainer.is_global_zero:
         atomic_write_json(run_dir / "metrics.json", metrics)

@@ -1,0 +1,104 @@
+"""``init_from``: a new run that starts from another run's weights (a warm start).
+
+Resuming (``ckpt_path``) continues one run of one config, optimiser state and all; a warm start
+begins a new run, under its own config, from a trained model's weights only: more epochs after
+a finished run, another learning rate, a new day's data with the same vocabularies. The
+optimiser, the lr schedule and the epoch history start afresh.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ranklab.errors import ConfigError
+from ranklab.rundir import IDENTITY_KEY
+
+log = logging.getLogger("ranklab")
+
+KEY = "init_from"
+# a run folder names its best checkpoint so (conf/callbacks/default.yaml)
+BEST = Path("checkpoints") / "best.ckpt"
+
+
+def init_checkpoint(value: Any) -> Path | None:
+    """``init_from`` as a checkpoint file: a ``.ckpt`` (or a saved ``state_dict``), or a run
+    folder, whose ``checkpoints/best.ckpt`` is taken. None when unset. Fails naming the key,
+    before any data is read, when there is no such file."""
+    if value is None or value == "":
+        return None
+    path = Path(str(value)).expanduser()
+    if path.is_dir():
+        if not (path / BEST).is_file():
+            raise ConfigError(KEY, f"{path} is a folder without {BEST}: name a checkpoint file")
+        path = path / BEST
+    if not path.is_file():
+        raise ConfigError(KEY, f"{path}: no such checkpoint file")
+    _state_dict(path)  # one that is not a checkpoint fails now, not after the data is built
+    return path
+
+
+def _state_dict(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(the weights, the whole checkpoint) of a Lightning checkpoint or a bare ``state_dict``,
+    memory-mapped where torch can (the weights are read when they are copied)."""
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # not torch's zip format, which alone maps: read it whole
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises anything from RuntimeError to UnpicklingError
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ConfigError(
+            KEY, f"{path} is not a checkpoint torch can load ({type(e).__name__}: {first})"
+        ) from e
+    weights = state.get("state_dict", state) if isinstance(state, dict) else None
+    if not isinstance(weights, dict) or not weights:
+        raise ConfigError(KEY, f"{path} holds no weights (no state_dict)")
+    bad = next((k for k, v in weights.items() if not isinstance(v, Tensor)), None)
+    if bad is not None:
+        raise ConfigError(KEY, f"{path} holds no state_dict: {bad!r} is not a tensor")
+    return weights, state
+
+
+def source(path: Path) -> dict[str, Any]:
+    """What ``metrics.json`` records of a warm start's checkpoint: its path and the config hash
+    of the run that wrote it (None for a bare ``state_dict``)."""
+    _, state = _state_dict(path)
+    identity = state.get(IDENTITY_KEY) if "state_dict" in state else None
+    return {
+        "path": str(path.resolve()),
+        "config_hash": identity.get("config_hash") if isinstance(identity, dict) else None,
+    }
+
+
+def load_initial_weights(task: nn.Module, path: Path) -> None:
+    """Copy the weights of ``path`` into ``task`` (its ``model.`` prefix is added to a bare
+    model ``state_dict``); every tensor must match by name and shape, or this fails naming the
+    first ones that do not."""
+    weights, _ = _state_dict(path)
+    own = task.state_dict()
+    if not any(k.startswith("model.") for k in weights):  # torch.save(model.state_dict())
+        weights = {f"model.{k}": v for k, v in weights.items()}
+    missing = [k for k in own if k not in weights]
+    extra = [k for k in weights if k not in own]
+    shapes = [
+        f"{k} is {tuple(weights[k].shape)} there, {tuple(v.shape)} here"
+        for k, v in own.items()
+        if k in weights and weights[k].shape != v.shape
+    ]
+    problems = shapes[:2] + [f"{k} is not there" for k in missing[:2]]
+    problems += [f"{k} is not in this model" for k in extra[:2]]
+    if problems:
+        n = len(shapes) + len(missing) + len(extra)
+        more = f"; {n - len(problems)} more" if n > len(problems) else ""
+        raise ConfigError(
+            KEY,
+            f"{path} does not fit this model ({'; '.join(problems)}{more}): a warm start needs "
+            f"the same model config and the same vocabularies",
+        )
+    task.load_state_dict(weights, strict=True)
+    log.info("weights from %s (a warm start: optimiser and schedule start afresh)", path)

@@ -1,0 +1,121 @@
+"""init_from: a new run from another run's weights only (a warm start), checked before data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from tiny import TINY_DATA
+
+from ranklab.config import compose, config_hash
+from ranklab.errors import ConfigError
+from ranklab.train import train
+
+FAST = ["trainer.enable_progress_bar=false", "print_summary=false", "efficiency=false"]
+
+
+def cfg_at(folder: Path, *overrides: str):
+    return compose(
+        [
+            *TINY_DATA,
+            *FAST,
+            "model=deepfm",
+            "model.hidden_units=[16]",
+            f"paths.output_dir={folder}",
+            f"paths.cache_dir={folder.parent}/cache",
+            *overrides,
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """One finished run (2 epochs) whose weights the tests start from: (its folder, metrics)."""
+    folder = tmp_path_factory.mktemp("warm") / "source"
+    return folder, train(cfg_at(folder, "trainer.max_epochs=2"))
+
+
+class FitStart(L.Callback):
+    """The task's weights as fit begins, and the lr its optimiser starts with."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.lr = trainer.optimizers[0].param_groups[0]["lr"]
+
+
+def best_weights(folder: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(folder / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    return state["state_dict"]
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_a_warm_start_begins_a_new_run_from_the_best_weights_of_another(
+    source: tuple[Path, dict], tmp_path: Path
+) -> None:
+    folder, first = source
+    start = FitStart()
+    # the same seed: without the warm start the model would begin from the source's own
+    # initial weights, not from its trained ones
+    m = train(
+        cfg_at(tmp_path / "warm", f"init_from={folder}", "trainer.max_epochs=1"), callbacks=[start]
+    )
+    assert_same(start.weights, best_weights(folder))
+    assert start.lr == pytest.approx(1e-3)  # the optimiser starts afresh, at the config's lr
+    assert m["initialized_from"] == {
+        "path": str(folder / "checkpoints" / "best.ckpt"),
+        "config_hash": first["config_hash"],
+    }
+    assert [h["epoch"] for h in m["history"]] == [0]  # a history of its own
+    assert m["config_hash"] != first["config_hash"] and m["config"]["init_from"] == str(folder)
+    assert first["initialized_from"] is None
+    # an unset init_from is not part of the hash: configs from before it hash as they did
+    assert "init_from" not in first["config"]
+    assert config_hash(cfg_at(folder)) == config_hash(cfg_at(folder, "init_from=null"))
+
+
+def test_a_bare_state_dict_is_a_warm_start_too(source: tuple[Path, dict], tmp_path: Path) -> None:
+    folder, _ = source
+    trained = best_weights(folder)
+    bare = {k.removeprefix("model."): v for k, v in trained.items()}
+    torch.save(bare, tmp_path / "model.pt")  # what torch.save(model.state_dict()) writes
+    start = FitStart()
+    m = train(
+        cfg_at(tmp_path / "run", f"init_from={tmp_path}/model.pt", "trainer.max_epochs=1"),
+        callbacks=[start],
+    )
+    assert_same(start.weights, trained)
+    assert m["initialized_from"] == {"path": f"{tmp_path}/model.pt", "config_hash": None}
+
+
+@pytest.mark.parametrize(
+    ("given", "overrides", "message"),
+    [
+        ("nowhere.ckpt", [], "nowhere.ckpt: no such checkpoint file"),
+        ("empty-folder", [], "is a folder without checkpoints/best.ckpt"),
+        ("notes.txt", [], "is not a checkpoint torch can load"),
+        ("SOURCE", ["model=dnn", "model.hidden_units=[16]"], "does not fit this model"),
+        ("SOURCE", ["model.embedding_dim=4"], "weight is (80, 10) there, (80, 4) here; 1 more"),
+    ],
+)
+def test_a_checkpoint_that_cannot_start_this_model_fails_naming_init_from(
+    source: tuple[Path, dict], tmp_path: Path, given: str, overrides: list[str], message: str
+) -> None:
+    folder, _ = source
+    (tmp_path / "empty-folder").mkdir()
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    path = folder if given == "SOURCE" else tmp_path / given
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match="config key 'init_from'") as e:
+        train(cfg_at(run, f"init_from={path}", *overrides))
+    assert message in str(e.value)
+    if given != "SOURCE":  # a file that is no checkpoint fails before any folder or data
+        assert not run.exists() and not (tmp_path / "cache").exists()
