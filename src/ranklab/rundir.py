@@ -152,7 +152,8 @@ def _check_checkpoint(cfg: DictConfig, path: Path) -> None:
         "ckpt_path",
         f"{path} was written by a run of another config ({what}): a run resumes only its own "
         f"config's state, or its results would be labelled with a config it was not trained "
-        f"under; rerun that config to continue it, or start afresh without ckpt_path",
+        f"under; rerun that config to continue it, or start a new run from its weights with "
+        f"init_from={path} instead of ckpt_path",
     )
 
 

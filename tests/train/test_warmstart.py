@@ -119,3 +119,20 @@ def test_a_checkpoint_that_cannot_start_this_model_fails_naming_init_from(
     assert message in str(e.value)
     if given != "SOURCE":  # a file that is no checkpoint fails before any folder or data
         assert not run.exists() and not (tmp_path / "cache").exists()
+
+
+def test_the_refusal_of_another_configs_checkpoint_points_to_a_warm_start(
+    source: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """ckpt_path never resumes another config's state; the message's way out, init_from with the
+    same file, starts the new config from those weights."""
+    folder, _ = source
+    last = folder / "checkpoints" / "last.ckpt"
+    other = ["optimizer.lr=0.01", "trainer.max_epochs=1"]
+    with pytest.raises(ConfigError, match=rf"'ckpt_path'.*with init_from={last} instead"):
+        train(cfg_at(tmp_path / "resumed", f"ckpt_path={last}", *other))
+    start = FitStart()
+    m = train(cfg_at(tmp_path / "warm", f"init_from={last}", *other), callbacks=[start])
+    saved = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    assert_same(start.weights, saved)
+    assert start.lr == pytest.approx(0.01) and m["status"] == "finished"
