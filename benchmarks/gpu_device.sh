@@ -5,10 +5,13 @@
 #   make device-wheels                          # here, once: the missing wheels into .whl/
 #   bash benchmarks/gpu_device.sh               # there, from the repository root, .whl carried
 #
+# (.whl/ is git-ignored: a copy of the working tree that leaves ignored files behind must be told
+# to take it, e.g. this workplace's device tool with carry [".whl"] and timeout_s 600.)
+#
 # Each step has its own time limit and writes its log under $OUT (default outputs/device), so a
 # step that runs long still leaves the others' results; the benchmark runs first. The limits add
-# up to 740 s: under the device tool's 600 s cap the last steps may be cut, never the bench. $OUT receives 8
-# files (the tool brings back at most 8). Exit status: the first failed step's.
+# up to 740 s: under the device tool's 600 s cap the last steps may be cut, never the bench.
+# $OUT receives 8 files (the tool brings back at most 8). Exit status: the first failed step's.
 # TRAIN_ARGS and BENCH_ARGS are added to the run's and the benchmarks' arguments: a CPU smoke
 # test of this script is
 #   TRAIN_ARGS="trainer=cpu trainer.precision=32-true" BENCH_ARGS="--rows 20000 --batch 4096 \
