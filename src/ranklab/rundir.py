@@ -90,14 +90,20 @@ class RunIdentity(L.Callback):
         checkpoint[IDENTITY_KEY] = self.identity
 
 
+def load_mapped(path: str | Path) -> Any:
+    """``torch.load`` of plain types on the CPU, memory-mapped where the file allows it (the
+    weights stay on disk until read)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # not torch's zip format, which alone maps: read it whole
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint's top-level entries, memory-mapped (the weights stay on disk); fails naming
     ``ckpt_path`` when the file is not a training checkpoint."""
     try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # not torch's zip format, which alone maps: read it whole
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_mapped(path)
         int(state["global_step"])
         return state
     except Exception as e:  # torch raises anything from RuntimeError to UnpicklingError

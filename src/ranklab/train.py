@@ -53,8 +53,7 @@ from ranklab.rundir import (
     write_status,
 )
 from ranklab.utils import atomic_write_json, atomic_write_text, git_commit, writable_dir
-from ranklab.warmstart import init_checkpoint, load_initial_weights
-from ranklab.warmstart import source as warm_source
+from ranklab.warmstart import WarmStart, init_checkpoint, load_initial_weights
 
 log = logging.getLogger("ranklab")
 
@@ -443,7 +442,7 @@ def _train(
     run_dir: Path,
     extra_callbacks: list[L.Callback],
     t_start: float,
-    init: Path | None = None,
+    init: WarmStart | None = None,
 ) -> dict[str, Any]:
     _fill_tracking(cfg)
     resume = resume_checkpoint(cfg, run_dir)
@@ -461,7 +460,7 @@ def _train(
 
     datamodule, model, task = build(cfg)
     if init is not None and not resume:  # a resumed run's last.ckpt holds its weights
-        load_initial_weights(task, init)
+        load_initial_weights(task, init.path)
     schema = datamodule.schema.with_labels(OmegaConf.select(cfg, "task.labels"))
     check_monitor_defined(cfg, datamodule, schema)
     throughput = Throughput()
@@ -525,7 +524,7 @@ def _train(
         smoke=smoke,
         run_dir=str(run_dir),
         resumed_from=resume,
-        initialized_from=warm_source(init) if init is not None else None,
+        initialized_from=init.record() if init is not None else None,
     )
     if trainer.is_global_zero:
         atomic_write_json(run_dir / "metrics.json", metrics)

@@ -9,14 +9,14 @@ optimiser, the lr schedule and the epoch history start afresh.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from ranklab.errors import ConfigError
-from ranklab.rundir import IDENTITY_KEY
+from ranklab.rundir import IDENTITY_KEY, load_mapped
 
 log = logging.getLogger("ranklab")
 
@@ -25,10 +25,22 @@ KEY = "init_from"
 BEST = Path("checkpoints") / "best.ckpt"
 
 
-def init_checkpoint(value: Any) -> Path | None:
+@dataclass(frozen=True)
+class WarmStart:
+    """The checkpoint a run starts from, and the config hash of the run that wrote it (None for
+    a bare ``state_dict``): what ``metrics.json`` records as ``initialized_from``."""
+
+    path: Path
+    config_hash: str | None
+
+    def record(self) -> dict[str, Any]:
+        return {"path": str(self.path.resolve()), "config_hash": self.config_hash}
+
+
+def init_checkpoint(value: Any) -> WarmStart | None:
     """``init_from`` as a checkpoint file: a ``.ckpt`` (or a saved ``state_dict``), or a run
     folder, whose ``checkpoints/best.ckpt`` is taken. None when unset. Fails naming the key,
-    before any data is read, when there is no such file."""
+    before any data is read, when there is no such file or it holds no weights."""
     if value is None or value == "":
         return None
     path = Path(str(value)).expanduser()
@@ -38,18 +50,17 @@ def init_checkpoint(value: Any) -> Path | None:
         path = path / BEST
     if not path.is_file():
         raise ConfigError(KEY, f"{path}: no such checkpoint file")
-    _state_dict(path)  # one that is not a checkpoint fails now, not after the data is built
-    return path
+    _, state = _state_dict(path)  # one that is not a checkpoint fails now, not after the data
+    identity = state.get(IDENTITY_KEY) if "state_dict" in state else None
+    source_hash = identity.get("config_hash") if isinstance(identity, dict) else None
+    return WarmStart(path, source_hash)
 
 
 def _state_dict(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """(the weights, the whole checkpoint) of a Lightning checkpoint or a bare ``state_dict``,
     memory-mapped where torch can (the weights are read when they are copied)."""
     try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # not torch's zip format, which alone maps: read it whole
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_mapped(path)
     except Exception as e:  # torch raises anything from RuntimeError to UnpicklingError
         first = str(e).splitlines()[0] if str(e) else ""
         raise ConfigError(
@@ -62,17 +73,6 @@ def _state_dict(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if bad is not None:
         raise ConfigError(KEY, f"{path} holds no state_dict: {bad!r} is not a tensor")
     return weights, state
-
-
-def source(path: Path) -> dict[str, Any]:
-    """What ``metrics.json`` records of a warm start's checkpoint: its path and the config hash
-    of the run that wrote it (None for a bare ``state_dict``)."""
-    _, state = _state_dict(path)
-    identity = state.get(IDENTITY_KEY) if "state_dict" in state else None
-    return {
-        "path": str(path.resolve()),
-        "config_hash": identity.get("config_hash") if isinstance(identity, dict) else None,
-    }
 
 
 def load_initial_weights(task: nn.Module, path: Path) -> None:
