@@ -79,10 +79,14 @@ def continued_trackers(cfg: DictConfig, resume: str | None, run_dir: Path) -> di
 
 class RunIdentity(L.Callback):
     """Writes the run's config hash and result config into every checkpoint it saves (best and
-    last), so that ``ckpt_path`` can tell a checkpoint of another config wherever it lies."""
+    last), so that ``ckpt_path`` can tell a checkpoint of another config wherever it lies;
+    and, for a warm-started run, where its first weights came from (``initialized_from``), so
+    that resuming it needs its checkpoint, not the source's."""
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, cfg: DictConfig, initialized_from: dict[str, Any] | None = None) -> None:
         self.identity = {"config_hash": config_hash(cfg), "config": result_config(cfg)}
+        if initialized_from is not None:
+            self.identity["initialized_from"] = initialized_from
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
@@ -255,7 +259,7 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+def resumable(cfg: DictConfig, run_dir: Path) -> str | None:
     """The checkpoint ``ckpt_path`` names: a path, or with ``auto`` this run directory's
     ``checkpoints/last.ckpt`` when the folder holds an unfinished run of the same config (the
     CLI first points ``paths.output_dir`` at the newest such folder: :func:`unfinished_run`)."""
@@ -263,14 +267,21 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     if not wanted:
         return None
     if str(wanted) != "auto":
-        return str(wanted)  # a file of this config: guard_run_dir made sure
+        return str(wanted)  # a file of this config: guard_run_dir makes sure
     last = run_dir / "checkpoints" / "last.ckpt"
     status = read_status(run_dir)
     same = status.get("config_hash") == config_hash(cfg)
     if last.is_file() and same and status.get("status") != "finished":
         return str(last)
-    log.info("ckpt_path=auto: no unfinished run of this config in %s: starting afresh", run_dir)
     return None
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+    """:func:`resumable`, saying so when ``ckpt_path=auto`` finds nothing to continue."""
+    found = resumable(cfg, run_dir)
+    if found is None and str(cfg.get("ckpt_path")) == "auto":
+        log.info("ckpt_path=auto: no unfinished run of this config in %s: starting afresh", run_dir)
+    return found
 
 
 def unfinished_run(cfg: DictConfig) -> Path | None:

@@ -48,12 +48,13 @@ from ranklab.rundir import (
     guard_run_dir,
     hold_run_dir,
     rank_zero,
+    resumable,
     resume_checkpoint,
     unfinished_run,
     write_status,
 )
 from ranklab.utils import atomic_write_json, atomic_write_text, git_commit, writable_dir
-from ranklab.warmstart import WarmStart, init_checkpoint, load_initial_weights
+from ranklab.warmstart import WarmStart, init_checkpoint, load_initial_weights, recorded
 
 log = logging.getLogger("ranklab")
 
@@ -421,7 +422,8 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     lr = OmegaConf.select(cfg, "optimizer.lr")
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0):
         raise ConfigError("optimizer.lr", f"must be a number > 0, got {lr!r}")
-    init = init_checkpoint(cfg.get("init_from"))
+    # a resumed run's weights are in its own checkpoint: its warm start's source may be gone
+    init = None if resumable(cfg, run_dir) else init_checkpoint(cfg.get("init_from"))
     done = guard_run_dir(cfg, run_dir)  # before anything is read or written
     if done is not None:
         return done
@@ -459,8 +461,9 @@ def _train(
         torch.set_num_threads(int(cfg.threads))
 
     datamodule, model, task = build(cfg)
-    if init is not None and not resume:  # a resumed run's last.ckpt holds its weights
+    if init is not None and not resume:
         load_initial_weights(task, init.path)
+    warm = recorded(resume) if resume else init.record() if init is not None else None
     schema = datamodule.schema.with_labels(OmegaConf.select(cfg, "task.labels"))
     check_monitor_defined(cfg, datamodule, schema)
     throughput = Throughput()
@@ -471,7 +474,7 @@ def _train(
     bar = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stderr.isatty()
     if not bar:  # Lightning refuses a bar callback it cannot show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    callbacks += [throughput, EpochLog(monitor=str(task.hparams.monitor)), RunIdentity(cfg)]
+    callbacks += [throughput, EpochLog(monitor=str(task.hparams.monitor)), RunIdentity(cfg, warm)]
     step = global_step(resume) if resume else None
     logger_confs = (cfg.get("logger") or {}).values()
     loggers = [_logger(c, saved, step) for c in logger_confs if c is not None]
@@ -524,7 +527,7 @@ def _train(
         smoke=smoke,
         run_dir=str(run_dir),
         resumed_from=resume,
-        initialized_from=init.record() if init is not None else None,
+        initialized_from=warm,
     )
     if trainer.is_global_zero:
         atomic_write_json(run_dir / "metrics.json", metrics)

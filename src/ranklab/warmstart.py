@@ -56,6 +56,14 @@ def init_checkpoint(value: Any) -> WarmStart | None:
     return WarmStart(path, source_hash)
 
 
+def recorded(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The ``initialized_from`` a warm-started run's checkpoint carries (None for a run that was
+    not warm-started): a resumed run reports its first weights' source without reading it."""
+    identity = load_mapped(checkpoint).get(IDENTITY_KEY)
+    found = identity.get("initialized_from") if isinstance(identity, dict) else None
+    return found if isinstance(found, dict) else None
+
+
 def _state_dict(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """(the weights, the whole checkpoint) of a Lightning checkpoint or a bare ``state_dict``,
     memory-mapped where torch can (the weights are read when they are copied)."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from faults import RaiseAt
 from tiny import TINY_DATA
 
 from ranklab.config import compose, config_hash
@@ -136,3 +138,29 @@ def test_the_refusal_of_another_configs_checkpoint_points_to_a_warm_start(
     saved = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
     assert_same(start.weights, saved)
     assert start.lr == pytest.approx(0.01) and m["status"] == "finished"
+
+
+def test_a_warm_started_run_resumes_after_its_source_is_gone(
+    source: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """A resumed run's weights come from its own last.ckpt, which also records where its first
+    weights came from: the source checkpoint may be deleted in between."""
+    folder, first = source
+    copy = tmp_path / "source-copy"
+    shutil.copytree(folder, copy)
+    args = [f"init_from={copy}", "trainer.max_epochs=3", "ckpt_path=auto"]
+    whole = train(cfg_at(tmp_path / "whole", *args))
+    with pytest.raises(RuntimeError, match="boom at epoch 2"):
+        train(cfg_at(tmp_path / "cut", *args), callbacks=[RaiseAt(epoch=2, batch=0)])
+    shutil.rmtree(copy)
+    resumed = train(cfg_at(tmp_path / "cut", *args))
+    assert resumed["resumed_from"] == str(tmp_path / "cut" / "checkpoints" / "last.ckpt")
+    assert resumed["initialized_from"] == whole["initialized_from"]
+    assert resumed["initialized_from"] == {
+        "path": str(copy / "checkpoints" / "best.ckpt"),
+        "config_hash": first["config_hash"],
+    }
+    assert resumed["test"] == whole["test"] and resumed["history"] == whole["history"]
+    # a run that is not resumed still needs the file
+    with pytest.raises(ConfigError, match=r"'init_from'.*no such checkpoint file"):
+        train(cfg_at(tmp_path / "fresh", *args))
