@@ -109,7 +109,7 @@ def result_config(cfg: DictConfig, ignore_seed: bool = False) -> dict[str, Any]:
         for k in keys:
             (plain.get(group) or {}).pop(k, None)
     for k in UNSET_LEFT_OUT:
-        if plain.get(k) is None:
+        if plain.get(k) in (None, ""):  # `key=` on the command line is unset too
             plain.pop(k, None)
     return {k: v for k, v in plain.items() if k not in NON_RESULT_KEYS}
 

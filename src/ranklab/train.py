@@ -422,11 +422,11 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     lr = OmegaConf.select(cfg, "optimizer.lr")
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0):
         raise ConfigError("optimizer.lr", f"must be a number > 0, got {lr!r}")
-    # a resumed run's weights are in its own checkpoint: its warm start's source may be gone
-    init = None if resumable(cfg, run_dir) else init_checkpoint(cfg.get("init_from"))
     done = guard_run_dir(cfg, run_dir)  # before anything is read or written
     if done is not None:
         return done
+    # a resumed run's weights are in its own checkpoint: its warm start's source may be gone
+    init = None if resumable(cfg, run_dir) else init_checkpoint(cfg.get("init_from"))
     run_dir.mkdir(parents=True, exist_ok=True)
     with hold_run_dir(run_dir), run_log(run_dir):
         try:

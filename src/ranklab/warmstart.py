@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import to_absolute_path
 from torch import Tensor, nn
 
 from ranklab.errors import ConfigError
@@ -43,7 +44,8 @@ def init_checkpoint(value: Any) -> WarmStart | None:
     before any data is read, when there is no such file or it holds no weights."""
     if value is None or value == "":
         return None
-    path = Path(str(value)).expanduser()
+    # relative to where the command started, also under hydra.job.chdir=true
+    path = Path(to_absolute_path(str(Path(str(value)).expanduser())))
     if path.is_dir():
         if not (path / BEST).is_file():
             raise ConfigError(KEY, f"{path} is a folder without {BEST}: name a checkpoint file")
@@ -80,6 +82,9 @@ def _state_dict(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     bad = next((k for k, v in weights.items() if not isinstance(v, Tensor)), None)
     if bad is not None:
         raise ConfigError(KEY, f"{path} holds no state_dict: {bad!r} is not a tensor")
+    bad = next((k for k in weights if not isinstance(k, str)), None)
+    if bad is not None:
+        raise ConfigError(KEY, f"{path} holds no state_dict: its key {bad!r} is not a name")
     return weights, state
 
 

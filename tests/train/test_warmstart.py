@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -81,7 +85,16 @@ def test_a_warm_start_begins_a_new_run_from_the_best_weights_of_another(
     assert first["initialized_from"] is None
     # an unset init_from is not part of the hash: configs from before it hash as they did
     assert "init_from" not in first["config"]
-    assert config_hash(cfg_at(folder)) == config_hash(cfg_at(folder, "init_from=null"))
+
+
+def test_configs_from_before_init_from_hash_as_they_did() -> None:
+    """The hashes of the default experiment and Frappe_x1 DeepFM before init_from existed (their
+    runs are found by ckpt_path=auto and pooled by reports by it); `init_from=` is unset too."""
+    assert config_hash(compose([])) == "85b41ea7e6b75dea"
+    frappe = ["data=frappe_x1", "model=deepfm", "seed=2021"]
+    assert config_hash(compose(frappe)) == "e574a8f17e00980c"
+    assert config_hash(compose([*frappe, "init_from="])) == "e574a8f17e00980c"
+    assert config_hash(compose([*frappe, "init_from=runs/a"])) != "e574a8f17e00980c"
 
 
 def test_a_bare_state_dict_is_a_warm_start_too(source: tuple[Path, dict], tmp_path: Path) -> None:
@@ -104,6 +117,7 @@ def test_a_bare_state_dict_is_a_warm_start_too(source: tuple[Path, dict], tmp_pa
         ("nowhere.ckpt", [], "nowhere.ckpt: no such checkpoint file"),
         ("empty-folder", [], "is a folder without checkpoints/best.ckpt"),
         ("notes.txt", [], "is not a checkpoint torch can load"),
+        ("numbered.pt", [], "holds no state_dict: its key 0 is not a name"),
         ("SOURCE", ["model=dnn", "model.hidden_units=[16]"], "does not fit this model"),
         ("SOURCE", ["model.embedding_dim=4"], "weight is (80, 10) there, (80, 4) here; 1 more"),
     ],
@@ -114,6 +128,7 @@ def test_a_checkpoint_that_cannot_start_this_model_fails_naming_init_from(
     folder, _ = source
     (tmp_path / "empty-folder").mkdir()
     (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    torch.save({0: torch.zeros(2)}, tmp_path / "numbered.pt")
     path = folder if given == "SOURCE" else tmp_path / given
     run = tmp_path / "run"
     with pytest.raises(ConfigError, match="config key 'init_from'") as e:
@@ -161,6 +176,33 @@ def test_a_warm_started_run_resumes_after_its_source_is_gone(
         "config_hash": first["config_hash"],
     }
     assert resumed["test"] == whole["test"] and resumed["history"] == whole["history"]
+    # finished, it is not trained again: the same command returns its metrics
+    again = train(cfg_at(tmp_path / "cut", *args))
+    assert again["test"] == resumed["test"] and again["wall_time_s"] == resumed["wall_time_s"]
     # a run that is not resumed still needs the file
     with pytest.raises(ConfigError, match=r"'init_from'.*no such checkpoint file"):
         train(cfg_at(tmp_path / "fresh", *args))
+
+
+def test_a_relative_init_from_is_where_the_command_started(
+    source: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """Under hydra.job.chdir=true the run starts in its own folder; init_from=<relative path>
+    still names the file relative to where the command was started, as typed."""
+    folder, first = source
+    args = [*TINY_DATA, *FAST, "model=deepfm", "model.hidden_units=[16]", "trainer.max_epochs=1"]
+    args += ["hydra.job.chdir=true", f"init_from={folder.name}", f"hydra.run.dir={tmp_path}/run"]
+    done = subprocess.run(
+        [sys.executable, "-m", "ranklab.train", *args, f"paths.cache_dir={tmp_path}/cache"],
+        cwd=folder.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["initialized_from"] == {
+        "path": str(folder / "checkpoints" / "best.ckpt"),
+        "config_hash": first["config_hash"],
+    }
