@@ -729,15 +729,30 @@ def environment(trainer: L.Trainer) -> dict[str, Any]:
     }
 
 
+# paths a user types relative to the folder the command starts in (none is in the config hash)
+START_RELATIVE = ("paths.data_dir", "paths.cache_dir", "paths.log_dir", "ckpt_path")
+
+
 def _run_dir_from_hydra(cfg: DictConfig) -> None:
     """One run, one folder: Hydra's output directory (``hydra.run.dir``, which defaults to
-    ``paths.output_dir``, or a multirun's job folder) is the run directory."""
+    ``paths.output_dir``, or a multirun's job folder) is the run directory. Under
+    ``hydra.job.chdir=true`` the process now runs there, so the relative paths the user gave
+    (``START_RELATIVE``) are made absolute from where the command started: otherwise every run
+    would read its data from, and build its cache in, its own folder."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import to_absolute_path
 
     out = Path(HydraConfig.get().runtime.output_dir)
-    if out.is_relative_to(Path.cwd()):  # shown as the user wrote it: outputs/runs/...
-        out = out.relative_to(Path.cwd())
+    start = Path(HydraConfig.get().runtime.cwd)
+    moved = Path.cwd().resolve() != start.resolve()
     with open_dict(cfg):
+        if moved:
+            for key in START_RELATIVE:
+                value = OmegaConf.select(cfg, key)
+                if value and str(value) != "auto":
+                    OmegaConf.update(cfg, key, to_absolute_path(str(value)))
+        elif out.is_relative_to(start):  # shown as the user wrote it: outputs/runs/...
+            out = out.relative_to(start)
         cfg.paths.output_dir = str(out)
 
 

@@ -188,12 +188,15 @@ def test_a_relative_init_from_is_where_the_command_started(
     source: tuple[Path, dict], tmp_path: Path
 ) -> None:
     """Under hydra.job.chdir=true the run starts in its own folder; init_from=<relative path>
-    still names the file relative to where the command was started, as typed."""
+    still names the file relative to where the command was started, as typed, and so do the
+    paths (the cache is built beside the source, not in the run's folder)."""
     folder, first = source
     args = [*TINY_DATA, *FAST, "model=deepfm", "model.hidden_units=[16]", "trainer.max_epochs=1"]
     args += ["hydra.job.chdir=true", f"init_from={folder.name}", f"hydra.run.dir={tmp_path}/run"]
+    cache = folder.parent / "cache"  # where the source run built its cache: cfg_at
+    before = set(cache.iterdir())
     done = subprocess.run(
-        [sys.executable, "-m", "ranklab.train", *args, f"paths.cache_dir={tmp_path}/cache"],
+        [sys.executable, "-m", "ranklab.train", *args, "paths.cache_dir=cache"],
         cwd=folder.parent,
         capture_output=True,
         text=True,
@@ -206,3 +209,5 @@ def test_a_relative_init_from_is_where_the_command_started(
         "path": str(folder / "checkpoints" / "best.ckpt"),
         "config_hash": first["config_hash"],
     }
+    assert set(cache.iterdir()) == before  # the same data: the source's cache was used
+    assert not (tmp_path / "run" / "cache").exists()
