@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import netrc
 import os
+import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from ranklab.utils import atomic_write, flatten
 
@@ -110,11 +113,54 @@ def mlflow_logger(
 
 
 class _MLFlowLogger(MLFlowLogger):
-    """Lightning's MLFlowLogger, except that starting its run leaves the process's tracking URI
-    as it was. Lightning calls ``mlflow.set_tracking_uri``, which also sets MLFLOW_TRACKING_URI
-    in ``os.environ``: the next run composed in the same process (a study, a notebook) would
-    resolve ``${oc.env:MLFLOW_TRACKING_URI}`` to this run's server, and every process started
-    later would inherit it. The logger itself logs through its own client."""
+    """Lightning's MLFlowLogger, except:
+
+    - Starting its run leaves the process's tracking URI as it was. Lightning calls
+      ``mlflow.set_tracking_uri``, which also sets MLFLOW_TRACKING_URI in ``os.environ``: the
+      next run composed in the same process (a study, a notebook) would resolve
+      ``${oc.env:MLFLOW_TRACKING_URI}`` to this run's server, and every process started later
+      would inherit it. The logger itself logs through its own client.
+    - Continuing a run (``run_id``, a resumed run), it skips the points that run already holds.
+      A killed process logged steps after its last checkpoint, which the resumed one logs again
+      with the same values; MLflow cannot delete a metric's points, so without this those steps
+      would appear twice in its history (TensorBoard's ``purge_step`` does the same from the
+      other side: it hides the killed process's points). Points are counted per metric and
+      step, as Lightning logs ``epoch`` twice at an epoch's last step (with the training and
+      with the validation metrics) and the killed process may have logged one of the two.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # (metric name, step) -> points the continued run holds; read at the first log
+        self._held: Counter[tuple[str, int]] | None = None if kwargs.get("run_id") else Counter()
+
+    def _held_points(self) -> Counter[tuple[str, int]]:
+        client, run_id = self.experiment, self.run_id
+        names = client.get_run(run_id).data.metrics
+        return Counter((k, m.step) for k in names for m in client.get_metric_history(run_id, k))
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self._held is None:
+            self._held = self._held_points()
+        if self._held:
+            at = step or 0  # where Lightning logs a point without a step
+
+            def new(k: str) -> bool:
+                # the name Lightning gives the metric in MLflow
+                k = f"{self._prefix}{self.LOGGER_JOIN_CHAR}{k}" if self._prefix else k
+                point = (re.sub("[^a-zA-Z0-9_/. -]+", "", k), at)
+                if point not in self._held:
+                    return True
+                self._held[point] -= 1
+                if not self._held[point]:
+                    del self._held[point]
+                return False
+
+            metrics = {k: v for k, v in metrics.items() if new(k)}
+            if not metrics:
+                return
+        super().log_metrics(metrics, step)
 
     @property
     def experiment(self) -> Any:

@@ -34,7 +34,7 @@ RUN = [
     "efficiency=false",
     "print_summary=false",
     "trainer.log_every_n_steps=1",  # a CSV row per step: the resumed file must hold each once
-    "logger=[csv,tensorboard]",  # and TensorBoard each step's scalars once
+    "logger=[csv,tensorboard,mlflow]",  # and TensorBoard and MLflow each step's scalars once
 ]
 
 
@@ -66,7 +66,9 @@ def signal_at(
 def results(run_dir: Path) -> dict:
     """What a resumed run must reproduce: the metrics, the history, every row of the CSV log but
     the last (the final metrics, with the run's measured samples/s), and every TensorBoard
-    scalar as TensorBoard reads the folder (the final ones aside, as in the CSV)."""
+    scalar as TensorBoard reads the folder and every point of the MLflow run's metric history
+    (the final ones aside, as in the CSV)."""
+    from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     m = json.loads((run_dir / "metrics.json").read_text())
@@ -74,8 +76,15 @@ def results(run_dir: Path) -> dict:
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0}).Reload()
     tags = [t for t in events.Tags()["scalars"] if not t.startswith("final/")]
     scalars = sorted((t, e.step, e.value) for t in tags for e in events.Scalars(t))
+    # the run's only MLflow run, in the default store under the folder the command started in
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir.parent}/outputs/mlflow.db")
+    (mlrun,) = client.search_runs([client.get_experiment_by_name("ranklab").experiment_id])
+    names = [k for k in mlrun.data.metrics if not k.startswith("final/")]
+    history = sorted(
+        (k, p.step, p.value) for k in names for p in client.get_metric_history(mlrun.info.run_id, k)
+    )
     keys = ("val", "test", "history", "best_epoch", "epochs")
-    return {k: m[k] for k in keys} | {"csv": rows, "tensorboard": scalars}
+    return {k: m[k] for k in keys} | {"csv": rows, "tensorboard": scalars, "mlflow": history}
 
 
 @pytest.fixture(scope="module")
