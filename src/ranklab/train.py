@@ -36,6 +36,7 @@ from ranklab.errors import ConfigError, Diverged, Interrupted, RanklabError, Sto
 from ranklab.loggers import (
     TRACKERS_FILE,
     CSVLogger,
+    RanklabMLFlowLogger,
     close_trackers,
     continue_kwargs,
     log_final_metrics,
@@ -549,7 +550,12 @@ def _logger(conf: DictConfig, saved: dict[str, Any], step: int | None) -> Any:
     until first used, so building one twice costs nothing."""
     logger = instantiate_config(conf)
     kwargs = continue_kwargs(logger, saved, step)
-    return instantiate_config(conf, **kwargs) if kwargs else logger
+    if not kwargs:
+        return logger
+    logger = instantiate_config(conf, **kwargs)
+    if isinstance(logger, RanklabMLFlowLogger):  # the killed process's points are there already
+        logger.skip_held_points(from_step=step or 0)
+    return logger
 
 
 def _fit_and_test(
@@ -837,16 +843,28 @@ def _auto_resume_multirun(argv: list[str]) -> list[str]:
     args = argv[1:]
     if any(a.split("=", 1)[0] == "hydra.sweep.dir" for a in args):
         return argv  # the user named the folder
-    mine = sorted(a for a in _split_flags(args)[0] if a != "ckpt_path=auto")
+
+    def same(overrides: list[str]) -> list[str]:
+        # what identifies the multirun: Hydra records the hydra.* overrides apart from the
+        # others, with its own mode and (when continued) the folder added
+        added = ("hydra.mode", "hydra.sweep.dir")
+        return sorted(
+            a
+            for a in overrides
+            if a != "ckpt_path=auto" and a.split("=", 1)[0].lstrip("+~") not in added
+        )
+
+    mine = same(_split_flags(args)[0])
     named = dict(a.split("=", 1) for a in mine if "=" in a)
     root = Path(named.get("paths.log_dir", "outputs")) / "multirun"
     records = sorted(root.glob("*/multirun.yaml"), key=lambda p: p.stat().st_mtime, reverse=True)
     for record in records:
         try:
-            task = list(OmegaConf.load(record).hydra.overrides.task)
+            recorded = OmegaConf.load(record).hydra.overrides
+            theirs = [*recorded.task, *(recorded.get("hydra") or [])]
         except Exception:  # not Hydra's record, or damaged: not this multirun
             continue
-        if sorted(t for t in task if t != "ckpt_path=auto") != mine:
+        if same([str(t) for t in theirs]) != mine:
             continue
         print(f"ckpt_path=auto: continuing the multirun in {record.parent}", file=sys.stderr)
         return [*argv, f"hydra.sweep.dir={record.parent}"]

@@ -293,6 +293,49 @@ def test_only_this_folders_run_of_this_config_has_its_tracker_runs_continued(
         assert continued_trackers(cfg, last, run) == {}
 
 
+def test_only_a_resumed_runs_logger_skips_the_points_its_mlflow_run_holds(tmp_path: Path) -> None:
+    """A run_id the user gives logs every point (another training into the same MLflow run);
+    the logger of a resumed run skips, from the checkpoint's step on, the points the killed
+    process logged, counted per metric and step (Lightning logs ``epoch`` twice at an epoch's
+    end)."""
+    from mlflow.tracking import MlflowClient
+
+    from ranklab.loggers import mlflow_logger
+
+    store = tmp_path / "mlflow.db"
+
+    def points(run_id: str) -> list[tuple[str, int, float]]:
+        client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+        keys = client.get_run(run_id).data.metrics
+        history = [(k, m.step, m.value) for k in keys for m in client.get_metric_history(run_id, k)]
+        return sorted(history)
+
+    first = mlflow_logger(store=str(store))
+    for step in range(4):
+        first.log_metrics({"loss": float(step), "epoch": 0.0}, step=step)
+    first.log_metrics({"epoch": 0.0, "auc@1": 0.5}, step=3)
+    run_id = first.run_id
+    assert len(points(run_id)) == 10
+
+    again = mlflow_logger(store=str(store), run_id=run_id)  # the user's choice: all logged
+    again.log_metrics({"loss": 0.0}, step=0)
+    assert len(points(run_id)) == 11
+
+    resumed = mlflow_logger(store=str(store), run_id=run_id)
+    resumed.skip_held_points(from_step=3)  # a checkpoint at global step 3
+    for step in range(2, 5):  # what a resumed process logs again (2, 3), then a new step
+        resumed.log_metrics({"loss": float(step), "epoch": 0.0}, step=step)
+    resumed.log_metrics({"epoch": 0.0, "auc@1": 0.5}, step=3)
+    resumed.log_metrics({"epoch": 0.0}, step=3)  # a third: not held, logged
+    resumed.log_metrics({"loss": 0.0}, step=0)  # before the checkpoint: not read, logged
+    assert points(run_id) == sorted(
+        [("loss", s, float(s)) for s in range(5)]
+        + [("loss", 0, 0.0)] * 2
+        + [("epoch", s, 0.0) for s in (0, 1, 2, 3, 3, 3, 4)]
+        + [("auc1", 3, 0.5)]
+    )
+
+
 def test_continue_kwargs_skip_what_cannot_be_continued(tmp_path: Path, offline) -> None:
     from ranklab.loggers import continue_kwargs, mlflow_logger
 

@@ -398,11 +398,12 @@ def small_cli(cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_preempted_multirun_continues_in_its_folder_with_auto(tmp_path: Path) -> None:
-    """ranklab-train -m ... ckpt_path=auto finds the multirun of the same overrides: the
-    interrupted job continues from its last.ckpt, the job never started runs, and a third
-    command finds every job finished."""
+    """ranklab-train -m ... ckpt_path=auto finds the multirun of the same overrides (Hydra's
+    own among them, which it records apart): the interrupted job continues from its last.ckpt,
+    the job never started runs, and a third command finds every job finished."""
     fault = signal_at(1, 2, signal.SIGTERM, tmp_path / "sent")
     command = ["-m", "model=lr,fm", "trainer.max_epochs=2", *fault, "ckpt_path=auto"]
+    command.append("hydra.job.chdir=true")  # each job works in its folder: paths stay absolute
     r = small_cli(tmp_path, *command)
     assert r.returncode == 128 + signal.SIGTERM, r.stdout[-3000:] + r.stderr[-2000:]
     assert "ckpt_path=auto: no multirun of these overrides in" in r.stderr  # a new one
