@@ -259,7 +259,7 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def resumable(cfg: DictConfig, run_dir: Path) -> str | None:
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     """The checkpoint ``ckpt_path`` names: a path, or with ``auto`` this run directory's
     ``checkpoints/last.ckpt`` when the folder holds an unfinished run of the same config (the
     CLI first points ``paths.output_dir`` at the newest such folder: :func:`unfinished_run`)."""
@@ -274,14 +274,6 @@ def resumable(cfg: DictConfig, run_dir: Path) -> str | None:
     if last.is_file() and same and status.get("status") != "finished":
         return str(last)
     return None
-
-
-def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
-    """:func:`resumable`, saying so when ``ckpt_path=auto`` finds nothing to continue."""
-    found = resumable(cfg, run_dir)
-    if found is None and str(cfg.get("ckpt_path")) == "auto":
-        log.info("ckpt_path=auto: no unfinished run of this config in %s: starting afresh", run_dir)
-    return found
 
 
 def unfinished_run(cfg: DictConfig) -> Path | None:

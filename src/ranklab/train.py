@@ -49,7 +49,6 @@ from ranklab.rundir import (
     guard_run_dir,
     hold_run_dir,
     rank_zero,
-    resumable,
     resume_checkpoint,
     unfinished_run,
     write_status,
@@ -426,12 +425,13 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     done = guard_run_dir(cfg, run_dir)  # before anything is read or written
     if done is not None:
         return done
+    resume = resume_checkpoint(cfg, run_dir)
     # a resumed run's weights are in its own checkpoint: its warm start's source may be gone
-    init = None if resumable(cfg, run_dir) else init_checkpoint(cfg.get("init_from"))
+    init = None if resume else init_checkpoint(cfg.get("init_from"))
     run_dir.mkdir(parents=True, exist_ok=True)
     with hold_run_dir(run_dir), run_log(run_dir):
         try:
-            return _train(cfg, run_dir, list(callbacks or []), t_start, init)
+            return _train(cfg, run_dir, list(callbacks or []), t_start, resume, init)
         except RanklabError as e:
             note_error(run_dir, str(e))
             raise
@@ -445,10 +445,12 @@ def _train(
     run_dir: Path,
     extra_callbacks: list[L.Callback],
     t_start: float,
-    init: WarmStart | None = None,
+    resume: str | None,
+    init: WarmStart | None,
 ) -> dict[str, Any]:
     _fill_tracking(cfg)
-    resume = resume_checkpoint(cfg, run_dir)
+    if resume is None and str(cfg.get("ckpt_path")) == "auto":
+        log.info("ckpt_path=auto: no unfinished run of this config in %s: starting afresh", run_dir)
     saved = continued_trackers(cfg, resume, run_dir)
     if isinstance(saved.get("name"), str):
         with open_dict(cfg):
@@ -735,7 +737,8 @@ def environment(trainer: L.Trainer) -> dict[str, Any]:
     }
 
 
-# paths a user types relative to the folder the command starts in (none is in the config hash)
+# paths a user types relative to the folder the command starts in (none is in the config hash;
+# init_from is hashed as typed, so warmstart resolves it where it is read)
 START_RELATIVE = ("paths.data_dir", "paths.cache_dir", "paths.log_dir", "ckpt_path")
 
 
