@@ -133,3 +133,19 @@ def test_cli_prints_and_writes_the_table(tmp_path: Path, capsys) -> None:
     assert pl.read_csv(out).height == 4
     assert main([str(a), str(tmp_path / "nope.users.parquet")]) == 2
     assert "nope.users.parquet: no such file" in capsys.readouterr().err
+
+
+def test_a_bucket_of_one_user_is_not_tested(tmp_path: Path) -> None:
+    """One difference has no spread: no p-value, interval or star (it was p = 0 and a star)."""
+    from ranklab.compare import to_markdown
+
+    a = write_users(tmp_path / "a.users.parquet", [0, 5, 20, 3], [0, 1, 2, 3])
+    b = write_users(tmp_path / "b.users.parquet", [9, 0, 0, 30], [0, 1, 2, 3])
+    t = compare(a, b, ["full/mrr"], length_buckets=[1, 8])
+    one = t.filter(pl.col("users") == 1)
+    assert one.height == 1
+    row = one.row(0, named=True)
+    assert row["diff"] == pytest.approx(1 / 10 - 1)
+    assert all(math.isnan(row[k]) for k in ("p_value", "ci_low", "ci_high"))
+    line = next(x for x in to_markdown(one).splitlines() if x.startswith(f"| {row['bucket']} "))
+    assert "]*" not in line and line.endswith("| nan |")

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import polars as pl
 import pytest
 from matplotlib.figure import Figure
 from scipy import stats
@@ -129,6 +130,115 @@ def test_duplicates_count_once_smoke_runs_never(tmp_path: Path) -> None:
     assert load_runs([tmp_path], include_smoke=True).df.height == 2
 
 
+def test_runs_on_other_data_or_weights_are_other_rows(tmp_path: Path) -> None:
+    """The config hash leaves the data's paths out and takes init_from as typed: the data's
+    fingerprint and the warm start's source tell such runs apart, whatever their folders."""
+    for s in (1, 2):
+        fake_run(tmp_path, "LR", s, 0.80 + s / 100, name="d1", data_fingerprint="a" * 16)
+        fake_run(tmp_path, "LR", s + 2, 0.60 + s / 100, name="d2", data_fingerprint="b" * 16)
+    runs = load_runs([tmp_path])
+    t = aggregate(runs.df, ["test/auc"])
+    assert t["label"].to_list() == [
+        "LR (data_fingerprint=aaaaaaaaaaaa)",
+        "LR (data_fingerprint=bbbbbbbbbbbb)",
+    ]
+    assert t["n"].to_list() == [2, 2] and t["test/auc:mean"].to_list() == pytest.approx(
+        [0.815, 0.615]
+    )
+    # one seed on both data: two rows, not a duplicate counted once
+    fake_run(tmp_path, "LR", 1, 0.5, name="d3", data_fingerprint="b" * 16)
+    runs = load_runs([tmp_path])
+    assert runs.df.height == 5 and not any("counted once" in n for n in runs.notes)
+    # warm starts from two sources (the same init_from path typed, another file behind it)
+    w = tmp_path / "warm"
+    for s, src in ((1, "c1"), (2, "c1"), (3, "c2")):
+        fake_run(w, "DNN", s, 0.7, initialized_from={"path": "/x/best.ckpt", "config_hash": src})
+    t = aggregate(load_runs([w]).df, ["test/auc"])
+    assert t["label"].to_list() == [
+        "DNN (init_from.config_hash=c1)",
+        "DNN (init_from.config_hash=c2)",
+    ] and t["n"].to_list() == [2, 1]
+
+
+def test_a_row_names_the_code_versions_and_environments_it_pools(tmp_path: Path) -> None:
+    env = {"torch": "2.13.0", "device": "cpu"}
+    fake_run(tmp_path, "LR", 1, 0.8, git_commit="a" * 40, environment={**env, "threads": 2})
+    fake_run(tmp_path, "LR", 2, 0.8, git_commit="a" * 40, environment={**env, "threads": 2})
+    fake_run(
+        tmp_path, "LR", 3, 0.8, git_commit="b" * 40 + "-dirty", environment={**env, "threads": 1}
+    )
+    runs = load_runs([tmp_path])
+    assert runs.df.height == 3  # one row: the same experiment on the same data
+    assert runs.notes == [
+        "LR: its runs come from 2 code versions (code aaaaaaaaaa: seeds 1, 2; code "
+        "bbbbbbbbbb-dirty: seed 3)",
+        "LR: its runs come from 2 threads values (threads 2: seeds 1, 2; threads 1: seed 3)",
+    ]
+    # the same seed twice with other digits: the note says what differs between the two
+    fake_run(
+        tmp_path,
+        "LR",
+        1,
+        0.81,
+        name="again",
+        git_commit="a" * 40,
+        environment={**env, "threads": 8},
+    )
+    note = next(n for n in load_runs([tmp_path]).notes if "counted once" in n)
+    assert note.endswith("their metrics differ (test/auc: 0.8 vs 0.81): they differ in threads")
+
+
+def test_labels_leave_out_keys_derived_from_the_seed(tmp_path: Path) -> None:
+    def run(root: Path, drop: float, seed: int, **extra) -> None:
+        # data.seed: ${seed}: it differs between the runs of one experiment
+        config = {"model": {"_target_": "LR", "dropout": drop}, "data": {"seed": seed}}
+        exp = f"{drop:<16}"
+        fake_run(root, "LR", seed, 0.8, config, name=f"lr{drop}", experiment_hash=exp, **extra)
+
+    run(tmp_path / "a", 0.0, 1)
+    run(tmp_path / "a", 0.0, 2)  # seen to vary between the runs of an experiment
+    run(tmp_path / "a", 0.1, 3)
+    labels = ["LR (model.dropout=0.0)", "LR (model.dropout=0.1)"]
+    assert aggregate(collect_runs([tmp_path / "a"]), ["test/auc"])["label"].to_list() == labels
+    run(tmp_path / "b", 0.0, 1)  # one run each: unseen, so without the runs' record...
+    run(tmp_path / "b", 0.1, 2)
+    t = aggregate(collect_runs([tmp_path / "b"]), ["test/auc"])
+    assert t["label"].to_list()[0] == "LR (data.seed=1, model.dropout=0.0)"
+    run(tmp_path / "c", 0.0, 1, seeded_keys=["data.seed"])  # ...and with it, as train writes
+    run(tmp_path / "c", 0.1, 2, seeded_keys=["data.seed"])
+    assert aggregate(collect_runs([tmp_path / "c"]), ["test/auc"])["label"].to_list() == labels
+
+
+def test_a_metric_some_runs_lack_is_noted_and_pairs_need_each_seed_once(tmp_path: Path) -> None:
+    from ranklab.report import missing_notes
+
+    for s in (1, 2, 3):
+        fake_run(tmp_path, "Base", s, 0.7 + s / 100)
+    fake_run(tmp_path, "Other", 1, 0.8)
+    fake_run(tmp_path, "Other", 2, 0.82)
+    d = fake_run(tmp_path, "Other", 3, 0.5)
+    m = json.loads((d / "metrics.json").read_text())
+    m["test"]["auc"] = None  # undefined (one class), as metrics.json writes it
+    (d / "metrics.json").write_text(json.dumps(m))
+    df = collect_runs([tmp_path])
+    assert missing_notes(df, ["test/auc", "test/logloss"]) == [
+        "'toy | Other': test/auc has no value in 1 of its 3 runs (seed 3); its mean and std "
+        "are over the other 2"
+    ]
+    # a row pooling two experiments holds seed 1 twice: no pairs, Welch's test
+    fake_run(tmp_path, "Base", 1, 0.75, {"model": {"_target_": "Base", "dropout": 0.5}}, name="b2")
+    df = collect_runs([tmp_path]).with_columns(label=pl.col("model"))
+    sig = (
+        significance(df, ["test/logloss"], "Base")
+        .filter(pl.col("label") == "Other")
+        .row(0, named=True)
+    )
+    base = df.filter(pl.col("model") == "Base")["test/logloss"].to_list()
+    other = df.filter(pl.col("model") == "Other")["test/logloss"].to_list()
+    assert sig["test"] == "Welch t"
+    assert sig["p_value"] == pytest.approx(stats.ttest_ind(other, base, equal_var=False).pvalue)
+
+
 def test_cli_writes_files_and_names_the_test(runs: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "report"
     args = [str(runs), "--baseline", "Base", "--relaimpr", "--out", str(out)]
@@ -154,7 +264,10 @@ def test_cli_welch_holm_and_pooling_say_what_they_did(tmp_path: Path, capsys) ->
         )
     assert report_main([str(tmp_path), "--baseline", "Base", "--holm"]) == 0
     printed = capsys.readouterr().out
-    assert "Welch's t-test (the seeds differ) for Other (model.dropout=0.0)" in printed
+    assert (
+        "Welch's t-test (the seeds are not shared one to one) for Other (model.dropout=0.0)"
+        in printed
+    )
     assert "Holm-corrected over the table's 4 comparisons" in printed
     assert report_main([str(tmp_path), "--by", "data", "model"]) == 0
     printed = capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -46,6 +47,19 @@ def test_study_runs_tabulates_and_resumes(tmp_path: Path, tiny_overrides: list[s
     ):
         run_study(spec, out, tmp_path)
     assert (out / "fm" / "seed2" / "metrics.json").stat().st_mtime_ns == stamp
+    # tabulated as it is now: the runs of the old fm are left out, not pooled under its name
+    md = run_study(spec, out, tmp_path, train=False)
+    assert "| lr | LR | 2 |" in md and "| FM |" not in md
+    assert f"note: left out {out / 'fm' / 'seed1'}: a run of another config" in md
+    # a run whose data changed since (its fingerprint) is a row of its own, named so
+    held = out / "lr" / "seed2" / "metrics.json"
+    m = json.loads(held.read_text())
+    held.write_text(json.dumps({**m, "data_fingerprint": "0123456789abcdef"}))
+    md = run_study(load_study(spec_path), out, tmp_path, train=False)
+    assert "| lr (data_fingerprint=0123456789ab) | LR | 1 |" in md
+    assert re.search(
+        r"\| lr \(data_fingerprint=[0-9a-f]{12}\) \| LR \| 1 \|", md.replace("0123456789ab", "")
+    )
 
 
 def test_study_file_errors_name_the_key(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -91,17 +92,20 @@ def user_values(df: pl.DataFrame, metric: str) -> np.ndarray:
 
 
 def paired_rows(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """Means, difference B - A, its 95% t interval and the paired t-test's p-value."""
+    """Means, difference B - A, its 95% t interval and the paired t-test's p-value (NaN, not
+    tested, for fewer than two users: one difference has no spread to test against)."""
     d = b - a
-    mean = float(d.mean())
-    if d.size < 2 or float(d.std()) == 0.0:  # no spread: the difference is exact
+    mean = float(d.mean()) if d.size else math.nan
+    if d.size < 2:
+        low = high = p = math.nan
+    elif float(d.std()) == 0.0:  # every user differs by the same amount: the difference is exact
         low = high = mean
         p = 1.0 if mean == 0.0 else 0.0
     else:
         res = stats.ttest_rel(b, a)
         ci = res.confidence_interval(0.95)
         low, high, p = float(ci.low), float(ci.high), float(res.pvalue)
-    base = float(a.mean())
+    base = float(a.mean()) if a.size else math.nan
     return {
         "users": int(d.size),
         "a": base,
@@ -166,16 +170,17 @@ def compare(
 
 
 def to_markdown(table: pl.DataFrame, digits: int = 4) -> str:
-    """Markdown table; ``*`` marks p < 0.05."""
+    """Markdown table; ``*`` marks p < 0.05; a bucket of one user is not tested (p ``nan``)."""
     head = "| bucket | metric | users | A | B | B - A [95% CI] | rel. | p |\n"
     head += "|---|---|---:|---:|---:|---:|---:|---:|\n"
     lines = []
     for r in table.iter_rows(named=True):
         star = "*" if r["p_value"] < 0.05 else ""
+        rel = "–" if math.isnan(r["rel"]) else f"{r['rel']:+.1%}"
         lines.append(
             f"| {r['bucket']} | {r['metric']} | {r['users']} | {r['a']:.{digits}f} | "
             f"{r['b']:.{digits}f} | {r['diff']:+.{digits}f} [{r['ci_low']:+.{digits}f}, "
-            f"{r['ci_high']:+.{digits}f}]{star} | {r['rel']:+.1%} | {r['p_value']:.2g} |"
+            f"{r['ci_high']:+.{digits}f}]{star} | {rel} | {r['p_value']:.2g} |"
         )
     return head + "\n".join(lines) + "\n"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ranklab.utils import hash_object
+from ranklab.utils import flatten, hash_object
 
 # conf/ lives at the repository root next to src/ (an editable install finds it there);
 # RANKLAB_CONF overrides it for installed copies.
@@ -112,6 +112,14 @@ def result_config(cfg: DictConfig, ignore_seed: bool = False) -> dict[str, Any]:
         if plain.get(k) in (None, ""):  # `key=` on the command line is unset too
             plain.pop(k, None)
     return {k: v for k, v in plain.items() if k not in NON_RESULT_KEYS}
+
+
+def seeded_keys(cfg: DictConfig) -> list[str]:
+    """Config keys (dotted) whose values derive from the seed, such as ``data.seed: ${seed}``:
+    they differ between the runs of one experiment, so reports do not label rows by them."""
+    seeded = flatten(result_config(cfg), sep=".")
+    fixed = flatten(result_config(cfg, ignore_seed=True), sep=".")
+    return sorted(k for k in seeded if k != "seed" and seeded[k] != fixed.get(k))
 
 
 def config_hash(cfg: DictConfig, ignore_seed: bool = False) -> str:

@@ -20,14 +20,16 @@ def run_grid(
     out: str | Path,
     train_missing: bool = True,
     study: str | None = None,
-) -> list[Path]:
-    """Train every (variant, seed) under ``out/<variant>/seed<seed>``; return the run dirs.
+) -> tuple[list[Path], list[str]]:
+    """Train every (variant, seed) under ``out/<variant>/seed<seed>``; return the run dirs and
+    notes on the runs left out.
 
     A run whose directory already holds a metrics.json for the same configuration (same
     config hash) is not trained again, so an interrupted study resumes where it stopped; one
     that holds another config's run (the study's file was edited since) fails before anything
     is trained: results are never trained over. With
-    ``train_missing=False`` nothing is trained: the finished runs found are returned. Trackers
+    ``train_missing=False`` nothing is trained: the finished runs of the same config are
+    returned, and those of another config left out with a note. Trackers
     name each run ``<study>/<variant>/seed<seed>`` in group ``<study>`` (job type ``study``).
     """
     from ranklab.errors import ConfigError
@@ -60,7 +62,7 @@ def run_grid(
                 f"{describe_other_config(cfg, held)}): the study changed since it ran; give "
                 f"another --out, or delete that folder to train it again",
             )
-    runs = []
+    runs, notes = [], []
     for name, seed, run, cfg in planned:
         cfg.ckpt_path = "auto"  # an interrupted run continues from its last.ckpt
         set_tracking(cfg, f"{study}/{name}/seed{seed}", study, "study", tag=study)
@@ -69,9 +71,12 @@ def run_grid(
         if finished == config_hash(cfg):
             console.print(f"[dim]{name} seed {seed}: done already ({run})[/]")
         elif not train_missing:
-            if finished is None:
-                continue
-            console.print(f"[yellow]{name} seed {seed}: finished with another config ({run})[/]")
+            if finished is not None:  # the study's file changed since: not this study's run
+                notes.append(f"left out {run}: a run of another config (the study changed since)")
+                console.print(
+                    f"[yellow]{name} seed {seed}: finished with another config ({run})[/]"
+                )
+            continue
         else:
             m = train(cfg)
             shown = ", ".join(f"{k} {v:.5f}" for k, v in list(m["test"].items())[:3])
@@ -80,4 +85,4 @@ def run_grid(
                 f"{m['wall_time_s']:.0f}s)"
             )
         runs.append(run)
-    return runs
+    return runs, notes

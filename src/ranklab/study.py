@@ -38,12 +38,14 @@ from ranklab.report import (
     bar_plot,
     gap_plot,
     load_runs,
+    missing_notes,
+    pooling_notes,
     significance,
     significance_note,
     to_latex,
     to_markdown,
 )
-from ranklab.report.tables import fmt_mean_std
+from ranklab.report.tables import Runs, fmt_mean_std
 from ranklab.runs import run_grid
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,7 +104,7 @@ def run_study(
             "--variants", f"{missing} not in the study (it has {list(spec['variants'])})"
         )
     grid = [(v, [subst(o) for o in spec["variants"][v]]) for v in chosen]
-    runs = run_grid(
+    runs, notes = run_grid(
         [subst(o) for o in spec["base"]],
         grid,
         seeds or spec["seeds"],
@@ -114,7 +116,9 @@ def run_study(
         raise ConfigError("study", f"no finished runs under {out}")
     loaded = load_runs(runs)
     # the variant is the run's parent directory (<out>/<variant>/seed<seed>)
-    df = loaded.df.with_columns(pl.col("run_dir").str.split("/").list.get(-2).alias("variant"))
+    df = with_variants(
+        loaded.df.with_columns(pl.col("run_dir").str.split("/").list.get(-2).alias("variant"))
+    )
     if "bayes/test/auc" in df.columns and "test/auc" in df.columns:
         df = df.with_columns((pl.col("bayes/test/auc") - pl.col("test/auc")).alias("gap_to_bayes"))
     metrics = [m for m in spec["metrics"] if m in df.columns]
@@ -130,7 +134,10 @@ def run_study(
         pvalues = {(str(r[key]), r["metric"]): r["p_value"] for r in sig.iter_rows(named=True)}
         footnote = "\n" + significance_note(sig, spec["baseline"], key, False) + "\n"
     md = f"### {spec['name']}\n\n" + to_markdown(table, metrics, by, spec["digits"], pvalues, key)
-    md += footnote + "".join(f"\nnote: {n}\n" for n in loaded.notes)
+    notes += loaded.notes + missing_notes(df, metrics, by)
+    if by != ["variant", "model"]:
+        notes += pooling_notes(Runs(df, loaded.configs), by)
+    md += footnote + "".join(f"\nnote: {n}\n" for n in notes)
     ref = spec.get("reference")
     if ref:
         src = ref["source"]
@@ -153,6 +160,19 @@ def run_study(
     if spec.get("gap_plot"):
         md += gap_figure(loaded, df, spec["gap_plot"], out / "gap.png")
     return md
+
+
+def with_variants(df: pl.DataFrame) -> pl.DataFrame:
+    """A variant whose runs are of several experiments (some made on other data, or warm-started
+    from other weights: :func:`ranklab.report.tables.load_runs` split them) becomes as many
+    variants, each named after what tells it apart: ``lr (data_fingerprint=...)``."""
+    if df.is_empty():
+        return df
+    counts = df.group_by("variant").agg(pl.col("experiment").n_unique().alias("_k"))
+    df = df.join(counts, on="variant", how="left")
+    suffix = pl.col("label").str.strip_prefix(pl.col("model")).str.strip_chars()
+    named = pl.when(pl.col("_k") > 1).then(pl.concat_str(pl.col("variant"), pl.lit(" "), suffix))
+    return df.with_columns(named.otherwise(pl.col("variant")).alias("variant")).drop("_k")
 
 
 def gap_figure(loaded: Any, df: pl.DataFrame, conf: dict[str, Any], path: Path) -> str:

@@ -30,7 +30,15 @@ from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from ranklab.callbacks import EpochLog, ProgressBar, Resumable, Throughput
-from ranklab.config import conf_dir, config_hash, is_smoke, model_name, result_config, to_plain
+from ranklab.config import (
+    conf_dir,
+    config_hash,
+    is_smoke,
+    model_name,
+    result_config,
+    seeded_keys,
+    to_plain,
+)
 from ranklab.console import note_error, print_summary, run_log
 from ranklab.errors import ConfigError, Diverged, Interrupted, RanklabError, StopRequested
 from ranklab.loggers import (
@@ -611,6 +619,7 @@ def _fit_and_test(
         "experiment_hash": config_hash(cfg, ignore_seed=True),
         # what the hashes are of: reports label rows by the keys in which experiments differ
         "config": result_config(cfg),
+        "seeded_keys": seeded_keys(cfg),  # e.g. data.seed: ${seed}, not a label of its row
         "tags": list(cfg.get("tags") or []),
         "tracking": to_plain(cfg.get("tracking")),
         "data_fingerprint": datamodule.meta.get("fingerprint"),

@@ -2,9 +2,10 @@
 
 One row per experiment (the config without the seed): runs that share data and model but differ
 in configuration are separate rows, labelled by the keys that differ; the same experiment and
-seed twice counts once; smoke runs are left out. ``--by data model`` pools on purpose and says
-what it pooled. With ``--baseline``, every metric of every row is tested against the baseline's
-(paired t-test over shared seeds, Welch's where the seeds differ; ``--holm`` corrects for the
+seed twice counts once; smoke runs are left out; runs made on other data or warm-started from
+other weights are other rows. ``--by data model`` pools on purpose and says what it pooled.
+With ``--baseline``, every metric of every row is tested against the baseline's (paired t-test
+over shared seeds, Welch's where they are not the same seeds; ``--holm`` corrects for the
 number of comparisons). The costs follow the metrics where the runs measured them (parameters,
 peak memory, latency of a batch of 4,096; ``--costs`` names others). Writes table.md, table.tex,
 runs.csv, summary.csv and a bar plot into --out, and prints the Markdown table with its notes.
@@ -22,6 +23,7 @@ from ranklab.report.tables import (
     ROW,
     aggregate,
     load_runs,
+    missing_notes,
     pooling_notes,
     relaimpr,
     resolve_baseline,
@@ -102,6 +104,7 @@ def _report(args: argparse.Namespace) -> int:
     notes = list(runs.notes)
     if args.by:
         notes += pooling_notes(runs, by)
+    notes += missing_notes(df, shown, by)
     key = by[-1]
     table = aggregate(df, shown, by)
     pvalues, extra, footnote = None, [], None

@@ -4,8 +4,12 @@ Only ``metrics.json`` files are read: they are the source of truth for every tab
 never pools runs that differ in anything but the seed: a row is one experiment
 (``experiment_hash``, the config without the seed), labelled by the config keys in which it
 differs from the other experiments of the same data and model (``DeepFM (model.dropout=0.1)``).
-The same experiment and seed found twice counts once; smoke runs are left out. Pooling on
-purpose (``by=("data", "model")``) says what it pooled.
+An experiment whose runs were made on other data (``data_fingerprint``) or warm-started from
+other weights (the source run's config hash) is split into as many rows, labelled by those
+too. Runs of one row made by other code versions or in other environments (thread count,
+device, torch build) are pooled, with a note that names them. The same experiment and seed
+found twice counts once; smoke runs are left out. Pooling on purpose (``by=("data",
+"model")``) says what it pooled.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import polars as pl
 from scipy import stats
 
 from ranklab.errors import ConfigError
-from ranklab.utils import flatten
+from ranklab.utils import flatten, hash_object
 
 ID_COLUMNS = ("data", "model", "label", "experiment", "seed", "run_dir")
 ROW = ("data", "label")  # one row per experiment (the label is unique within a data set)
@@ -74,15 +78,59 @@ def differing_keys(configs: Sequence[Mapping[str, Any]]) -> list[str]:
     return [k for k in keys if len({_value(c.get(k, missing)) for c in configs}) > 1]
 
 
-def _labels(records: list[tuple[Path, dict[str, Any]]]) -> tuple[dict[str, str], dict]:
-    """experiment -> row label, and experiment -> flattened config."""
+def provenance(m: Mapping[str, Any]) -> dict[str, Any]:
+    """What decides a run's results besides its config, as its metrics.json records it: the
+    data's fingerprint (the files' contents, or the generator's parameters) and, for a warm
+    start, the config hash of the run whose weights it loaded (``init_from`` is hashed as the
+    path typed, and the file at that path may have been replaced since)."""
+    init = m.get("initialized_from")
+    return {
+        "data_fingerprint": m.get("data_fingerprint"),
+        "init_from.config_hash": init.get("config_hash") if isinstance(init, dict) else None,
+    }
+
+
+def _split_by_provenance(records: list[tuple[Path, dict[str, Any]]]) -> set[str]:
+    """Give the runs of one experiment that differ in :func:`provenance` an experiment of their
+    own (``<experiment_hash>#<provenance hash>``); returns the experiments split so."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for _, m in records:
+        seen[m["experiment"]].add(hash_object(provenance(m)))
+    split = set()
+    for _, m in records:
+        if len(seen[m["experiment"]]) > 1:
+            m["experiment"] = f"{m['experiment']}#{hash_object(provenance(m))[:8]}"
+            split.add(m["experiment"])
+    return split
+
+
+def _labels(
+    records: list[tuple[Path, dict[str, Any]]], split: set[str] = frozenset()
+) -> tuple[dict[str, str], dict]:
+    """experiment -> row label, and experiment -> flattened config. Where an experiment was
+    split by :func:`provenance`, the configs of its data and model carry the provenance too, so
+    that the labels name what tells its rows apart (``data_fingerprint=...``)."""
     configs: dict[str, dict[str, Any] | None] = {}
+    origin: dict[str, dict[str, Any]] = {}
     by_model: dict[tuple[str, str], list[str]] = defaultdict(list)
+    seeded: set[str] = set()  # keys derived from the seed (data.seed: ${seed}): not labels
     for _, m in records:
         exp = m["experiment"]
+        flat = flatten(m["config"], sep=".") if m.get("config") else None
+        seeded.update(m.get("seeded_keys") or ())
         if exp not in configs:
-            configs[exp] = flatten(m["config"], sep=".") if m.get("config") else None
+            configs[exp] = flat
+            origin[exp] = provenance(m)
             by_model[(m["data"], m["model"])].append(exp)
+        elif flat is not None and configs[exp] is not None:
+            # runs of one experiment differ only in the seed and what derives from it
+            seeded.update(k for k in flat if _value(flat[k]) != _value(configs[exp].get(k)))
+    for exps in by_model.values():
+        if any(e in split for e in exps):
+            for e in exps:
+                if configs[e] is not None:
+                    short = {k: v[:12] if isinstance(v, str) else v for k, v in origin[e].items()}
+                    configs[e] = {**configs[e], **short}
     labels = {}
     for (_, model), exps in by_model.items():
         if len(exps) == 1:
@@ -90,14 +138,23 @@ def _labels(records: list[tuple[Path, dict[str, Any]]]) -> tuple[dict[str, str],
             continue
         known = [configs[e] for e in exps]
         if any(c is None for c in known):  # written before metrics.json held its config
-            labels.update({e: f"{model} [{e[:8]}]" for e in exps})
+            labels.update({e: f"{model} [{_short(e)}]" for e in exps})
             continue
-        keys = differing_keys(known)  # type: ignore[arg-type]
+        every = differing_keys(known)  # type: ignore[arg-type]
         missing = "–"
-        for e in exps:
-            shown = ", ".join(f"{k}={_value(configs[e].get(k, missing))}" for k in keys)
-            labels[e] = f"{model} ({shown})"
+        for keys in ([k for k in every if k not in seeded], every):
+            for e in exps:
+                shown = ", ".join(f"{k}={_value(configs[e].get(k, missing))}" for k in keys)
+                labels[e] = f"{model} ({shown})"
+            if len({labels[e] for e in exps}) == len(exps):  # else: a seeded key tells them apart
+                break
     return labels, configs
+
+
+def _short(experiment: str) -> str:
+    """An experiment's hash, shortened: ``1a2b3c4d`` (``1a2b3c4d#5e6f7a8b`` once split)."""
+    head, _, tail = experiment.partition("#")
+    return head[:8] + (f"#{tail}" if tail else "")
 
 
 def load_runs(paths: Iterable[str | Path], include_smoke: bool = False) -> Runs:
@@ -120,13 +177,16 @@ def load_runs(paths: Iterable[str | Path], include_smoke: bool = False) -> Runs:
         notes.append(f"left out {len(smoke)} smoke run(s) (debug=..., limited batches)")
     if failed:
         notes.append(f"left out {len(failed)} run(s) that did not finish: {', '.join(failed)}")
-    labels, configs = _labels(records)
+    split = _split_by_provenance(records)
+    labels, configs = _labels(records, split)
     seen: dict[tuple[str, Any], list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
     for run, m in records:
         seen[(m["experiment"], m.get("seed"))].append((run, m))
     rows = []
+    kept: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for (exp, seed), dups in seen.items():
         run, m = dups[0]
+        kept[exp].append(m)
         if len(dups) > 1:
             notes.append(_duplicate_note(labels[exp], seed, dups))
         flat = {
@@ -137,8 +197,38 @@ def load_runs(paths: Iterable[str | Path], include_smoke: bool = False) -> Runs:
         }
         flat.update(run_dir=str(run), label=labels[exp], experiment=exp)
         rows.append(flat)
+    for exp, ms in kept.items():
+        notes += _mixed_notes(labels[exp], ms)
     df = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
     return Runs(df, configs, notes)
+
+
+def _origins(m: Mapping[str, Any]) -> dict[str, str]:
+    """Where a run's digits came from besides its config and data: the code and the
+    environment (torch build, thread count, device), as metrics.json records them."""
+    env = m.get("environment") if isinstance(m.get("environment"), dict) else {}
+    commit = str(m.get("git_commit") or "")
+    out = {"code": commit[:10] + ("-dirty" if commit.endswith("-dirty") else "")} if commit else {}
+    return {**out, **{k: str(v) for k, v in sorted(env.items())}}
+
+
+def _mixed_notes(label: str, runs: list[dict[str, Any]]) -> list[str]:
+    """One note per origin (code version, torch, threads, device) in which a row's runs differ:
+    the row pools them, and says which seeds ran where."""
+    notes = []
+    origins = [_origins(m) for m in runs]
+    for key in sorted({k for o in origins for k in o}):
+        seeds: dict[str, list[str]] = defaultdict(list)
+        for m, o in zip(runs, origins):
+            seeds[o.get(key, "unknown")].append(str(m.get("seed")))
+        if len(seeds) > 1:
+            what = "code versions" if key == "code" else f"{key} values"
+            shown = "; ".join(
+                f"{key} {v}: seed{'s' if len(s) > 1 else ''} {', '.join(sorted(s))}"
+                for v, s in seeds.items()
+            )
+            notes.append(f"{label}: its runs come from {len(seeds)} {what} ({shown})")
+    return notes
 
 
 def _duplicate_note(label: str, seed: Any, dups: list[tuple[Path, dict[str, Any]]]) -> str:
@@ -151,7 +241,11 @@ def _duplicate_note(label: str, seed: Any, dups: list[tuple[Path, dict[str, Any]
     differ = sorted(k for k in values[0] if len({v.get(k) for v in values}) > 1)
     if differ:
         shown = " vs ".join(f"{v.get(differ[0])}" for v in values)
-        note += f"; their metrics differ ({differ[0]}: {shown}): compare their environment"
+        origins = [_origins(m) for _, m in dups]
+        keys = {k for o in origins for k in o}
+        where = sorted(k for k in keys if len({o.get(k) for o in origins}) > 1)
+        why = f"they differ in {', '.join(where)}" if where else "compare their environment"
+        note += f"; their metrics differ ({differ[0]}: {shown}): {why}"
     return note
 
 
@@ -182,8 +276,33 @@ def pooling_notes(runs: Runs, by: Sequence[str]) -> list[str]:
     return notes
 
 
+def missing_notes(df: pl.DataFrame, metrics: Sequence[str], by: Sequence[str] = ROW) -> list[str]:
+    """A note for each row and metric that some of the row's runs lack (``null`` in
+    metrics.json: an AUC undefined on a split with one class, a cost not measured): its mean
+    and std are over the other runs, while ``n`` counts them all."""
+    notes = []
+    for key, sub in df.group_by(list(by), maintain_order=True):
+        for m in metrics:
+            if m not in sub.columns:
+                continue
+            gone = sub.filter(pl.col(m).is_null() | pl.col(m).is_nan())
+            if gone.height:
+                seeds = (
+                    ", ".join(str(s) for s in gone["seed"].to_list())
+                    if "seed" in sub.columns
+                    else "?"
+                )
+                row = " | ".join(str(k) for k in key)
+                notes.append(
+                    f"'{row}': {m} has no value in {gone.height} of its {sub.height} runs (seed "
+                    f"{seeds}); its mean and std are over the other {sub.height - gone.height}"
+                )
+    return notes
+
+
 def aggregate(df: pl.DataFrame, metrics: Sequence[str], by: Sequence[str] = ROW) -> pl.DataFrame:
-    """Mean, sample std (ddof 1) and count over seeds for each group."""
+    """Mean, sample std (ddof 1) and count over seeds for each group (``n`` counts the runs;
+    a run without a value of a metric is out of its mean: :func:`missing_notes`)."""
     aggs = [pl.len().alias("n")]
     for m in metrics:
         aggs += [pl.col(m).mean().alias(f"{m}:mean"), pl.col(m).std(ddof=1).alias(f"{m}:std")]
@@ -232,9 +351,10 @@ def significance(
 ) -> pl.DataFrame:
     """p-value of every row against the ``baseline`` row on every metric, per data set.
 
-    Paired t-test over the seeds both have when they have the same seeds (the same seed gives
-    the same data order and initialisation streams), Welch's t-test otherwise; ``test`` says
-    which. ``correction="holm"`` adjusts all p-values of the table together (Holm).
+    Paired t-test over the seeds both have when they have the same seeds, each once (the same
+    seed gives the same data order and initialisation streams), Welch's t-test otherwise (a
+    row pooling several experiments holds a seed more than once); ``test`` says which.
+    ``correction="holm"`` adjusts all p-values of the table together (Holm).
     """
     out = []
     for gkey, sub in df.group_by(list(group), maintain_order=True):
@@ -246,7 +366,8 @@ def significance(
                 b = other.select("seed", pl.col(metric).alias("b")).drop_nulls()
                 if name != baseline and a.height >= 2 and b.height >= 2:
                     joined = a.join(b, on="seed")
-                    if joined.height >= 2 and joined.height == a.height == b.height:
+                    once = a["seed"].is_unique().all() and b["seed"].is_unique().all()
+                    if once and joined.height >= 2 and joined.height == a.height == b.height:
                         p = float(stats.ttest_rel(joined["b"], joined["a"]).pvalue)
                         test = "paired t"
                     else:
@@ -274,7 +395,7 @@ def significance_note(sig: pl.DataFrame, baseline: str, key: str, holm_corrected
         return f"No test against {baseline}: " + few + "."
     tests = {
         "paired t": "paired t-test over shared seeds",
-        "Welch t": "Welch's t-test (the seeds differ)",
+        "Welch t": "Welch's t-test (the seeds are not shared one to one)",
     }
     kinds = [t for t in tests if t in set(used["test"])]
     parts = []
