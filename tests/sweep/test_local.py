@@ -90,6 +90,18 @@ def test_rerunning_continues_the_study(tmp_path: Path) -> None:
     assert trials[2].params != trials[0].params  # a rerun does not repeat the first samples
     run_sweep(spec, quiet=True)  # nothing left to do
     assert len(load(spec).trials) == 3
+    # continued with another fixed override: its trials would be ranked with the others
+    other = load_spec(str(path), ["trials=4", "trainer.max_epochs=3"])
+    with pytest.raises(
+        ConfigError,
+        match=r"'fixed'.*ran its trials on another base config "
+        r"\(trainer.max_epochs: 3 here, \d+ there\)",
+    ):
+        run_sweep(other, quiet=True)
+    assert len(load(spec).trials) == 3
+    run_sweep(
+        load_spec(str(path), ["trials=3", f"paths.cache_dir={tmp_path}/elsewhere"]), quiet=True
+    )
 
 
 def test_nan_and_raising_trials_are_failed_and_the_rest_complete(tmp_path: Path) -> None:

@@ -164,7 +164,13 @@ def _lock_key(name: str) -> int:
 def init_study(spec: SweepSpec) -> optuna.Study:
     """Create the tables and the study once, under a lock (two processes creating the tables
     of a fresh database race, and one crashes), or load it. Refuses a study made for another
-    metric or direction."""
+    metric or direction, or whose trials ran on another base config (the experiment and the
+    ``fixed`` overrides): their results would be ranked, and sampled from, together."""
+    from ranklab.config import compose, config_hash, result_config
+    from ranklab.rundir import config_differences
+
+    base_cfg = compose(spec.base_overrides())
+    base_hash, base = config_hash(base_cfg), result_config(base_cfg)
     lock = StudyLock(spec, "init")
     try:
         with lock.held():
@@ -189,6 +195,21 @@ def init_study(spec: SweepSpec) -> optuna.Study:
                     "metric",
                     f"study '{spec.study_name}' in {spec.storage_url} optimises "
                     f"{attrs['metric']}, not {spec.metric}; choose another study_name",
+                )
+            held = attrs.get("base_config_hash")
+            scored = study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+            )
+            if held is None or (held != base_hash and not scored):
+                # a new study, one from before this record, or one with nothing scored yet
+                study.set_user_attr("base_config_hash", base_hash)
+                study.set_user_attr("base_config", base)
+            elif held != base_hash:
+                diff = config_differences(base, attrs.get("base_config") or {})
+                raise ConfigError(
+                    "fixed",
+                    f"study '{spec.study_name}' in {spec.storage_url} ran its trials on another "
+                    f"base config ({diff}); choose another study_name (or dir) for this one",
                 )
             if study.direction.name.lower() != spec.conf.direction:
                 raise ConfigError(
