@@ -124,6 +124,20 @@ def test_interrupted_build_leaves_no_trusted_cache(tmp_path: Path, monkeypatch) 
     assert data.rows("train") == 4
 
 
+def test_a_control_byte_in_a_value_is_read_as_text(tmp_path: Path) -> None:
+    """Lines are read whole with 0x1f as a stand-in separator: a file holding that byte takes
+    another (it was a polars "found more fields" traceback)."""
+    d = make_splits(tmp_path / "d")
+    plain = load_or_build(source(d), tmp_path / "plain")
+    text = (d / "train.csv").read_text().replace("u1,a,1.0", "u1,a\x1fb,1.0")
+    (d / "train.csv").write_text(text)
+    data = load_or_build(source(d), tmp_path / "cache")
+    assert data.schema["item"].vocab_size == plain.schema["item"].vocab_size + 1
+    (d / "train.csv").write_text(text.replace("2.0", "abc"))  # and errors still name the line
+    with pytest.raises(DataError, match=r"train.csv, line 3, column 'price'"):
+        load_or_build(source(d), tmp_path / "bad")
+
+
 def test_ragged_row_names_file_and_line(tmp_path: Path) -> None:
     d = make_splits(tmp_path / "d")
     write(d / "valid.csv", ["label,user,item,price", "1,u1,a,1.5", "0,u9,z", "1,u1,a,1.0"])

@@ -96,14 +96,14 @@ def test_parquet_source_with_a_random_split_builds(tmp_path: Path) -> None:
         }
     ).with_columns(pl.col("y").cast(pl.Int64))
     df.write_parquet(tmp_path / "all.parquet")
-    src = CSVSplits(
-        dir=str(tmp_path),
-        files={"all": "all.parquet"},
-        split={"val": 0.1, "test": 0.1},
-        format="parquet",
-        label="y",
-        features={"categorical": ["c"], "numeric": ["x"]},
-    )
+    kw = {
+        "dir": str(tmp_path),
+        "files": {"all": "all.parquet"},
+        "split": {"val": 0.1, "test": 0.1},
+        "format": "parquet",
+        "label": "y",
+    }
+    src = CSVSplits(**kw, features={"categorical": ["c"], "numeric": ["x"]})
     data = load_or_build(src, None)
     assert sum(data.rows(s) for s in ("train", "val", "test")) == n
     df.with_columns(
@@ -111,6 +111,28 @@ def test_parquet_source_with_a_random_split_builds(tmp_path: Path) -> None:
     ).write_parquet(tmp_path / "all.parquet")
     with pytest.raises(DataError, match=r"all.parquet, line 8, column 'y'"):  # row 8
         load_or_build(src, None)
+    # lists or structs where one value a row is read: one line naming the column (they were a
+    # polars "cannot cast List type" traceback), cut or not, in memory or streamed
+    nested = {
+        "x": pl.col("x").map_elements(lambda v: [v], return_dtype=pl.List(pl.Float64)),
+        "c": pl.struct("c", "x"),
+        "y": pl.col("y").map_elements(lambda v: [v], return_dtype=pl.List(pl.Int64)),
+    }
+    for col, expr in nested.items():
+        df.with_columns(expr.alias(col)).write_parquet(tmp_path / "all.parquet")
+        key = "label" if col == "y" else "features"
+        for budget in (None, 1 << 10):
+            with pytest.raises(
+                DataError,
+                match=rf"column '{col}': holds (List|Struct).*'data.source.{key}' reads one value",
+            ):
+                load_or_build(src, tmp_path / f"cache-{col}-{budget}", memory_budget=budget)
+    lists = df.with_columns(
+        pl.col("c").map_elements(lambda v: [v, "w"], return_dtype=pl.List(pl.String))
+    )
+    lists.write_parquet(tmp_path / "all.parquet")  # a list is what a bag feature reads
+    bag = {"categorical": [], "numeric": ["x"], "bag": [{"name": "c", "pooling": "mean"}]}
+    assert load_or_build(CSVSplits(**kw, features=bag), None).rows("train")
 
 
 def test_criteo_log_buckets_match_the_naive_rule() -> None:

@@ -144,6 +144,26 @@ def test_a_split_column_and_a_gzip_file_stream_to_the_same_encoding(
     _same(memory, streamed, groups=True)
 
 
+def test_quoted_newlines_stream_to_the_same_encoding_and_a_cut_gzip_names_its_file(
+    synth: Path, tmp_path: Path
+) -> None:
+    """A chunk ends only where no quote is open (it was cut inside a record: "an unclosed
+    quote"); a truncated gzip file is one line naming it (it was an EOFError traceback)."""
+    df = _csv(synth, tmp_path / "d")
+    # every row's f14 spans two lines, as a quoted field may
+    df = df.with_columns(pl.concat_str(pl.col("f14"), pl.lit("\nx")).alias("f14"))
+    df.write_csv(tmp_path / "d" / "all.csv")
+    kw = {"label": "f0", "group": "user", "features": TABLE, "split": {"seed": 2}}
+    memory, streamed = _both(tmp_path, dir=str(tmp_path / "d"), files={"all": "all.csv"}, **kw)
+    _same(memory, streamed, groups=True)
+    whole = gzip.compress((tmp_path / "d" / "all.csv").read_bytes())
+    (tmp_path / "d" / "cut.csv.gz").write_bytes(whole[: len(whole) // 2])
+    source = CSVSplits(dir=str(tmp_path / "d"), files={"all": "cut.csv.gz"}, **kw)
+    with pytest.raises(DataError, match="cannot read: Compressed file ended") as err:
+        load_or_build(source, tmp_path / "cut", memory_budget=BUDGET)
+    assert err.value.path == str(tmp_path / "d" / "cut.csv.gz") and err.value.line > 1
+
+
 def test_three_files_and_a_split_of_several_files_stream_to_the_same_encoding(
     synth: Path, tmp_path: Path
 ) -> None:

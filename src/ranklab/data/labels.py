@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ranklab.data.preprocess import fail_at_first
+from ranklab.data.preprocess import fail_at_first, require_scalar
 from ranklab.data.readers import separator_hint
 from ranklab.data.schema import LABEL_KINDS, LabelSpec
 from ranklab.errors import ConfigError, DataError
@@ -112,6 +112,7 @@ def encode_labels(
                 f"{separator_hint(df.columns)}",
                 path=path,
             )
+        require_scalar(df, [c.column], path, c.key)
         raw = df[c.column]
         if c.positive:
             text = raw.cast(pl.String).str.strip_chars()

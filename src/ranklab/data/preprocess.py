@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,20 @@ class FeatureSpec:
                 raise ConfigError(f"{self.name}.fill_na", f"must be a number, got {self.fill_na!r}")
             if not math.isfinite(self.fill_na):
                 raise ConfigError(f"{self.name}.fill_na", f"must be finite, got {self.fill_na}")
+
+
+def require_scalar(df: pl.DataFrame, columns: Iterable[str], path: str | Path, key: str) -> None:
+    """Fail naming the column when it holds nested values (a parquet list or struct) where one
+    value a row is read: a categorical or numeric feature, a label, the group."""
+    hint = " (ids listed in a row are a bag feature: features.bag)" if "features" in key else ""
+    for c in columns:
+        if c in df.columns and df.schema[c].is_nested():
+            raise DataError(
+                f"holds {df.schema[c]} values, where config key '{key}' reads one value a row"
+                + hint,
+                path=str(path),
+                column=c,
+            )
 
 
 def _check_not_a_label(
@@ -389,10 +404,15 @@ class TabularEncoder:
         )
         return x
 
+    def _scalar(self, df: pl.DataFrame, path: str) -> None:
+        scalar = [s.column for s in self.specs if s.kind in ("categorical", "numeric")]
+        require_scalar(df, scalar, path, "data.source.features")
+
     def check(self, df: pl.DataFrame, path: str, line_offset: int = 2) -> None:
         """Fail at the first value a feature cannot parse, before a file is cut or joined to
         others, naming the file's line (``line_offset``: the first data row's line): numbers,
         a categorical's numbers (criteo_log, quantile) and a bag's values."""
+        self._scalar(df, path)
         for spec in self.specs:
             if spec.kind == "numeric":
                 self._numeric(df, spec, path, line_offset)
@@ -403,6 +423,8 @@ class TabularEncoder:
                 self._bag_values(df, spec, lists, path, line_offset)
 
     def fit(self, train: pl.DataFrame, path: str = "train", line_offset: int = 2) -> TabularEncoder:
+        self._scalar(train, path)
+
         def prepare(spec: FeatureSpec) -> pl.Series | tuple[float, float]:
             if spec.kind == "numeric":
                 x = self._numeric(train, spec, path, line_offset)
@@ -446,6 +468,7 @@ class TabularEncoder:
         self, df: pl.DataFrame, path: str = "", line_offset: int = 2
     ) -> dict[str, np.ndarray]:
         """Encode every feature; ``line_offset`` is the file line of the first row (errors)."""
+        self._scalar(df, path)
 
         def encode(spec: FeatureSpec) -> dict[str, np.ndarray]:
             if spec.kind == "numeric":

@@ -295,13 +295,19 @@ def _clean(df: pl.DataFrame, strip: bool, null_values: list[str] | None) -> pl.D
     return df
 
 
-def _lines(path: Path, encoding: str = "utf8") -> pl.DataFrame:
+# control bytes no text file should hold, tried in turn as the "separator" that reads lines whole
+_LINE_SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c", "\x07", "\x01")
+
+
+def _lines(
+    path: Path, encoding: str = "utf8", separator: str = _LINE_SEPARATORS[0]
+) -> pl.DataFrame:
     """The file's lines as one string column ``line`` (none for an empty file)."""
     try:
         return pl.read_csv(
             path,
             has_header=False,
-            separator="\x1f",
+            separator=separator,
             quote_char=None,
             schema={"line": pl.String},
             comment_prefix=None,
@@ -310,6 +316,15 @@ def _lines(path: Path, encoding: str = "utf8") -> pl.DataFrame:
     except pl.exceptions.NoDataError:
         return pl.DataFrame(schema={"line": pl.String})
     except pl.exceptions.ComputeError as e:
+        if "more fields" in str(e):  # the file holds the stand-in byte: take one it lacks
+            data = Path(path).read_bytes()
+            free = [c for c in _LINE_SEPARATORS if c.encode() not in data]
+            if not free:
+                raise DataError(
+                    "holds the control bytes 0x1f, 0x1e, 0x1d, 0x1c, 0x07 and 0x01: is it text?",
+                    path=str(path),
+                ) from None
+            return _lines(path, encoding, free[0])
         if "utf-8" not in str(e).lower():
             raise
         _check_utf8(path)  # names the line (checked only on failure: no second pass otherwise)

@@ -14,7 +14,13 @@ import polars as pl
 from ranklab.data import badrows
 from ranklab.data.dataset import CACHE_FORMAT, GROUP_KEY, DataSource, EncodedData
 from ranklab.data.labels import encode_labels, label_meta, parse_labels
-from ranklab.data.preprocess import TabularEncoder, fail_at_first, parse_feature_specs, parse_time
+from ranklab.data.preprocess import (
+    TabularEncoder,
+    fail_at_first,
+    parse_feature_specs,
+    parse_time,
+    require_scalar,
+)
 from ranklab.data.readers import (
     check_read_options,
     first_data_line,
@@ -479,6 +485,9 @@ class CSVSplits(DataSource):
             cols = [s.column for s in self.specs] + [s.weights for s in self.specs if s.weights]
             cols += [self.group] if self.group else []
             require_columns(df, cols, where[split], "data.source.features")
+            require_scalar(
+                df, [self.group] if self.group else [], where[split], "data.source.group"
+            )
         # the file line of a split's first row, for errors (a cut source and several files
         # were checked file by file first)
         first = {

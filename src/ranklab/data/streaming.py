@@ -28,6 +28,7 @@ import io
 import logging
 import math
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,14 @@ import polars as pl
 from ranklab.data import badrows
 from ranklab.data.dataset import GROUP_KEY
 from ranklab.data.labels import encode_labels, label_meta
-from ranklab.data.preprocess import FeatureSpec, TabularEncoder, Vocabulary, _as_key, parse_time
+from ranklab.data.preprocess import (
+    FeatureSpec,
+    TabularEncoder,
+    Vocabulary,
+    _as_key,
+    parse_time,
+    require_scalar,
+)
 from ranklab.data.readers import first_data_line, read_table, require_columns
 from ranklab.errors import DataError
 from ranklab.metrics import bayes_metrics
@@ -101,15 +109,22 @@ def iter_chunks(
     opener = gzip.open if path.suffix == ".gz" else open
     suffix = "".join(s for s in path.suffixes if s != ".gz")[-16:] or ".txt"
     scratch_file = scratch / f"chunk{suffix}"
+    # a CSV record may hold quoted newlines: a chunk ends only where no quote is open
+    quote = options.get("quote_char", '"') if format == "csv" else None
+    quote_byte = quote.encode() if quote else None
     with opener(path, "rb") as f:
-        header = b"".join(f.readline() for _ in range(header_lines))
         lines_before, carry = 0, b""
-        while True:
+        try:
+            header = b"".join(f.readline() for _ in range(header_lines))
             block = f.read(size)
+        except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt gzip file
+            raise DataError(f"cannot read: {e}", path=str(path)) from None
+        while True:
             data = carry + block
-            cut = len(data) if not block else data.rfind(b"\n") + 1
-            if block and cut == 0:  # a line longer than a chunk: read on
+            cut = len(data) if not block else _record_end(data, quote_byte)
+            if block and cut == 0:  # a record longer than a chunk: read on
                 carry = data
+                block = _read(f, size, path, header_lines + lines_before)
                 continue
             body, carry = data[:cut], data[cut:]
             if body.strip():
@@ -137,6 +152,31 @@ def iter_chunks(
             lines_before += body.count(b"\n")
             if not block:
                 return
+            block = _read(f, size, path, header_lines + lines_before)
+
+
+def _read(f: Any, size: int, path: Path, lines_before: int) -> bytes:
+    """The next ``size`` bytes; a truncated or corrupt gzip file fails naming the line after
+    the last one read whole (where the damage is, to the nearest chunk)."""
+    try:
+        return f.read(size)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"cannot read: {e}", path=str(path), line=lines_before + 1) from None
+
+
+def _record_end(data: bytes, quote: bytes | None) -> int:
+    """The end of the last whole record in ``data`` (0: none): after its last newline, or with
+    a ``quote`` character, after the last newline outside quotes (an even count of quote
+    characters before it; a doubled quote inside a field counts twice)."""
+    cut = data.rfind(b"\n") + 1
+    if quote is None or quote not in data:
+        return cut
+    inside = data.count(quote, 0, cut) % 2
+    while cut and inside:  # step back a line at a time, counting only the quotes passed
+        before = data.rfind(b"\n", 0, cut - 1) + 1
+        inside ^= data.count(quote, before, cut) % 2
+        cut = before
+    return cut
 
 
 def _parquet_chunks(
@@ -400,8 +440,10 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
 
     t0 = time.perf_counter()
     fit = StreamingFit(TabularEncoder(source.specs))
+    group = [source.group] if source.group else []
     for df, first, path in train_chunks():
         require_columns(df, feature_cols, path, "data.source.features")
+        require_scalar(df, group, path, "data.source.group")
         fit.update(df, path, first)
     encoder = fit.finish()
     del fit
@@ -410,6 +452,7 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
 
     def encode(df: pl.DataFrame, first: int, path: str) -> dict[str, np.ndarray]:
         require_columns(df, feature_cols, path, "data.source.features")
+        require_scalar(df, group, path, "data.source.group")
         arrays = encoder.transform(df, path, first)
         arrays.update(encode_labels(df, source.label_columns, path, first))
         if groups is not None:
