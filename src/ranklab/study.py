@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -220,10 +221,17 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("study", type=Path, help="a study file, e.g. experiments/frappe_x1_bars.yaml")
-    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("RANKLAB_DATA_DIR", "data")),
+        help="what ${data_dir} stands for (default: $RANKLAB_DATA_DIR, else data/)",
+    )
     ap.add_argument("--variants", nargs="+", default=None, help="run only these variants")
     ap.add_argument("--seeds", nargs="+", type=int, default=None, help="override the study's seeds")
-    ap.add_argument("--out", type=Path, default=None, help="default: outputs/studies/<name>")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="default: outputs/studies/<name> (in this folder)"
+    )
     ap.add_argument(
         "--table-only", action="store_true", help="tabulate finished runs, train nothing"
     )
@@ -232,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stdout)
     try:
         spec = load_study(args.study)
-        out = args.out or ROOT / "outputs" / "studies" / spec["name"]
+        out = args.out or Path("outputs") / "studies" / spec["name"]  # as ranklab-train's outputs/
         print(
             run_study(
                 spec, out, args.data_dir, args.variants, args.seeds, train=not args.table_only

@@ -458,7 +458,8 @@ def _train(
 ) -> dict[str, Any]:
     _fill_tracking(cfg)
     if resume is None and str(cfg.get("ckpt_path")) == "auto":
-        log.info("ckpt_path=auto: no unfinished run of this config in %s: starting afresh", run_dir)
+        # the run's own folder (the search for an unfinished run, if any, said where it looked)
+        log.info("ckpt_path=auto: nothing to resume in %s: starting afresh", run_dir)
     saved = continued_trackers(cfg, resume, run_dir)
     if isinstance(saved.get("name"), str):
         with open_dict(cfg):
