@@ -30,6 +30,16 @@ class ConfigError(RanklabError):
         super().__init__(f"config key '{key}': {message}")
 
 
+def whole_number(value: object, key: str, least: int) -> int:
+    """``value`` as an int, or a ConfigError naming ``key``: a string (``seed=abc``), a fraction
+    (``min_count=1.7``, which ``int()`` would quietly truncate) or a number below ``least``."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(key, f"must be a whole number >= {least}, got {value!r}")
+    return value
+
+
 class DataError(RanklabError):
     """Input data is wrong; the message names the file and, where known, line and column."""
 

@@ -40,7 +40,14 @@ from ranklab.config import (
     to_plain,
 )
 from ranklab.console import note_error, print_summary, run_log
-from ranklab.errors import ConfigError, Diverged, Interrupted, RanklabError, StopRequested
+from ranklab.errors import (
+    ConfigError,
+    Diverged,
+    Interrupted,
+    RanklabError,
+    StopRequested,
+    whole_number,
+)
 from ranklab.loggers import (
     TRACKERS_FILE,
     CSVLogger,
@@ -430,6 +437,9 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     lr = OmegaConf.select(cfg, "optimizer.lr")
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0):
         raise ConfigError("optimizer.lr", f"must be a number > 0, got {lr!r}")
+    whole_number(cfg.get("seed"), "seed", 0)
+    if cfg.get("threads") is not None:  # null or 0: torch's default
+        whole_number(cfg.threads, "threads", 0)
     done = guard_run_dir(cfg, run_dir)  # before anything is read or written
     if done is not None:
         return done

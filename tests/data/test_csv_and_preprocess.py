@@ -138,6 +138,19 @@ def test_a_control_byte_in_a_value_is_read_as_text(tmp_path: Path) -> None:
         load_or_build(source(d), tmp_path / "bad")
 
 
+def test_a_quoted_field_over_three_lines_is_one_value(tmp_path: Path) -> None:
+    """RFC 4180 lets a quoted field hold newlines; its middle line holds no quote, and the
+    field count check took it for a row ("expected 4 fields, found 1: 'line two'")."""
+    d = make_splits(tmp_path / "d")
+    text = (d / "train.csv").read_text().replace("u1,a,1.0", 'u1,"a\nline two\nthree",1.0', 1)
+    (d / "train.csv").write_text(text)
+    data = load_or_build(source(d), tmp_path / "cache")
+    assert data.rows("train") == 4 and data.schema["item"].vocab_size == 3 + 2 + 1
+    (d / "train.csv").write_text(text + "1,u2\n")  # a short row after it is still named
+    with pytest.raises(DataError, match=r"train\.csv, line 8: expected 4 fields, found 2"):
+        load_or_build(source(d), tmp_path / "bad")
+
+
 def test_ragged_row_names_file_and_line(tmp_path: Path) -> None:
     d = make_splits(tmp_path / "d")
     write(d / "valid.csv", ["label,user,item,price", "1,u1,a,1.5", "0,u9,z", "1,u1,a,1.0"])
@@ -183,6 +196,15 @@ def test_unparsable_numeric_names_line(tmp_path: Path) -> None:
 def test_feature_spec_typos_name_the_key() -> None:
     with pytest.raises(ConfigError, match=r"data.source.features.categorical\[0\].mincount"):
         parse_feature_specs({"categorical": [{"name": "a", "mincount": 2}]})
+    # a string where a list of features is read (it was read letter by letter), and counts that
+    # are not whole numbers (a fraction was truncated, a word was a traceback)
+    with pytest.raises(ConfigError, match=r"features.categorical': must be a list .* \[user\]"):
+        parse_feature_specs({"categorical": "user"})
+    for option, value in (("min_count", 1.7), ("min_count", "abc"), ("hash_buckets", "x")):
+        with pytest.raises(ConfigError, match=rf"{option}': must be a whole number"):
+            parse_feature_specs({"categorical": [{"name": "a", option: value}]})
+    with pytest.raises(ConfigError, match=r"sequence\[0\].max_len': must be a whole number >= 1"):
+        parse_feature_specs({"sequence": [{"name": "h", "max_len": "ten"}]})
     with pytest.raises(ConfigError, match=r"sequence\[0\].max_len.*>= 1"):
         parse_feature_specs({"sequence": [{"name": "h", "max_len": 0}]})
 

@@ -128,7 +128,11 @@ def test_a_label_other_than_1_0_or_minus_1_is_named(tmp_path: Path, bad: str, ma
     ("override", "key", "message"),
     [
         ("+data.source.read_options.sep=x", "data.source.read_options.sep", "takes no option"),
-        ("+data.source.features.min_count=-1", "data.source.features.min_count", "must be >= 1"),
+        (
+            "+data.source.features.min_count=-1",
+            "data.source.features.min_count",
+            "must be a whole number >= 1",
+        ),
         ("paths.cache_dir=/proc/ranklab-test/cache", "data.cache_dir", "cannot write in"),
         (
             "+data.source.truth=nope.npy",

@@ -151,6 +151,27 @@ def test_sequence_log_errors_name_file_line_or_key(tmp_path: Path) -> None:
         seq_source(good, history={"max_len": 3, "fields": {"hist_item": "movie"}})
     with pytest.raises(ConfigError, match=r"data.source.history.max_len"):
         seq_source(good, history={"max_len": 0, "fields": {"hist_item": "item_id"}})
+    # the log is sorted by user and time before it is encoded: errors still name file lines
+    # (a label that is no number was a traceback; a feature's value was named at its sorted row)
+    shuffled = [lines[i] for i in (14, 3, 9, 0, 7, 12, 1, 5, 10, 2, 13, 4, 8, 6, 11)]
+    rating = write_recbole(tmp_path / "c", [*shuffled[:6], "u1\ti3\tgood\t300", *shuffled[6:]])
+    rating.write_text(rating.read_text().replace("rating:float", "rating:token", 1))  # as text
+    with pytest.raises(DataError, match=r"x\.inter, line 8, column 'rating': label column must"):
+        seq_source(rating).build()
+    ones = [ln.rsplit("\t", 2)[0] + "\t1\t" + ln.rsplit("\t", 1)[1] for ln in shuffled]
+    ones[9] = ones[9].replace("\t1\t", "\t2\t")
+    with pytest.raises(DataError, match=r"x\.inter, line 11, column 'rating': label must be 0 or"):
+        seq_source(
+            write_recbole(tmp_path / "d", ones), label={"column": "rating", "min": None}
+        ).build()
+    price = [ln + f"\t{i}.5" for i, ln in enumerate(shuffled)]
+    price[4] = price[4].rsplit("\t", 1)[0] + "\tcheap"
+    d = write_recbole(tmp_path / "e", price)
+    d.write_text(d.read_text().replace("timestamp:float", "timestamp:float\tprice:token", 1))
+    with pytest.raises(DataError, match=r"x\.inter, line 6, column 'price'.*'cheap'"):
+        seq_source(
+            d, features={"categorical": ["user_id", "item_id"], "numeric": ["price"]}
+        ).build()
 
 
 def test_synthetic_seq_is_deterministic_and_reports_its_ceiling() -> None:

@@ -261,6 +261,9 @@ def test_auto_in_a_named_folder_never_overwrites_and_never_retrains(
         ("trainer.max_epochs=abc", "trainer.max_epochs"),
         ("optimizer.lr=-1", "optimizer.lr"),
         ("optimizer.lr=abc", "optimizer.lr"),
+        ("seed=abc", "seed"),  # these were tracebacks
+        ("threads=abc", "threads"),
+        ("threads=1.5", "threads"),
     ],
 )
 def test_runs_that_cannot_train_fail_before_writing(

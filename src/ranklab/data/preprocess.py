@@ -18,7 +18,7 @@ import polars as pl
 
 from ranklab.data import badrows
 from ranklab.data.schema import OOV, PAD, POOLINGS, Feature, LabelSpec, Schema, weight_key
-from ranklab.errors import ConfigError, DataError
+from ranklab.errors import ConfigError, DataError, whole_number
 
 FEATURE_KINDS = ("categorical", "numeric", "sequence", "bag")
 # per kind, the transforms a feature may name; the first is the default
@@ -75,12 +75,12 @@ class FeatureSpec:
                 f"{self.name}.transform",
                 f"'{self.transform}' is not a {self.kind} transform (choose from {list(allowed)})",
             )
-        if self.transform == "quantile" and int(self.buckets) < 2:
-            raise ConfigError(f"{self.name}.buckets", f"must be >= 2, got {self.buckets}")
-        for option, least in (("min_count", 1), ("hash_buckets", 0)):
-            if int(getattr(self, option)) < least:
-                value = getattr(self, option)
-                raise ConfigError(f"{self.name}.{option}", f"must be >= {least}, got {value}")
+        if self.transform == "quantile":
+            self.buckets = whole_number(self.buckets, f"{self.name}.buckets", 2)
+        for option, least in (("min_count", 1), ("hash_buckets", 0), ("max_len", 0)):
+            setattr(
+                self, option, whole_number(getattr(self, option), f"{self.name}.{option}", least)
+            )
         if self.kind != "numeric":
             self.table = self.table or self.name
         if self.fill_na is not None:
@@ -147,6 +147,8 @@ def parse_feature_specs(
         )
     specs: list[FeatureSpec] = []
     for kind in FEATURE_KINDS:
+        if isinstance(cfg.get(kind), str | Mapping):  # iterating "user" would read u, s, e, r
+            raise ConfigError(f"{key}.{kind}", f"must be a list of features, e.g. [{cfg[kind]}]")
         for i, entry in enumerate(cfg.get(kind) or []):
             if isinstance(entry, str):
                 entry = {"name": entry}
@@ -164,10 +166,8 @@ def parse_feature_specs(
                 merged.pop("fill_na", None)
             merged.update(entry)
             merged["kind"] = kind
-            if kind == "sequence" and int(merged.get("max_len", 0)) < 1:
-                raise ConfigError(
-                    f"{key}.sequence[{i}].max_len", f"must be >= 1, got {merged.get('max_len', 0)}"
-                )
+            if kind == "sequence":
+                whole_number(merged.get("max_len", 0), f"{key}.sequence[{i}].max_len", 1)
             if kind == "bag" and merged.get("pooling", "sum") not in POOLINGS:
                 raise ConfigError(f"{key}.bag[{i}].pooling", f"must be one of {POOLINGS}")
             if kind != "bag" and entry.get("weights"):
@@ -350,12 +350,17 @@ class TabularEncoder:
             **where,
         )
         # 'inf' and 'nan' parse as floats but would turn the scaler and every loss into NaN
+        text = s.dtype == pl.String  # read from text: read_options can make it a missing value
         fail_at_first(
             x.is_not_null() & ~x.is_finite(),
             lambda i: (
-                f"numeric feature '{spec.name}' is not finite ({s[i]!r}); leave the field "
-                f"empty for a missing value, or read {s[i]!r} as one with "
-                f"read_options.null_values: [{s[i]!r}]"
+                f"numeric feature '{spec.name}' is not finite ({s[i]!r}); "
+                + (
+                    f"leave the field empty for a missing value, or read {s[i]!r} as one with "
+                    f"read_options.null_values: [{s[i]!r}]"
+                    if text
+                    else "store a missing value as null (the parquet reader takes no null_values)"
+                )
             ),
             **where,
         )

@@ -96,22 +96,27 @@ def check_field_counts(
 
     Lines are read whole (one string column) and counted with a vectorised polars expression,
     so this costs one extra pass over the bytes, not a Python loop. Lines holding a quote
-    character are skipped (a quoted separator would be miscounted); the CSV parser checks those.
+    character, or inside a quoted field that spans lines, are skipped (a quoted separator or
+    newline would be miscounted); the CSV parser checks those.
     """
     lines = _lines(path, encoding).with_row_index("lineno", offset=1)
     collector = badrows.active()
     # a blank line is a null line here (polars)
     blank = pl.col("line").fill_null("").str.strip_chars_end("\r").str.len_bytes() == 0
+    if quote_char:
+        # a line holding a quote, or inside a quoted field that spans lines (an odd number of
+        # quote characters before it), is no record of its own
+        quotes = pl.col("line").fill_null("").str.count_matches(quote_char, literal=True)
+        quoted = (quotes > 0) | ((quotes.cum_sum() - quotes) % 2 == 1)
+    else:
+        quoted = pl.lit(False)
     query = lines.lazy().filter(
         (
             # polars reads a blank line as a row of nulls ("label ... found None"); with one
             # column it is that column's empty field
-            (blank & pl.lit(expected > 1))
+            (blank & pl.lit(expected > 1) & ~quoted)
             | (
-                (
-                    pl.lit(quote_char is None)
-                    | ~pl.col("line").str.contains(quote_char or '"', literal=True)
-                )
+                ~quoted
                 & ~blank
                 & (pl.col("line").str.count_matches(separator, literal=True) != expected - 1)
             )

@@ -18,8 +18,14 @@ import numpy as np
 import polars as pl
 
 from ranklab.data.dataset import CACHE_FORMAT, GROUP_KEY, DataSource, EncodedData
-from ranklab.data.preprocess import FeatureSpec, TabularEncoder, parse_feature_specs, parse_time
-from ranklab.data.readers import read_table
+from ranklab.data.preprocess import (
+    FeatureSpec,
+    TabularEncoder,
+    fail_at_first,
+    parse_feature_specs,
+    parse_time,
+)
+from ranklab.data.readers import first_data_line, read_table
 from ranklab.data.schema import FIRST_ID, Feature, LabelSpec, Schema
 from ranklab.data.sources import _plain
 from ranklab.errors import ConfigError, DataError
@@ -92,6 +98,12 @@ def read_side_table(table: Mapping[str, Any]) -> pl.DataFrame:
     return read_table(table["path"], table.get("format", "csv"), **opts)
 
 
+def first_line(events: Mapping[str, Any]) -> int:
+    """The file line of the log's first event (after a header, where its format has one)."""
+    opts = {k: v for k, v in events.items() if k not in ("path", "format", "key")}
+    return first_data_line(events["path"], events.get("format", "csv"), **opts)
+
+
 def read_log(events: Mapping[str, Any], user: str, item: str, time: str) -> pl.DataFrame:
     """An interaction log with its time parsed into ``__time__`` and its line order in
     ``__row__`` (the tie-breaker for events with equal times)."""
@@ -107,8 +119,7 @@ def read_log(events: Mapping[str, Any], user: str, item: str, time: str) -> pl.D
                 f"column '{col}' (config key {key}) not in the log (columns: {df.columns})",
                 path=path,
             )
-    line_offset = 1 if events.get("format") == "interactions" else 2
-    parsed = parse_time(df, time, path, line_offset=line_offset)
+    parsed = parse_time(df, time, path, line_offset=first_line(events))
     return df.with_columns(parsed.alias("__time__"), pl.int_range(pl.len()).alias("__row__"))
 
 
@@ -275,16 +286,22 @@ class SequenceLog(DataSource):
         col, threshold = self.label.get("column"), self.label.get("min")
         if col not in df.columns:
             raise DataError(f"label column '{col}' (data.source.label.column) not found", path=path)
+        # errors name the file's line: the frame is sorted by user and time, __row__ is the
+        # event's row in the file
+        first, rows = first_line(self.events), df["__row__"]
+        raw = df[col]
+        y = raw.cast(pl.Float64, strict=False)
         if threshold is None:
-            y = df[col].cast(pl.Float64, strict=False)
-            bad = (y.is_null() | ~y.is_in([0.0, 1.0])).arg_true()
-            if len(bad):
-                raise DataError(
-                    f"label must be 0 or 1, found {df[col][int(bad[0])]!r}", path=path, column=col
-                )
+            bad, why = y.is_null() | ~y.is_in([0.0, 1.0]), "label must be 0 or 1"
         else:
-            y = (df[col].cast(pl.Float64) >= float(threshold)).cast(pl.Float64)
+            bad = y.is_null() | ~y.is_finite()
+            why = f"label column must be a number (data.source.label.min: {threshold})"
+        fail_at_first(bad, lambda i: f"{why}, found {raw[i]!r}", path, first, col, rows=rows)
+        if threshold is not None:
+            y = (y >= float(threshold)).cast(pl.Float64)
         df = df.with_columns(y.cast(pl.Float32).alias("__label__"))
+        # the features' values checked in file order, so that an error names its line
+        TabularEncoder(self.specs).check(df.sort("__row__"), path, first)
         split = split_events(
             df,
             self.split.get("method", "time"),
