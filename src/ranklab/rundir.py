@@ -262,7 +262,7 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     """The checkpoint ``ckpt_path`` names: a path, or with ``auto`` this run directory's
     ``checkpoints/last.ckpt`` when the folder holds an unfinished run of the same config (the
-    CLI first points ``paths.output_dir`` at the newest such folder: :func:`unfinished_run`)."""
+    CLI first points ``paths.output_dir`` at the newest such folder:   :func:`run_to_continue`)."""
     wanted = cfg.get("ckpt_path")
     if not wanted:
         return None
@@ -276,19 +276,29 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     return None
 
 
-def unfinished_run(cfg: DictConfig) -> Path | None:
-    """The newest folder under ``<log_dir>/runs/<run_name>/`` holding an unfinished run of this
-    config with a checkpoint to resume from (killed, interrupted, failed; not diverged)."""
+def run_to_continue(cfg: DictConfig) -> Path | None:
+    """The newest folder under ``<log_dir>/runs/<run_name>/`` of this config that ``ckpt_path=
+    auto`` continues: an unfinished run with a checkpoint to resume from (killed, interrupted,
+    failed), or a finished one, which leaves nothing to do (a job requeued by a signal that came
+    after its run had finished is not trained again). Diverged runs are passed over."""
     root = Path(cfg.paths.log_dir) / "runs" / str(cfg.run_name)
     want = config_hash(cfg)
-    found = [
-        d
-        for d in root.glob("*")
-        if (d / "checkpoints" / "last.ckpt").is_file()
-        and read_status(d).get("status") not in (None, "finished", "diverged")
-        and read_status(d).get("config_hash") == want
-    ]
-    return max(found, key=lambda d: (d / "checkpoints" / "last.ckpt").stat().st_mtime, default=None)
+
+    def candidate(d: Path) -> bool:
+        status = read_status(d)
+        if status.get("config_hash") != want:
+            return False
+        if status.get("status") == "finished":
+            return (d / "metrics.json").is_file()
+        return status.get("status") not in (None, "diverged") and (d / LAST).is_file()
+
+    def last_active(d: Path) -> float:
+        return max(p.stat().st_mtime for p in (d / "status.json", d / LAST) if p.is_file())
+
+    return max(filter(candidate, root.glob("*")), key=last_active, default=None)
+
+
+LAST = Path("checkpoints") / "last.ckpt"
 
 
 class OutputCheck(HydraCallback):

@@ -64,8 +64,9 @@ from ranklab.rundir import (
     guard_run_dir,
     hold_run_dir,
     rank_zero,
+    read_status,
     resume_checkpoint,
-    unfinished_run,
+    run_to_continue,
     write_status,
 )
 from ranklab.utils import atomic_write_json, atomic_write_text, git_commit, writable_dir
@@ -845,7 +846,7 @@ def _auto_resume_argv(argv: list[str]) -> list[str]:
     from ranklab.config import compose
 
     cfg = compose(overrides)
-    found = unfinished_run(cfg)
+    found = run_to_continue(cfg)
     if found is None:
         root = Path(cfg.paths.log_dir) / "runs" / str(cfg.run_name)
         print(
@@ -853,7 +854,10 @@ def _auto_resume_argv(argv: list[str]) -> list[str]:
             file=sys.stderr,
         )
         return argv
-    print(f"ckpt_path=auto: continuing {found}", file=sys.stderr)
+    if read_status(found).get("status") == "finished":
+        print(f"ckpt_path=auto: {found} finished this config already", file=sys.stderr)
+    else:
+        print(f"ckpt_path=auto: continuing {found}", file=sys.stderr)
     return [*argv, f"paths.output_dir={found}"]
 
 

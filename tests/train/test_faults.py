@@ -510,6 +510,13 @@ def test_auto_continues_a_run_of_a_config_kept_outside_the_repository(tmp_path: 
     assert f"ckpt_path=auto: continuing {run}" in r.stderr
     assert json.loads((run / "metrics.json").read_text())["resumed_from"] is not None
     assert len(list((tmp_path / "logs" / "runs").glob("mine-*/*"))) == 1
+    # requeued once more (a signal after the run had finished): nothing is trained again
+    kept = (run / "metrics.json").read_bytes()
+    r = small_cli(tmp_path, *command, "ckpt_path=auto")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"ckpt_path=auto: {run} finished this config already" in r.stderr
+    assert "finished; nothing to do" in r.stderr and (run / "metrics.json").read_bytes() == kept
+    assert len(list((tmp_path / "logs" / "runs").glob("mine-*/*"))) == 1
 
 
 def test_a_run_resumed_in_another_folder_keeps_the_best_epoch(tmp_path: Path) -> None:
