@@ -145,10 +145,18 @@ def test_runs_on_other_data_or_weights_are_other_rows(tmp_path: Path) -> None:
     assert t["n"].to_list() == [2, 2] and t["test/auc:mean"].to_list() == pytest.approx(
         [0.815, 0.615]
     )
+    # and rows of other models on other data are not compared without a word
+    fake_run(tmp_path, "DNN", 1, 0.7, name="dnn", data_fingerprint="c" * 16)
+    notes = [n for n in load_runs([tmp_path]).notes if "read other data" in n]
+    assert notes == [
+        "data 'toy': the same data config read other data in some runs (data_fingerprint "
+        "aaaaaaaaaaaa: LR (data_fingerprint=aaaaaaaaaaaa); bbbbbbbbbbbb: LR "
+        "(data_fingerprint=bbbbbbbbbbbb); cccccccccccc: DNN): the files changed between runs"
+    ]
     # one seed on both data: two rows, not a duplicate counted once
     fake_run(tmp_path, "LR", 1, 0.5, name="d3", data_fingerprint="b" * 16)
     runs = load_runs([tmp_path])
-    assert runs.df.height == 5 and not any("counted once" in n for n in runs.notes)
+    assert runs.df.height == 6 and not any("counted once" in n for n in runs.notes)
     # warm starts from two sources (the same init_from path typed, another file behind it)
     w = tmp_path / "warm"
     for s, src in ((1, "c1"), (2, "c1"), (3, "c2")):

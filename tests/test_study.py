@@ -57,6 +57,7 @@ def test_study_runs_tabulates_and_resumes(tmp_path: Path, tiny_overrides: list[s
     held.write_text(json.dumps({**m, "data_fingerprint": "0123456789abcdef"}))
     md = run_study(load_study(spec_path), out, tmp_path, train=False)
     assert "| lr (data_fingerprint=0123456789ab) | LR | 1 |" in md
+    assert "note: nothing is tested against the baseline 'lr': its runs are 2 rows" in md
     assert re.search(
         r"\| lr \(data_fingerprint=[0-9a-f]{12}\) \| LR \| 1 \|", md.replace("0123456789ab", "")
     )

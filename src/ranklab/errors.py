@@ -31,9 +31,12 @@ class ConfigError(RanklabError):
 
 
 def whole_number(value: object, key: str, least: int) -> int:
-    """``value`` as an int, or a ConfigError naming ``key``: a string (``seed=abc``), a fraction
-    (``min_count=1.7``, which ``int()`` would quietly truncate) or a number below ``least``."""
+    """``value`` as an int, or a ConfigError naming ``key``: a word (``seed=abc``), a fraction
+    (``min_count=1.7``, which ``int()`` would quietly truncate) or a number below ``least``.
+    Digits as text are a number: ``threads=${oc.env:SLURM_CPUS_PER_TASK}`` is a string."""
     if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise ConfigError(key, f"must be a whole number >= {least}, got {value!r}")

@@ -130,7 +130,16 @@ def run_study(
     if "variant" in by:
         table = table.sort(pl.col("variant").replace_strict(order, default=len(order)))
     pvalues, footnote = None, ""
-    if spec.get("baseline"):
+    baseline = spec.get("baseline")
+    if baseline and key == "variant" and baseline not in set(df["variant"].to_list()):
+        split = [v for v in df["variant"].unique().to_list() if v.startswith(f"{baseline} (")]
+        if split:  # with_variants split it: no one row to test against
+            notes.append(
+                f"nothing is tested against the baseline '{baseline}': its runs are "
+                f"{len(split)} rows ({'; '.join(sorted(split))})"
+            )
+            baseline = None
+    if baseline:
         sig = significance(df, metrics, spec["baseline"], key=key, group=["data"])
         pvalues = {(str(r[key]), r["metric"]): r["p_value"] for r in sig.iter_rows(named=True)}
         footnote = "\n" + significance_note(sig, spec["baseline"], key, False) + "\n"

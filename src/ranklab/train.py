@@ -480,7 +480,7 @@ def _train(
     if rank_zero():
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    if cfg.get("threads"):
+    if cfg.get("threads") is not None and int(cfg.threads):  # "4" from ${oc.env:...} too
         torch.set_num_threads(int(cfg.threads))
 
     datamodule, model, task = build(cfg)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 from pathlib import Path
 
@@ -133,6 +134,9 @@ def test_a_control_byte_in_a_value_is_read_as_text(tmp_path: Path) -> None:
     (d / "train.csv").write_text(text)
     data = load_or_build(source(d), tmp_path / "cache")
     assert data.schema["item"].vocab_size == plain.schema["item"].vocab_size + 1
+    # gzip: the stand-in byte is looked for in the text, not in the compressed bytes
+    (d / "train.csv.gz").write_bytes(gzip.compress(text.encode() * 2000))
+    assert read_table(d / "train.csv.gz", "csv").height == 2000 * 5 - 1
     (d / "train.csv").write_text(text.replace("2.0", "abc"))  # and errors still name the line
     with pytest.raises(DataError, match=r"train.csv, line 3, column 'price'"):
         load_or_build(source(d), tmp_path / "bad")

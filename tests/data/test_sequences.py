@@ -128,6 +128,11 @@ def test_sequence_log_errors_name_file_line_or_key(tmp_path: Path) -> None:
     good = write_recbole(tmp_path / "a", lines)
     data = seq_source(good).build()
     assert data.schema["hist_item"].table == data.schema["item_id"].table
+    # the same file reached by another path is the same data (reports split rows by it)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "x.inter").write_bytes(good.read_bytes())
+    assert seq_source(other / "x.inter").fingerprint() == seq_source(good).fingerprint()
     bad_time = write_recbole(tmp_path / "b", [*lines[:4], "u9\ti1\t5\tyesterday", *lines[4:]])
     with pytest.raises(DataError, match=r"x\.inter, line 6, column 'timestamp'.*'yesterday'"):
         seq_source(bad_time).build()

@@ -162,6 +162,14 @@ def test_quoted_newlines_stream_to_the_same_encoding_and_a_cut_gzip_names_its_fi
     with pytest.raises(DataError, match="cannot read: Compressed file ended") as err:
         load_or_build(source, tmp_path / "cut", memory_budget=BUDGET)
     assert err.value.path == str(tmp_path / "d" / "cut.csv.gz") and err.value.line > 1
+    # an unclosed quote is named at its line, not read to the end of the file as one record
+    _csv(synth, tmp_path / "d").write_csv(tmp_path / "d" / "plain.csv")
+    lines = (tmp_path / "d" / "plain.csv").read_text().split("\n")
+    lines[1] = lines[1].replace(",", ',"', 1)
+    (tmp_path / "d" / "open.csv").write_text("\n".join(lines))
+    source = CSVSplits(dir=str(tmp_path / "d"), files={"all": "open.csv"}, **kw)
+    with pytest.raises(DataError, match=r"open\.csv, line 2: an unclosed quote"):
+        load_or_build(source, tmp_path / "open", memory_budget=BUDGET)
 
 
 def test_three_files_and_a_split_of_several_files_stream_to_the_same_encoding(

@@ -276,6 +276,16 @@ def test_runs_that_cannot_train_fail_before_writing(
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
 
 
+def test_whole_numbers_from_the_environment_are_numbers() -> None:
+    """``threads=${oc.env:SLURM_CPUS_PER_TASK}`` resolves to the string '8': a number."""
+    from ranklab.errors import whole_number
+
+    assert whole_number("8", "threads", 0) == 8 and whole_number(2.0, "seed", 0) == 2
+    for bad in ("8.5", "eight", 1.5, True, -1, None):
+        with pytest.raises(ConfigError, match="'threads': must be a whole number >= 0"):
+            whole_number(bad, "threads", 0)
+
+
 def test_the_error_a_run_stops_on_is_in_its_train_log(make_cfg, tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         train(make_cfg("model=dnn", "+model.hidden_unit=[8]"))

@@ -213,6 +213,8 @@ def read_csv(
             )
         except pl.exceptions.NoDataError:
             first = pl.DataFrame()
+        except pl.exceptions.PolarsError as e:  # polars reads past the header's line
+            raise _parse_error(path, quote_char, encoding, e) from e
         header = [str(v or "").strip() for v in first.row(0)] if first.height else []
         if not header:
             raise DataError("empty file (no header line)", path=str(path))
@@ -243,15 +245,7 @@ def read_csv(
             encoding=encoding,
         )
     except pl.exceptions.PolarsError as e:  # quoted lines that the field count skipped
-        line = _unbalanced_quote(path, quote_char, encoding)
-        if line is not None:
-            raise DataError(
-                f"an unclosed quote ({quote_char}) starts here; close it, or read quotes as "
-                f"text with read_options.quote_char: null",
-                path=str(path),
-                line=line,
-            ) from e
-        raise DataError(f"cannot parse: {str(e).splitlines()[0]}", path=str(path)) from e
+        raise _parse_error(path, quote_char, encoding, e) from e
     df.columns = header
     # CRLF files: polars keeps the '\r' on the last field when it is read as a string
     last = header[-1]
@@ -322,8 +316,13 @@ def _lines(
         return pl.DataFrame(schema={"line": pl.String})
     except pl.exceptions.ComputeError as e:
         if "more fields" in str(e):  # the file holds the stand-in byte: take one it lacks
-            data = Path(path).read_bytes()
-            free = [c for c in _LINE_SEPARATORS if c.encode() not in data]
+            import gzip
+
+            opener = gzip.open if Path(path).suffix == ".gz" else open  # polars reads the text
+            with opener(path, "rb") as f:
+                data = f.read()
+            tried = _LINE_SEPARATORS[: _LINE_SEPARATORS.index(separator) + 1]
+            free = [c for c in _LINE_SEPARATORS if c not in tried and c.encode() not in data]
             if not free:
                 raise DataError(
                     "holds the control bytes 0x1f, 0x1e, 0x1d, 0x1c, 0x07 and 0x01: is it text?",
@@ -380,6 +379,22 @@ def _blank(path: Path) -> bool:
             if chunk.strip():
                 return False
     return True
+
+
+def _parse_error(
+    path: Path, quote_char: str | None, encoding: str, e: pl.exceptions.PolarsError
+) -> DataError:
+    """What polars could not parse, in one line: the first line with an unclosed quote, or
+    polars' own first line."""
+    line = _unbalanced_quote(path, quote_char, encoding)
+    if line is not None:
+        return DataError(
+            f"an unclosed quote ({quote_char}) starts here; close it, or read quotes as "
+            f"text with read_options.quote_char: null",
+            path=str(path),
+            line=line,
+        )
+    return DataError(f"cannot parse: {str(e).splitlines()[0]}", path=str(path))
 
 
 def _unbalanced_quote(path: Path, quote_char: str | None, encoding: str) -> int | None:

@@ -98,6 +98,13 @@ def read_side_table(table: Mapping[str, Any]) -> pl.DataFrame:
     return read_table(table["path"], table.get("format", "csv"), **opts)
 
 
+def located_nowhere(table: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A table's options without its ``path``: the fingerprint takes the file's name and
+    contents (``hash_files``), so the same files reached by another path (``../shared/data``
+    or its absolute form, another mount) are the same data, in the cache and in reports."""
+    return None if table is None else {k: v for k, v in table.items() if k != "path"}
+
+
 def first_line(events: Mapping[str, Any]) -> int:
     """The file line of the log's first event (after a header, where its format has one)."""
     opts = {k: v for k, v in events.items() if k not in ("path", "format", "key")}
@@ -244,9 +251,9 @@ class SequenceLog(DataSource):
     def fingerprint(self) -> str:
         opts = [
             CACHE_FORMAT,
-            self.events,
-            self.users,
-            self.items,
+            located_nowhere(self.events),
+            located_nowhere(self.users),
+            located_nowhere(self.items),
             self.user,
             self.item,
             self.time,
@@ -475,7 +482,7 @@ class UserSequences(DataSource):
             )
         opts = [
             CACHE_FORMAT,
-            self.events,
+            located_nowhere(self.events),
             self.user,
             self.item,
             self.time,

@@ -436,7 +436,13 @@ class CSVSplits(DataSource):
         options = {
             "format": CACHE_FORMAT,
             "reader": self.format,
-            "read_options": self.read_options,
+            # a field map counts by its name and contents (below), not the path it is reached by
+            "read_options": {
+                k: Path(str(v)).name if k == "field_map" and v else v
+                for k, v in (self.read_options or {}).items()
+            }
+            if self.read_options
+            else self.read_options,
             "label": self.label,
             **({"labels": self.labels_cfg} if self.labels_cfg is not None else {}),
             "group": self.group,

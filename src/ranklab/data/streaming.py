@@ -109,9 +109,11 @@ def iter_chunks(
     opener = gzip.open if path.suffix == ".gz" else open
     suffix = "".join(s for s in path.suffixes if s != ".gz")[-16:] or ".txt"
     scratch_file = scratch / f"chunk{suffix}"
-    # a CSV record may hold quoted newlines: a chunk ends only where no quote is open
+    # a CSV record may hold quoted newlines: a chunk ends only where no quote is open (where
+    # the reader honours quotes: a multi-byte separator splits lines, quotes and all)
+    separator = str(options.get("separator", ","))
     quote = options.get("quote_char", '"') if format == "csv" else None
-    quote_byte = quote.encode() if quote else None
+    quote_byte = quote.encode() if quote and len(separator.encode()) == 1 else None
     with opener(path, "rb") as f:
         lines_before, carry = 0, b""
         try:
@@ -121,7 +123,10 @@ def iter_chunks(
             raise DataError(f"cannot read: {e}", path=str(path)) from None
         while True:
             data = carry + block
-            cut = len(data) if not block else _record_end(data, quote_byte)
+            # a quote open over several chunks is an unclosed one: cut at a line end, and the
+            # reader names its line (rather than reading the rest of the file in one chunk)
+            honour = quote_byte if len(carry) < 4 * size else None
+            cut = len(data) if not block else _record_end(data, honour)
             if block and cut == 0:  # a record longer than a chunk: read on
                 carry = data
                 block = _read(f, size, path, header_lines + lines_before)

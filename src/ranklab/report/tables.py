@@ -199,8 +199,40 @@ def load_runs(paths: Iterable[str | Path], include_smoke: bool = False) -> Runs:
         rows.append(flat)
     for exp, ms in kept.items():
         notes += _mixed_notes(labels[exp], ms)
+    notes += _data_notes(records, labels)
     df = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
     return Runs(df, configs, notes)
+
+
+def _data_notes(records: list[tuple[Path, dict[str, Any]]], labels: dict[str, str]) -> list[str]:
+    """A note where rows of one data config (the same ``data`` settings, seed aside) read other
+    data (``data_fingerprint``): the files changed between their runs, so the rows' difference
+    is not the models' alone, whichever rows are compared."""
+    groups: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for _, m in records:
+        fingerprint = m.get("data_fingerprint")
+        if not fingerprint or not isinstance(m.get("config"), dict):
+            continue
+        seeded = set(m.get("seeded_keys") or ())
+        data = {
+            k: v
+            for k, v in flatten({"data": m["config"].get("data") or {}}, sep=".").items()
+            if k not in seeded
+        }
+        groups[(str(m.get("data")), hash_object(data))][str(fingerprint)[:12]].add(
+            labels[m["experiment"]]
+        )
+    notes = []
+    for (name, _), by_fingerprint in groups.items():
+        if len(by_fingerprint) > 1:
+            shown = "; ".join(
+                f"{fp}: {', '.join(sorted(rows))}" for fp, rows in sorted(by_fingerprint.items())
+            )
+            notes.append(
+                f"data '{name}': the same data config read other data in some runs "
+                f"(data_fingerprint {shown}): the files changed between runs"
+            )
+    return notes
 
 
 def _origins(m: Mapping[str, Any]) -> dict[str, str]:

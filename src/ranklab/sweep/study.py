@@ -197,11 +197,10 @@ def init_study(spec: SweepSpec) -> optuna.Study:
                     f"{attrs['metric']}, not {spec.metric}; choose another study_name",
                 )
             held = attrs.get("base_config_hash")
-            scored = study.get_trials(
-                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
-            )
-            if held is None or (held != base_hash and not scored):
-                # a new study, one from before this record, or one with nothing scored yet
+            # any trial binds, a running one too (another worker's, on the held config)
+            started = study.get_trials(deepcopy=False)
+            if held is None or (held != base_hash and not started):
+                # a new study, one from before this record, or one with no trial yet
                 study.set_user_attr("base_config_hash", base_hash)
                 study.set_user_attr("base_config", base)
             elif held != base_hash:
