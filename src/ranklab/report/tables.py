@@ -18,6 +18,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,7 @@ def _split_by_provenance(records: list[tuple[Path, dict[str, Any]]]) -> set[str]
 
 
 def _labels(
-    records: list[tuple[Path, dict[str, Any]]], split: set[str] = frozenset()
+    records: list[tuple[Path, dict[str, Any]]], split: AbstractSet[str] = frozenset()
 ) -> tuple[dict[str, str], dict]:
     """experiment -> row label, and experiment -> flattened config. Where an experiment was
     split by :func:`provenance`, the configs of its data and model carry the provenance too, so
