@@ -33,6 +33,9 @@ LOCK_FILE = ".lock"
 IDENTITY_KEY = "ranklab_run"  # ("ranklab" holds the task's own state)
 
 
+LAST = Path("checkpoints") / "last.ckpt"  # a run folder's resume checkpoint
+
+
 def rank_zero() -> bool:
     """This process writes the run's files (under DDP only global rank 0 does)."""
     from lightning.pytorch.utilities import rank_zero_only
@@ -262,13 +265,13 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
     """The checkpoint ``ckpt_path`` names: a path, or with ``auto`` this run directory's
     ``checkpoints/last.ckpt`` when the folder holds an unfinished run of the same config (the
-    CLI first points ``paths.output_dir`` at the newest such folder:   :func:`run_to_continue`)."""
+    CLI first points ``paths.output_dir`` at the newest such folder: :func:`run_to_continue`)."""
     wanted = cfg.get("ckpt_path")
     if not wanted:
         return None
     if str(wanted) != "auto":
         return str(wanted)  # a file of this config: guard_run_dir makes sure
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = run_dir / LAST
     status = read_status(run_dir)
     same = status.get("config_hash") == config_hash(cfg)
     if last.is_file() and same and status.get("status") != "finished":
@@ -293,12 +296,9 @@ def run_to_continue(cfg: DictConfig) -> Path | None:
         return status.get("status") not in (None, "diverged") and (d / LAST).is_file()
 
     def last_active(d: Path) -> float:
-        return max(p.stat().st_mtime for p in (d / "status.json", d / LAST) if p.is_file())
+        return max(p.stat().st_mtime for p in (d / STATUS_FILE, d / LAST) if p.is_file())
 
     return max(filter(candidate, root.glob("*")), key=last_active, default=None)
-
-
-LAST = Path("checkpoints") / "last.ckpt"
 
 
 class OutputCheck(HydraCallback):

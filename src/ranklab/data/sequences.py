@@ -94,8 +94,12 @@ def gap_buckets(
 
 def read_side_table(table: Mapping[str, Any]) -> pl.DataFrame:
     """Read ``{path, format, ...reader options}`` (``key`` is the join key, not an option)."""
-    opts = {k: v for k, v in table.items() if k not in ("path", "format", "key")}
-    return read_table(table["path"], table.get("format", "csv"), **opts)
+    return read_table(table["path"], table.get("format", "csv"), **_reader_options(table))
+
+
+def _reader_options(table: Mapping[str, Any]) -> dict[str, Any]:
+    """A table's reader options: all but ``path``, ``format`` and the join ``key``."""
+    return {k: v for k, v in table.items() if k not in ("path", "format", "key")}
 
 
 def located_nowhere(table: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -107,8 +111,7 @@ def located_nowhere(table: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def first_line(events: Mapping[str, Any]) -> int:
     """The file line of the log's first event (after a header, where its format has one)."""
-    opts = {k: v for k, v in events.items() if k not in ("path", "format", "key")}
-    return first_data_line(events["path"], events.get("format", "csv"), **opts)
+    return first_data_line(events["path"], events.get("format", "csv"), **_reader_options(events))
 
 
 def read_log(events: Mapping[str, Any], user: str, item: str, time: str) -> pl.DataFrame:

@@ -23,6 +23,7 @@ rounding of the merged moments (``tests/data/test_streaming.py`` compares them).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import logging
@@ -116,12 +117,11 @@ def iter_chunks(
     quote_byte = quote.encode() if quote and len(separator.encode()) == 1 else None
     with opener(path, "rb") as f:
         lines_before, carry = 0, b""
-        try:
+        with _unreadable_as_data_error(path):
             header = b"".join(f.readline() for _ in range(header_lines))
-            block = f.read(size)
-        except (OSError, EOFError, zlib.error) as e:  # a truncated or corrupt gzip file
-            raise DataError(f"cannot read: {e}", path=str(path)) from None
         while True:
+            with _unreadable_as_data_error(path, header_lines + lines_before + 1):
+                block = f.read(size)
             data = carry + block
             # a quote open over several chunks is an unclosed one: cut at a line end, and the
             # reader names its line (rather than reading the rest of the file in one chunk)
@@ -129,7 +129,6 @@ def iter_chunks(
             cut = len(data) if not block else _record_end(data, honour)
             if block and cut == 0:  # a record longer than a chunk: read on
                 carry = data
-                block = _read(f, size, path, header_lines + lines_before)
                 continue
             body, carry = data[:cut], data[cut:]
             if body.strip():
@@ -157,16 +156,16 @@ def iter_chunks(
             lines_before += body.count(b"\n")
             if not block:
                 return
-            block = _read(f, size, path, header_lines + lines_before)
 
 
-def _read(f: Any, size: int, path: Path, lines_before: int) -> bytes:
-    """The next ``size`` bytes; a truncated or corrupt gzip file fails naming the line after
-    the last one read whole (where the damage is, to the nearest chunk)."""
+@contextlib.contextmanager
+def _unreadable_as_data_error(path: Path, line: int | None = None) -> Iterator[None]:
+    """A truncated or corrupt gzip file fails naming the file and, while chunks are read, the
+    line after the last one read whole (where the damage is, to the nearest chunk)."""
     try:
-        return f.read(size)
+        yield
     except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"cannot read: {e}", path=str(path), line=lines_before + 1) from None
+        raise DataError(f"cannot read: {e}", path=str(path), line=line) from None
 
 
 def _record_end(data: bytes, quote: bytes | None) -> int:
