@@ -12,6 +12,7 @@ import yaml
 from ranklab.config import compose
 from ranklab.errors import ConfigError
 from ranklab.study import ROOT, load_study, main, run_study
+from ranklab.train import check_config
 
 
 def test_study_runs_tabulates_and_resumes(tmp_path: Path, tiny_overrides: list[str]) -> None:
@@ -75,13 +76,32 @@ def test_study_file_errors_name_the_key(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("variant", "message"),
+    [
+        ("[model=lrr]", "config key 'model': no option 'lrr' in conf/model/ (did you mean 'lr'?)"),
+        ("[model=lr, +sede=3]", "config key 'sede': is not a key of ranklab's config"),
+    ],
+)
+def test_a_variant_that_does_not_compose_fails_before_any_run(
+    tmp_path: Path, capsys, variant: str, message: str
+) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text(f"variants: {{a: [model=fm], b: {variant}}}\nseeds: [1]\nmetrics: [test/auc]\n")
+    assert main([str(p), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {message}") and "(in variant 'b': " in err, err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # nothing trained, not even variant a
+
+
+@pytest.mark.parametrize(
     "path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.stem
 )
 def test_shipped_studies_compose(path: Path, tmp_path: Path) -> None:
     spec = load_study(path)
     for overrides in spec["variants"].values():
         base = [o.replace("${data_dir}", str(tmp_path)) for o in spec["base"]]
-        compose([*base, *overrides])  # every variant is a valid config
+        check_config(compose([*base, *overrides]))  # every variant is a valid config
 
 
 def test_variant_labels_follow_their_runs(tmp_path: Path, tiny_overrides: list[str]) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ranklab.errors import ConfigError
 from ranklab.utils import flatten, hash_object
 
 # conf/ lives at the repository root next to src/ (an editable install finds it there);
@@ -85,6 +86,96 @@ def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictCo
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def compose_checked(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """:func:`compose`, with Hydra's composition errors (an option that is not in its group,
+    a key that is not in the config, an override Hydra cannot parse) as one-line
+    :class:`~ranklab.errors.ConfigError` naming the key."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return compose(overrides, config_name)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise composition_error(e, overrides, config_name) from None
+
+
+def composition_error(
+    e: Exception, overrides: Sequence[str], config_name: str = "train"
+) -> ConfigError:
+    """Hydra's composition error ``e`` for ``overrides`` as a ConfigError: the key, what is
+    wrong and, for a misspelt key or option, what there is."""
+    import difflib
+    import re
+
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+
+    text = " ".join(str(e).split())
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file:
+        group, _, option = str(e.missing_cfg_file).rpartition("/")
+        if not group:
+            return ConfigError(config_name, f"no config '{option}' in {conf_dir()}")
+        options = list(e.options or [])
+        near = difflib.get_close_matches(option, options, n=1, cutoff=0.7)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        listed = f"; its options: {', '.join(options)}" if options else ""
+        return ConfigError(
+            group.replace("/", "."), f"no option '{option}' in conf/{group}/{hint}{listed}"
+        )
+    if isinstance(e, OverrideParseException):
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parser = OverridesParser.create()
+        for o in overrides:
+            try:
+                parser.parse_override(o)
+            except HydraException as bad:
+                why = str(bad).splitlines()[0]
+                return ConfigError(
+                    o.split("=", 1)[0].lstrip("+~") or o,
+                    f"'{o}' is not an override Hydra can read: {why} (quote a value holding "
+                    "brackets, commas or '=': key='[a,b' ; Hydra's override grammar: "
+                    "https://hydra.cc/docs/advanced/override_grammar/basic/)",
+                )
+        return ConfigError("command line", text)
+    if m := re.match(r"Could not override '([^']+)'", text):
+        key = m.group(1)
+        why = " ".join(str(e.__cause__ or "").splitlines()[:1]) if e.__cause__ else ""
+        if "not in struct" in why or not why:
+            parent, _, last = key.rpartition(".")
+            near = _close_keys(overrides, key, parent, last, config_name)
+            hint = f" (did you mean '{near}'?)" if near else ""
+            return ConfigError(
+                key,
+                f"no such key in the config{hint}; to add a new key, write +{key}=...",
+            )
+        return ConfigError(key, why)
+    if m := re.match(r"Could not (?:append to config|delete)\.? .*?'([^']+)'", text):
+        return ConfigError(m.group(1), text)
+    if m := re.match(r"Multiple values for ([\w.]+)\.", text):
+        group = m.group(1)
+        return ConfigError(
+            group, f"is chosen twice: '+{group}=...' adds a second choice; write {group}=..."
+        )
+    return ConfigError("command line", text)
+
+
+def _close_keys(
+    overrides: Sequence[str], key: str, parent: str, last: str, config_name: str
+) -> str | None:
+    """The key of the config nearest to a misspelt ``key`` (``parent.last``), composed
+    without the override naming it; None when there is none close, or that fails too."""
+    import difflib
+
+    rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    try:
+        node = OmegaConf.select(compose(rest, config_name), parent) if parent else None
+        keys = [str(k) for k in (node if parent else compose(rest, config_name))]
+    except Exception:  # the rest does not compose either: no suggestion
+        return None
+    near = difflib.get_close_matches(last, keys, n=1, cutoff=0.7)
+    return f"{parent}.{near[0]}" if near and parent else near[0] if near else None
 
 
 def to_plain(cfg: Any) -> Any:

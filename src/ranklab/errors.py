@@ -26,7 +26,7 @@ class ConfigError(RanklabError):
     """A config value is wrong; the message names the key."""
 
     def __init__(self, key: str, message: str) -> None:
-        self.key = key
+        self.key, self.message = key, message
         super().__init__(f"config key '{key}': {message}")
 
 

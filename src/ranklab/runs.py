@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from ranklab.config import compose, config_hash, set_tracking
+from ranklab.config import compose_checked, config_hash, set_tracking
 
 console = Console(soft_wrap=True)  # one line per run, even when piped
 
@@ -34,7 +34,7 @@ def run_grid(
     """
     from ranklab.errors import ConfigError
     from ranklab.rundir import describe_other_config, read_status
-    from ranklab.train import train
+    from ranklab.train import check_config, train
 
     study = study or Path(out).name
 
@@ -51,7 +51,13 @@ def run_grid(
                 "trainer.enable_progress_bar=false",
                 "print_summary=false",
             ]
-            planned.append((name, seed, run, compose(args)))
+            try:
+                cfg = compose_checked(args)
+                check_config(cfg)
+            except ConfigError as e:
+                where = f"variant '{name}': {' '.join(map(str, overrides))}"
+                raise ConfigError(e.key, f"{e.message} (in {where})") from None
+            planned.append((name, seed, run, cfg))
     for _name, _seed, run, cfg in planned if train_missing else ():  # all, before any is trained
         held = read_status(run)
         if held and held.get("config_hash") != config_hash(cfg):

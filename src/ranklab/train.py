@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from ranklab.callbacks import EpochLog, ProgressBar, Resumable, Throughput
 from ranklab.config import (
+    compose_checked,
     conf_dir,
     config_hash,
     is_smoke,
@@ -38,6 +39,7 @@ from ranklab.config import (
     result_config,
     seeded_keys,
     to_plain,
+    train_groups,
 )
 from ranklab.console import note_error, print_summary, run_log
 from ranklab.errors import (
@@ -161,6 +163,119 @@ def check_arguments(conf: Any, key: str, passed: tuple[str, ...] = ()) -> None:
             f"{key}.{extra[0]}",
             f"{target.rsplit('.', 1)[-1]} takes no argument '{extra[0]}' (it takes {takes})",
         )
+
+
+# the groups whose entries are each instantiated (a name -> config mapping), and what they hold
+NAMED_GROUPS = {"callbacks": "Lightning callback", "logger": "logger"}
+
+
+def check_named_groups(cfg: DictConfig) -> None:
+    """Fail naming ``callbacks.<name>`` / ``logger.<name>`` when an entry is neither null (the
+    entry turned off) nor a config with a ``_target_``, or gives an argument its target does
+    not take: one line before any data is read, not Hydra's "Cannot instantiate config of
+    type int" after it."""
+    for group, what in NAMED_GROUPS.items():
+        node = cfg.get(group)
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig):
+            raise ConfigError(group, f"must map names to {what} configs (or be null), got {node!r}")
+        for name in node:
+            key = f"{group}.{name}"
+            conf = node[name]
+            if conf is None:
+                continue
+            if not isinstance(conf, DictConfig) or not conf.get("_target_"):
+                raise ConfigError(
+                    key,
+                    f"must be a {what} config with a _target_, or null to turn it off; got "
+                    f"{OmegaConf.to_container(conf) if isinstance(conf, DictConfig) else conf!r}",
+                )
+            check_arguments(conf, key)
+
+
+def check_unread_keys(cfg: DictConfig, elsewhere: Sequence[str] = ()) -> None:
+    """Fail naming a key added to the parts of the config read as plain values (the top
+    level, ``paths``, ``tracking``) that nothing reads: not one of ranklab's keys, and no
+    interpolation refers to it. ``+sede=3`` or ``+paths.dta_dir=x`` would otherwise run with
+    the default, silently. (Keys of constructors' configs are checked by
+    :func:`check_arguments`.) ``elsewhere``: more text that may refer to keys (Hydra's own
+    overrides, when the config is composed before Hydra runs)."""
+    import difflib
+    import re
+
+    import yaml
+
+    root = conf_dir()
+    main = yaml.safe_load((root / "train.yaml").read_text()) or {}
+    groups = set(train_groups())
+    for entry in main.get("defaults") or []:
+        if isinstance(entry, dict):
+            groups |= {str(k).split()[-1] for k in entry}
+    known: dict[str, set[str]] = {
+        "": {str(k) for k in main if k != "defaults"} | groups,
+        "tracking": {str(k) for k in main.get("tracking") or {}},
+        "paths": set(),
+    }
+    for f in sorted((root / "paths").glob("*.yaml")):
+        known["paths"] |= {str(k) for k in (yaml.safe_load(f.read_text()) or {}) if k != "defaults"}
+    texts: list[str] = [t for t in elsewhere if "${" in t]
+
+    def strings(node: Any) -> None:
+        if isinstance(node, dict):
+            for v in node.values():
+                strings(v)
+        elif isinstance(node, list):
+            for v in node:
+                strings(v)
+        elif isinstance(node, str) and "${" in node:
+            texts.append(node)
+
+    strings(OmegaConf.to_container(cfg, resolve=False))
+    try:  # the run folder's settings may refer to a key of the user's (hydra.run.dir=${x})
+        from hydra.core.hydra_config import HydraConfig
+
+        strings(OmegaConf.to_container(HydraConfig.get(), resolve=False))
+    except ValueError:  # not under ranklab-train's Hydra
+        pass
+    for section, names in known.items():
+        node = OmegaConf.select(cfg, section) if section else cfg
+        if not isinstance(node, DictConfig) or (section and section not in cfg):
+            continue
+        for name in node:
+            path = f"{section}.{name}" if section else str(name)
+            if str(name) in names:
+                continue
+            refers = re.compile(r"(?<![\w.])" + re.escape(path) + r"(?!\w)")
+            if any(refers.search(t) for t in texts):
+                continue
+            near = difflib.get_close_matches(str(name), sorted(names), n=1, cutoff=0.7)
+            hint = f"did you mean '{section + '.' if section else ''}{near[0]}'? " if near else ""
+            raise ConfigError(
+                path,
+                f"is not a key of ranklab's config and nothing refers to it ({hint}a key of "
+                f"your own is for interpolations: ${{{path}}})",
+            )
+
+
+def check_config(cfg: DictConfig, elsewhere: Sequence[str] = ()) -> None:
+    """The checks on a composed config that need no data: keys nothing reads, the callbacks'
+    and loggers' entries."""
+    check_resolves(cfg)
+    check_unread_keys(cfg, elsewhere)
+    check_named_groups(cfg)
+
+
+def check_resolves(cfg: DictConfig) -> None:
+    """Fail naming the key whose interpolation does not resolve (``seed=${sede}``, an
+    environment variable that is not set), before anything reads it."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        why = " ".join(str(e).splitlines()[0].split()) if str(e) else type(e).__name__
+        raise ConfigError(str(getattr(e, "full_key", "") or "config"), why) from None
 
 
 def _type_hints(fn: Any) -> dict[str, Any]:
@@ -423,6 +538,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     t_start = time.perf_counter()
     _quiet_lightning()
     objective_metric(cfg)  # a bad objective fails now, not after training
+    check_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
     # what the Trainer is given by train() itself, and need not be in the config
     check_arguments(cfg.trainer, "trainer", passed=TRAINER_PASSED)
@@ -989,9 +1105,63 @@ def _check_yaml(argv: list[str]) -> None:
                 sys.exit(2)
 
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def _sweep_combinations(overrides: list[str], most: int = 64) -> list[list[str]]:
+    """A multirun's command lines to check: each swept override at its first value, then
+    each other value of each one in turn (not the whole grid); a sweep Hydra cannot list
+    (an interval, a glob) is left to Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    choices = []
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if not o.is_sweep_override():
+            choices.append([o.input_line])
+            continue
+        try:
+            choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+        except Exception:  # Hydra's sweeper expands these itself
+            continue
+    first = [c[0] for c in choices if c]
+    combos = [first]
+    for i, values in enumerate(c for c in choices if c):
+        for v in values[1:]:
+            combos.append([*first[:i], v, *first[i + 1 :]])
+    return combos[:most]
+
+
+def _check_composes(argv: list[str]) -> None:
+    """Compose the config the command line asks for (each swept value of a multirun) before
+    Hydra does, and check it: a misspelt option or key, an override Hydra cannot parse, a key
+    nothing reads or a callback that is not one is a line naming the key and exit status 2,
+    before Hydra makes a run folder (Hydra's own report is several lines, and status 1)."""
+    from hydra.errors import HydraException
+
+    args = argv[1:]
+    flags = _split_flags(args)[2]
+    if set(flags) - set(MULTIRUN_FLAGS):
+        return  # --help, --cfg, --info...: Hydra's business
+    overrides = _compose_overrides([a for a in args if a not in MULTIRUN_FLAGS]) or []
+    keep = ("hydra.searchpath",)
+    hydra_own = [a for a in overrides if a.lstrip("+~").startswith("hydra.")]
+    mine = [a for a in overrides if a not in hydra_own or a.lstrip("+").startswith(keep)]
+    try:
+        try:
+            combos = _sweep_combinations(mine) if flags else [mine]
+        except HydraException:  # unreadable: composing it says which override, and why
+            combos = [mine]
+        for combo in combos:
+            check_config(compose_checked(combo), elsewhere=hydra_own)
+    except RanklabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "0")
     _check_yaml(sys.argv)
+    _check_composes(sys.argv)  # before any folder is made
     _check_output_dirs(sys.argv)
     sys.argv = _ddp_rank_argv(_auto_resume_argv(sys.argv))
     _check_named_folder(sys.argv)

@@ -14,7 +14,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from ranklab.config import compose
+from ranklab.config import compose, conf_dir
 from ranklab.errors import ConfigError
 from ranklab.train import build, train
 
@@ -124,6 +124,66 @@ def test_unknown_key_and_option_fail_with_hydra_errors() -> None:
         compose(["model=nosuchmodel"])
 
 
+@pytest.mark.parametrize(
+    ("args", "key", "message"),
+    [
+        (["model=nosuchmodel"], "model", "no option 'nosuchmodel' in conf/model/; its options: "),
+        (["model=dpfm"], "model", "no option 'dpfm' in conf/model/ (did you mean 'deepfm'?)"),
+        (["sed=1"], "sed", "no such key in the config (did you mean 'seed'?)"),
+        (["data.bach_size=1"], "data.bach_size", "(did you mean 'data.batch_size'?)"),
+        (["data.batch_size=[1"], "data.batch_size", "is not an override Hydra can read"),
+        (["+model=lr"], "model", "is chosen twice"),
+        (["+sede=3"], "sede", "nothing refers to it (did you mean 'seed'?"),
+        (["+paths.dta_dir=x"], "paths.dta_dir", "did you mean 'paths.data_dir'?"),
+        (["+tracking.nam=x"], "tracking.nam", "did you mean 'tracking.name'?"),
+        (["+callbacks.foo=1"], "callbacks.foo", "must be a Lightning callback config with a"),
+        (["+callbacks.early_stopping.patiense=1"], "callbacks.early_stopping.patiense", "takes no"),
+        (["+logger.csv.foo=1"], "logger.csv.foo", "CSVLogger takes no argument 'foo'"),
+        (["logger={csv: 3}"], "logger.csv", "must be a logger config with a _target_"),
+        (["seed=${sede}"], "seed", "Interpolation key 'sede' not found"),
+        (["-m", "model=lr,nosuchmodel"], "model", "no option 'nosuchmodel'"),
+        (["-m", "seed=1,2", "+sede=3"], "sede", "nothing refers to it"),
+    ],
+)
+def test_command_lines_that_do_not_compose_are_one_line_and_status_2(
+    capsys, args: list[str], key: str, message: str
+) -> None:
+    """Checked before Hydra runs (and makes a run folder): Hydra's own report of a misspelt
+    option or key is several lines and status 1, and a key added with + that nothing reads,
+    or a callback entry that is not one, would run (or fail after the data is read)."""
+    from ranklab.train import _check_composes
+
+    with pytest.raises(SystemExit) as stop:
+        _check_composes(["ranklab-train", *args])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: config key '{key}': ") and message in err, err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["+x=7", "seed=${x}"],  # a key of one's own, for an interpolation
+        ["+paths.scratch=/tmp", "paths.cache_dir=${paths.scratch}/cache"],
+        ["+run=a", "hydra.run.dir=/tmp/${run}"],  # referred to by Hydra's settings
+        ["-m", "model=lr,fm", "seed=1,2"],
+        ["+trainer.num_nodes=1"],
+        ["callbacks.early_stopping=null"],
+        *([f"callbacks={p.stem}"] for p in sorted((conf_dir() / "callbacks").glob("*.yaml"))),
+        *([f"logger={p.stem}"] for p in sorted((conf_dir() / "logger").glob("*.yaml"))),
+        *([f"paths={p.stem}"] for p in sorted((conf_dir() / "paths").glob("*.yaml"))),
+    ],
+    ids=str,
+)
+def test_command_lines_that_compose_pass_the_checks(capsys, args: list[str]) -> None:
+    from ranklab.train import _check_composes
+
+    _check_composes(["ranklab-train", *args])
+    assert capsys.readouterr().err == ""
+
+
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "ranklab.train", *args],
@@ -141,7 +201,10 @@ def test_cli_bad_inputs_exit_nonzero_with_clear_messages(tmp_path: Path) -> None
         "trainer.enable_progress_bar=false",
     ]
     r = run_cli("model=nosuchmodel", *base, cwd=tmp_path)
-    assert r.returncode != 0 and "nosuchmodel" in r.stderr
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.strip().startswith("error: config key 'model': no option 'nosuchmodel'")
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # before Hydra makes the run folder
     r = run_cli("data=frappe_x1", f"paths.data_dir={tmp_path}/nowhere", *base, cwd=tmp_path)
     assert r.returncode == 2
     assert "nowhere/frappe_x1/train.csv" in r.stderr and "paths.data_dir" in r.stderr

@@ -299,16 +299,14 @@ def with_driver(url: str) -> str:
 def check_spec(spec: SweepSpec) -> None:
     """Compose the training config as the trials will, before any trial runs: a misspelt base
     override, parameter path or config-group option fails here, naming the key."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from ranklab.config import compose
+    from ranklab.config import compose_checked
+    from ranklab.train import check_config
 
     def fails(overrides: list[str]) -> str | None:
         try:
-            compose(overrides)
-        except (HydraException, OmegaConfBaseException) as e:
-            return " ".join(str(e).split())
+            check_config(compose_checked(overrides))
+        except ConfigError as e:
+            return str(e)
         return None
 
     base = spec.base_overrides()
