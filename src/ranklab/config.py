@@ -120,6 +120,12 @@ def composition_error(
         near = difflib.get_close_matches(option, options, n=1, cutoff=0.7)
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         listed = f"; its options: {', '.join(options)}" if options else ""
+        if group.startswith("hydra/"):  # Hydra's own groups: plugins add their options
+            return ConfigError(
+                group.replace("/", "."),
+                f"no option '{option}' in Hydra's group {group}{hint}{listed} (a launcher or "
+                "sweeper of a Hydra plugin needs the plugin installed)",
+            )
         return ConfigError(
             group.replace("/", "."), f"no option '{option}' in conf/{group}/{hint}{listed}"
         )

@@ -143,6 +143,7 @@ def test_unknown_key_and_option_fail_with_hydra_errors() -> None:
         (["seed=${sede}"], "seed", "Interpolation key 'sede' not found"),
         (["-m", "model=lr,nosuchmodel"], "model", "no option 'nosuchmodel'"),
         (["-m", "seed=1,2", "+sede=3"], "sede", "nothing refers to it"),
+        (["-m", "hydra/launcher=nosuch", "seed=1,2"], "hydra.launcher", "Hydra's group"),
     ],
 )
 def test_command_lines_that_do_not_compose_are_one_line_and_status_2(
