@@ -175,7 +175,8 @@ def guard_run_dir(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
 
     A folder holding a run of another config (``status.json``) is never trained over: the
     same folder named twice (``hydra.run.dir``, ``paths.output_dir``) fails naming the keys
-    in which the configs differ. A ``ckpt_path`` file must be a training checkpoint of this
+    in which the configs differ, and a finished run of the same config is not trained over
+    either. A ``ckpt_path`` file must be a training checkpoint of this
     config. With ``auto`` a finished run is not trained again (its metrics are returned,
     nothing is written), and a diverged one would diverge again the same way. A folder another
     process is running in is refused (:func:`hold_run_dir`). Returns the finished run's metrics,
@@ -198,6 +199,16 @@ def guard_run_dir(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
             f"{describe_other_config(cfg, status)}): {how}never overwrites another: name another "
             f"folder (hydra.run.dir or paths.output_dir), or delete that one",
         )
+    finished = status.get("status") == "finished" and (run_dir / "metrics.json").is_file()
+    if not wanted and finished:
+        # trained again, it would overwrite the results and checkpoints it holds, and leave
+        # them mixed with the new run's if that one failed
+        raise ConfigError(
+            "paths.output_dir",
+            f"{run_dir} holds this config's finished run, and a run never overwrites another: "
+            f"ckpt_path=auto keeps it (nothing to do); to train it again, name another folder "
+            f"(hydra.run.dir or paths.output_dir) or delete that one",
+        )
     if str(wanted) != "auto":
         return None
     if status.get("status") == "diverged":
@@ -208,7 +219,7 @@ def guard_run_dir(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
             f"optimizer.lr) or name another folder",
         )
     metrics = run_dir / "metrics.json"
-    if status.get("status") == "finished" and metrics.is_file():
+    if finished:
         print(f"ckpt_path=auto: {run_dir} holds this run, finished; nothing to do", file=sys.stderr)
         return json.loads(metrics.read_text())
     return None

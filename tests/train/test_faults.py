@@ -309,6 +309,16 @@ def test_a_folder_or_checkpoint_of_another_config_is_never_trained_over(
     ):
         train(make_cfg("efficiency=false", "optimizer.lr=0.01"))
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == kept
+    # nor is the same config's finished run (a failed rerun would leave its results mixed
+    # with the new run's checkpoints); ckpt_path=auto keeps it
+    with pytest.raises(
+        ConfigError,
+        match=r"'paths.output_dir'.*holds this config's finished run, and a run never "
+        r"overwrites another: ckpt_path=auto keeps it",
+    ):
+        train(make_cfg("efficiency=false"))
+    assert train(make_cfg("efficiency=false", "ckpt_path=auto"))["test"] == first["test"]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == kept
 
     last = run / "checkpoints" / "last.ckpt"
     state = torch.load(last, weights_only=True, map_location="cpu")
