@@ -165,6 +165,10 @@ def check_arguments(conf: Any, key: str, passed: tuple[str, ...] = ()) -> None:
         )
 
 
+# torch's own thread count, as this process started: what threads=null runs with, whatever
+# an earlier run in the same process set
+DEFAULT_THREADS = torch.get_num_threads()
+
 # the groups whose entries are each instantiated (a name -> config mapping), and what they hold
 NAMED_GROUPS = {"callbacks": "Lightning callback", "logger": "logger"}
 
@@ -596,8 +600,10 @@ def _train(
     if rank_zero():
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    if cfg.get("threads") is not None and int(cfg.threads):  # "4" from ${oc.env:...} too
-        torch.set_num_threads(int(cfg.threads))
+    # set for every run, null too: an earlier run in this process (a multirun's, a study's)
+    # may have set another number, and the thread count changes the digits
+    threads = cfg.get("threads")
+    torch.set_num_threads(int(threads) if threads else DEFAULT_THREADS)  # "4" from ${oc.env:...}
 
     datamodule, model, task = build(cfg)
     if init is not None and not resume:

@@ -236,3 +236,19 @@ def test_ranklab_train_reads_the_config_directory_ranklab_conf_names(tmp_path: P
         env=env,
     )
     assert r.returncode == 0 and "my_lr" in r.stdout
+
+
+def test_threads_null_is_torchs_default_whatever_an_earlier_run_set(
+    make_cfg, tmp_path: Path
+) -> None:
+    """A multirun or a study trains its runs in one process: a run with threads=1 must not
+    leave a later threads=null run (same config hash as any other) on one thread."""
+    import torch
+
+    from ranklab.train import DEFAULT_THREADS
+
+    one = make_cfg("threads=1")
+    one.paths.output_dir = str(tmp_path / "one")
+    assert train(one)["environment"]["threads"] == 1
+    assert train(make_cfg())["environment"]["threads"] == DEFAULT_THREADS
+    assert torch.get_num_threads() == DEFAULT_THREADS
