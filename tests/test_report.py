@@ -217,6 +217,62 @@ def test_labels_leave_out_keys_derived_from_the_seed(tmp_path: Path) -> None:
     assert aggregate(collect_runs([tmp_path / "c"]), ["test/auc"])["label"].to_list() == labels
 
 
+def test_data_made_from_the_seed_is_one_experiment_apart_from_fixed_data(tmp_path: Path) -> None:
+    """data.source.seed=${seed} (fresh data for every seed) against the default
+    data.source.seed=0: the seed-free configs are equal, so the experiment hash takes which keys
+    follow the seed; the seeded data's fingerprints differ by seed, as they should: no split,
+    no note that the files changed."""
+    from ranklab.config import compose, config_hash
+
+    fixed = compose(["data.source.n_train=100"])
+    fresh = compose(["data.source.n_train=100", "data.source.seed=${seed}"])
+    assert config_hash(fixed, ignore_seed=True) != config_hash(fresh, ignore_seed=True)
+    for seed in (1, 2):  # a seed's own data is not another experiment
+        fresh.seed = seed
+        assert config_hash(fresh, ignore_seed=True) == config_hash(
+            compose(["data.source.n_train=100", "data.source.seed=${seed}"]), ignore_seed=True
+        )
+    # the shipped configs' own seeded key (data.seed) adds nothing: earlier runs keep their hash
+    plain = config_hash(fixed, ignore_seed=True)
+    from ranklab.config import result_config
+    from ranklab.utils import hash_object
+
+    assert plain == hash_object(result_config(fixed, ignore_seed=True))[:16]
+
+    for seed in (1, 2):
+        data = {"seed": seed, "source": {"seed": 0}}
+        fake_run(
+            tmp_path,
+            "LR",
+            seed,
+            0.8,
+            {"data": data},
+            name="fixed",
+            experiment_hash="f",
+            data_fingerprint="a" * 16,
+            seeded_keys=["data.seed"],
+        )
+        data = {"seed": seed, "source": {"seed": seed}}
+        fake_run(
+            tmp_path,
+            "LR",
+            seed,
+            0.7,
+            {"data": data},
+            name="fresh",
+            experiment_hash="s",
+            data_fingerprint=str(seed) * 16,
+            seeded_keys=["data.seed", "data.source.seed"],
+        )
+    runs = load_runs([tmp_path])
+    t = aggregate(runs.df, ["test/auc"])
+    assert sorted(zip(t["label"].to_list(), t["n"].to_list())) == [
+        ("LR (data.source.seed=${seed})", 2),
+        ("LR (data.source.seed=0)", 2),
+    ]
+    assert not any("read other data" in n for n in runs.notes), runs.notes
+
+
 def test_a_metric_some_runs_lack_is_noted_and_pairs_need_each_seed_once(tmp_path: Path) -> None:
     from ranklab.report import missing_notes
 

@@ -219,10 +219,20 @@ def seeded_keys(cfg: DictConfig) -> list[str]:
     return sorted(k for k in seeded if k != "seed" and seeded[k] != fixed.get(k))
 
 
+# what follows the seed in every shipped data config (the data module's shuffling)
+SHIPPED_SEEDED = ["data.seed"]
+
+
 def config_hash(cfg: DictConfig, ignore_seed: bool = False) -> str:
     """Hash of :func:`result_config`. ``ignore_seed`` gives the experiment's hash
-    (``experiment_hash``), shared by its runs over several seeds."""
-    return hash_object(result_config(cfg, ignore_seed))[:16]
+    (``experiment_hash``), shared by its runs over several seeds: the seed is set to 0, so
+    which keys follow it is hashed too (``data.source.seed=${seed}``, fresh data for every
+    seed, is another experiment than the data of ``data.source.seed=0``), except where those
+    are the shipped configs' own, so that their runs keep the hashes they were written with."""
+    plain = result_config(cfg, ignore_seed)
+    if ignore_seed and (keys := seeded_keys(cfg)) != SHIPPED_SEEDED:
+        plain = {**plain, "seeded_keys": keys}
+    return hash_object(plain)[:16]
 
 
 def set_tracking(

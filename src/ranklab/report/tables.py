@@ -86,9 +86,16 @@ def provenance(m: Mapping[str, Any]) -> dict[str, Any]:
     path typed, and the file at that path may have been replaced since)."""
     init = m.get("initialized_from")
     return {
-        "data_fingerprint": m.get("data_fingerprint"),
+        # data made from the seed (data.source.seed=${seed}) differs by seed, as it should
+        "data_fingerprint": None if data_follows_seed(m) else m.get("data_fingerprint"),
         "init_from.config_hash": init.get("config_hash") if isinstance(init, dict) else None,
     }
+
+
+def data_follows_seed(m: Mapping[str, Any]) -> bool:
+    """Whether a run's data source takes a value from its seed (``data.source.seed=${seed}``:
+    fresh data for every seed), so that its data fingerprint differs from seed to seed."""
+    return any(str(k).startswith("data.source.") for k in m.get("seeded_keys") or ())
 
 
 def _split_by_provenance(records: list[tuple[Path, dict[str, Any]]]) -> set[str]:
@@ -114,11 +121,13 @@ def _labels(
     configs: dict[str, dict[str, Any] | None] = {}
     origin: dict[str, dict[str, Any]] = {}
     by_model: dict[tuple[str, str], list[str]] = defaultdict(list)
-    seeded: set[str] = set()  # keys derived from the seed (data.seed: ${seed}): not labels
+    seeded: set[str] = set()  # keys that differ between the runs of one experiment: not labels
     for _, m in records:
         exp = m["experiment"]
         flat = flatten(m["config"], sep=".") if m.get("config") else None
-        seeded.update(m.get("seeded_keys") or ())
+        if flat is not None:  # what follows the seed is labelled so, not by one run's value
+            own = set(m.get("seeded_keys") or ())
+            flat = {k: "${seed}" if k in own else v for k, v in flat.items()}
         if exp not in configs:
             configs[exp] = flat
             origin[exp] = provenance(m)
@@ -212,7 +221,7 @@ def _data_notes(records: list[tuple[Path, dict[str, Any]]], labels: dict[str, st
     groups: dict[tuple[str, str], dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for _, m in records:
         fingerprint = m.get("data_fingerprint")
-        if not fingerprint or not isinstance(m.get("config"), dict):
+        if not fingerprint or not isinstance(m.get("config"), dict) or data_follows_seed(m):
             continue
         seeded = set(m.get("seeded_keys") or ())
         data = {
