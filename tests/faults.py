@@ -4,6 +4,7 @@ tests: SIGKILL, SIGTERM), and one that turns the weights to NaN there."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,22 @@ class SignalAt(L.Callback):
     command (same config, same hash) resumes without being stopped again."""
 
     def __init__(
-        self, epoch: int, batch: int, signum: int, marker: str, during: str = "train"
+        self,
+        epoch: int,
+        batch: int,
+        signum: int,
+        marker: str,
+        during: str = "train",
+        delay: float = 0.0,
     ) -> None:
         self.epoch, self.batch, self.signum, self.marker = epoch, batch, signum, Path(marker)
-        self.during = during
+        self.during, self.delay = during, delay  # delay: seconds to wait before the signal
 
     def _maybe_send(self, trainer: L.Trainer, during: str, i: int) -> None:
         here = (trainer.current_epoch, i, during) == (self.epoch, self.batch, self.during)
         if here and not trainer.sanity_checking and not self.marker.exists():
             self.marker.touch()
+            time.sleep(self.delay)
             os.kill(os.getpid(), self.signum)
 
     def on_train_batch_end(

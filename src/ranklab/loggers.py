@@ -43,14 +43,26 @@ def wandb_logger(
     save_dir: str = ".",
     offline: bool | str = "auto",
     tags: Sequence[str] = (),
+    flush_interval: float = 1.0,
     **kwargs: Any,
 ) -> WandbLogger:
     """A WandbLogger; ``offline="auto"`` means online exactly when a key is configured.
 
     WANDB_MODE=offline/online in the environment wins over everything, as in wandb itself.
-    Every other argument (``name``, ``group``, ``job_type``, ``log_model``, ``entity``, ...) goes
-    to ``WandbLogger`` and from there to ``wandb.init``, which refuses a misspelt one.
+    ``flush_interval``: seconds between W&B's writes of the run's ``.wandb`` file (its
+    ``x_transaction_log_flush_interval``, 15 s by default there, where a run killed with SIGKILL
+    within 15 s of its start lost everything it had logged; writing also goes on when its
+    32 KiB buffer fills). Every other argument (``name``, ``group``, ``job_type``,
+    ``log_model``, ``entity``, ``settings``...) goes to ``WandbLogger`` and from there to
+    ``wandb.init``, which refuses a misspelt one.
     """
+    import wandb
+
+    settings = kwargs.pop("settings", None) or {}
+    if not isinstance(settings, wandb.Settings):
+        settings = wandb.Settings(**dict(settings))
+    if "x_transaction_log_flush_interval" not in settings.model_fields_set:
+        settings.x_transaction_log_flush_interval = float(flush_interval)
     if offline == "auto":
         offline = not wandb_has_key()
     mode = os.environ.get("WANDB_MODE")
@@ -58,7 +70,12 @@ def wandb_logger(
         offline = True
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     logger = WandbLogger(
-        project=project, save_dir=save_dir, offline=bool(offline), tags=list(tags), **kwargs
+        project=project,
+        save_dir=save_dir,
+        offline=bool(offline),
+        tags=list(tags),
+        settings=settings,
+        **kwargs,
     )
     # Lightning always passes anonymous=None, and wandb warns on every run that the setting has
     # no effect: leave it out unless the user asked for it

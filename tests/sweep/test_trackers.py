@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.message import DecodeError
 from sweep_helpers import sweep_config
+from tiny import TINY_DATA
 
 from ranklab.loggers import wandb_logger
 from ranklab.sweep import load_spec, run_sweep
@@ -268,6 +269,40 @@ def test_a_resumed_run_logs_to_the_tracker_runs_it_started(
     first, resumed = map(wandb_run_of, offline_runs)
     assert first["name"] == resumed["name"] == saved["name"]
     assert "final/test/auc" in resumed["summary"]
+
+
+def test_a_run_killed_with_sigkill_keeps_what_it_logged_to_wandb(tmp_path: Path) -> None:
+    """W&B's service writes the offline run file every 15 s by default: a run killed with
+    SIGKILL sooner lost its run record, config and history (a 7-byte file). Written every
+    second, what it logged before the kill is there for ``wandb sync``."""
+    root = Path(__file__).resolve().parents[2]
+    run = tmp_path / "run"
+    env = {  # not this process's W&B service (WANDB_SERVICE), which an earlier test started
+        **{k: v for k, v in os.environ.items() if not k.startswith("WANDB_")},
+        "PYTHONPATH": str(root / "tests"),
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+    }
+    fault = [  # epoch 1's third batch, 3 s after epoch 0's validation was logged
+        "+callbacks.fault._target_=faults.SignalAt",
+        "+callbacks.fault.epoch=1",
+        "+callbacks.fault.batch=2",
+        f"+callbacks.fault.signum={int(signal.SIGKILL)}",
+        f"+callbacks.fault.marker={tmp_path / 'sent'}",
+        "+callbacks.fault.delay=3",
+    ]
+    r = subprocess.run(
+        [sys.executable, "-m", "ranklab.train", *TINY_DATA, "trainer.max_epochs=2",
+         "trainer.enable_progress_bar=false", "model=lr", "logger=wandb", "efficiency=false",
+         f"hydra.run.dir={run}",
+         f"paths.cache_dir={tmp_path}/cache", *fault],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    (path,) = run.glob("wandb/offline-run-*/run-*.wandb")
+    kinds = [rec.WhichOneof("record_type") for rec in wandb_records(path)]
+    assert "run" in kinds and "config" in kinds and "history" in kinds, kinds
+    assert "exit" not in kinds  # killed: W&B never heard the end
 
 
 def test_only_this_folders_run_of_this_config_has_its_tracker_runs_continued(
