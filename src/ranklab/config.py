@@ -148,6 +148,14 @@ def composition_error(
     if m := re.match(r"Could not override '([^']+)'", text):
         key = m.group(1)
         why = " ".join(str(e.__cause__ or "").splitlines()[:1]) if e.__cause__ else ""
+        deeper = str(getattr(e.__cause__, "full_key", "") or "")
+        if deeper.startswith(key + "."):  # a mapping given for a mapping merges into it
+            sub = deeper[len(key) + 1 :]
+            return ConfigError(
+                key,
+                f"a mapping given here is merged into the one there, which has no key '{sub}'; "
+                f"to replace it whole, delete it first: '~{key}' '+{key}={{...}}'",
+            )
         if "not in struct" in why or not why:
             parent, _, last = key.rpartition(".")
             near = _close_keys(overrides, key, parent, last, config_name)

@@ -30,6 +30,7 @@ from ranklab.config import config_hash, upgrade_config
 from ranklab.errors import ConfigError, DataError, RanklabError
 from ranklab.train import _quiet_lightning, build
 from ranklab.utils import atomic_write_json
+from ranklab.warmstart import mismatch
 
 
 def evaluate(run_dir: Path, overrides: list[str], track: bool = False) -> dict[str, Any]:
@@ -62,6 +63,13 @@ def evaluate(run_dir: Path, overrides: list[str], track: bool = False) -> dict[s
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     if ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+        if (why := mismatch(task.state_dict(), state)) is not None:
+            keys = [o.partition("=")[0].lstrip("+") for o in overrides]
+            raise ConfigError(
+                ", ".join(keys) or "model",
+                f"{ckpt} does not fit the model {'these overrides build' if keys else 'the run'}"
+                f" ({why}): an evaluation keeps the run's model and its data encoding",
+            )
         task.load_state_dict(state)
     elif task.trainable:
         raise DataError("the run has no best checkpoint", path=ckpt)

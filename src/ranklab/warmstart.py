@@ -88,14 +88,9 @@ def _state_dict(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return weights, state
 
 
-def load_initial_weights(task: nn.Module, path: Path) -> None:
-    """Copy the weights of ``path`` into ``task`` (its ``model.`` prefix is added to a bare
-    model ``state_dict``); every tensor must match by name and shape, or this fails naming the
-    first ones that do not."""
-    weights, _ = _state_dict(path)
-    own = task.state_dict()
-    if not any(k.startswith("model.") for k in weights):  # torch.save(model.state_dict())
-        weights = {f"model.{k}": v for k, v in weights.items()}
+def mismatch(own: dict[str, Tensor], weights: dict[str, Tensor]) -> str | None:
+    """How ``weights`` (a state dict) fail to fit a module whose state dict is ``own``: the
+    first tensors whose shapes differ, that are missing or extra; None when they fit."""
     missing = [k for k in own if k not in weights]
     extra = [k for k in weights if k not in own]
     shapes = [
@@ -105,13 +100,25 @@ def load_initial_weights(task: nn.Module, path: Path) -> None:
     ]
     problems = shapes[:2] + [f"{k} is not there" for k in missing[:2]]
     problems += [f"{k} is not in this model" for k in extra[:2]]
-    if problems:
-        n = len(shapes) + len(missing) + len(extra)
-        more = f"; {n - len(problems)} more" if n > len(problems) else ""
+    if not problems:
+        return None
+    n = len(shapes) + len(missing) + len(extra)
+    more = f"; {n - len(problems)} more" if n > len(problems) else ""
+    return "; ".join(problems) + more
+
+
+def load_initial_weights(task: nn.Module, path: Path) -> None:
+    """Copy the weights of ``path`` into ``task`` (its ``model.`` prefix is added to a bare
+    model ``state_dict``); every tensor must match by name and shape, or this fails naming the
+    first ones that do not."""
+    weights, _ = _state_dict(path)
+    if not any(k.startswith("model.") for k in weights):  # torch.save(model.state_dict())
+        weights = {f"model.{k}": v for k, v in weights.items()}
+    if (why := mismatch(task.state_dict(), weights)) is not None:
         raise ConfigError(
             KEY,
-            f"{path} does not fit this model ({'; '.join(problems)}{more}): a warm start needs "
-            f"the same model config and the same vocabularies",
+            f"{path} does not fit this model ({why}): a warm start needs the same model config "
+            f"and the same vocabularies",
         )
     task.load_state_dict(weights, strict=True)
     log.info("weights from %s (a warm start: optimiser and schedule start afresh)", path)

@@ -5,6 +5,7 @@ reference; the sample configs train from config alone."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import polars as pl
@@ -265,3 +266,36 @@ def test_bars_x1_layouts_train_with_their_tuned_values(
         )  # fmt: skip
     out = train(cfg)
     assert math.isfinite(out["test"]["logloss"]) and out["data"] == data
+
+
+def test_a_file_without_its_header_line_read_with_one_says_so(tmp_path: Path) -> None:
+    """The commonest CSV mistake: polars' own message (names "not specified in schema",
+    ``extra_columns='ignore'``) named nothing a user can set."""
+    from ranklab.data.readers import require_columns
+    from ranklab.errors import DataError
+
+    rows = ["1,u24,a6,0.040", "0,u12,a4,0.968", "1,u18,a3,0.505"]
+    path = tmp_path / "all.csv"
+    path.write_text("\n".join(rows) + "\n")
+    hint = "looks like data ('1' is a number): a file without a header line needs read_options"
+    with pytest.raises(DataError, match=re.escape(hint)) as err:
+        read_table(path)
+    assert "schema" not in str(err.value)
+    # read (other rows), the columns the config names are missing: the same hint
+    df = pl.DataFrame({"1": ["0"], "u24": ["u12"]})
+    with pytest.raises(DataError, match=re.escape(hint)):
+        require_columns(df, ["clk"], path, "data.source.label")
+    # a header of names draws no hint
+    (tmp_path / "h.csv").write_text("clk,user,ad,price\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError) as err:
+        require_columns(read_table(tmp_path / "h.csv"), ["click"], path, "data.source.label")
+    assert "looks like data" not in str(err.value)
+
+
+def test_a_parquet_file_read_as_csv_names_the_format(tmp_path: Path) -> None:
+    from ranklab.errors import DataError
+
+    path = tmp_path / "x.parquet"
+    pl.DataFrame({"clk": [0, 1], "user": ["a", "b"]}).write_parquet(path)
+    with pytest.raises(DataError, match=r"x\.parquet: a parquet file, read as text: set the "):
+        read_table(path)  # csv, the default format

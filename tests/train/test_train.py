@@ -133,6 +133,11 @@ def test_unknown_key_and_option_fail_with_hydra_errors() -> None:
         (["data.bach_size=1"], "data.bach_size", "(did you mean 'data.batch_size'?)"),
         (["data.batch_size=[1"], "data.batch_size", "is not an override Hydra can read"),
         (["+model=lr"], "model", "is chosen twice"),
+        (
+            ["data=census_income", "data.source.split={method: time, column: age}"],
+            "data.source.split",
+            "no key 'column'; to replace it whole, delete it first: '~data.source.split'",
+        ),
         (["+sede=3"], "sede", "nothing refers to it (did you mean 'seed'?"),
         (["+paths.dta_dir=x"], "paths.dta_dir", "did you mean 'paths.data_dir'?"),
         (["+tracking.nam=x"], "tracking.nam", "did you mean 'tracking.name'?"),
@@ -171,6 +176,7 @@ def test_command_lines_that_do_not_compose_are_one_line_and_status_2(
         ["+run=a", "hydra.run.dir=/tmp/${run}"],  # referred to by Hydra's settings
         ["-m", "model=lr,fm", "seed=1,2"],
         ["+trainer.num_nodes=1"],
+        ["data=census_income", "~data.source.split", "+data.source.split={method: time}"],
         ["callbacks.early_stopping=null"],
         *([f"callbacks={p.stem}"] for p in sorted((conf_dir() / "callbacks").glob("*.yaml"))),
         *([f"logger={p.stem}"] for p in sorted((conf_dir() / "logger").glob("*.yaml"))),
@@ -320,6 +326,13 @@ def test_evaluate_reproduces_the_runs_test_metrics_and_names_bad_keys(
     assert bigger["test"] == pytest.approx(metrics["test"], abs=1e-5)
     with pytest.raises(ConfigError, match=r"task\.no_such_key"):
         evaluate(run, ["task.no_such_key=1"])
+    # a model these overrides change is refused in one line (it was load_state_dict's traceback)
+    with pytest.raises(
+        ConfigError,
+        match=r"config key 'model.hidden_units': .*best.ckpt does not fit the model these "
+        r"overrides build \(model\.mlp.* is \(16, \d+\) there, \(8, \d+\) here",
+    ):
+        evaluate(run, ["model.hidden_units=[8]"])
     assert json.loads((run / "metrics.json").read_text())["test"] == metrics["test"]
 
 

@@ -245,7 +245,11 @@ def read_csv(
             encoding=encoding,
         )
     except pl.exceptions.PolarsError as e:  # quoted lines that the field count skipped
-        raise _parse_error(path, quote_char, encoding, e) from e
+        error = _parse_error(path, quote_char, encoding, e)
+        if has_header and (hint := header_hint(header)):
+            # polars' own words here (names "not specified in schema") say nothing useful
+            raise DataError(f"cannot read the rows under this header{hint}", path=str(path)) from e
+        raise error from e
     df.columns = header
     # CRLF files: polars keeps the '\r' on the last field when it is read as a string
     last = header[-1]
@@ -259,6 +263,13 @@ def _check_utf8(path: Path, chunk: int = 1 << 24) -> None:
     "invalid utf-8 sequence"). One pass in chunks cut at line ends; gzip is left to the parser."""
     if path.suffix == ".gz":
         return
+    with open(path, "rb") as f:
+        if f.read(4) == b"PAR1":  # parquet's magic number: the format, not the encoding
+            raise DataError(
+                "a parquet file, read as text: set the source's format (data.source.format: "
+                "parquet; +data.source.format=parquet on the command line)",
+                path=str(path),
+            )
     lines_before, carry = 0, b""
     with open(path, "rb") as f:
         while True:
@@ -412,9 +423,29 @@ def require_columns(df: pl.DataFrame, columns: list[str], path: str | Path, key:
     if missing:
         raise DataError(
             f"columns {missing} named by config key '{key}' are not in the file "
-            f"(it has {df.columns}){separator_hint(df.columns)}",
+            f"(it has {df.columns}){separator_hint(df.columns)}{header_hint(df.columns)}",
             path=str(path),
         )
+
+
+def header_hint(names: list[str]) -> str:
+    """``; its header ... looks like data`` where a column name read from the first line is a
+    number: a file without a header line read as if it had one."""
+    numbers = [n for n in names if _is_number(str(n))]
+    if not numbers:
+        return ""
+    return (
+        f"; its first line, read as the header, looks like data ('{numbers[0]}' is a number): a "
+        f"file without a header line needs read_options: {{has_header: false, columns: [...]}}"
+    )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.strip())
+    except ValueError:
+        return False
+    return bool(text.strip())
 
 
 # the delimiters a file read with the wrong one is suspected of having
