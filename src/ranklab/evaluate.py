@@ -30,7 +30,7 @@ from ranklab.config import config_hash, upgrade_config
 from ranklab.errors import ConfigError, DataError, RanklabError
 from ranklab.train import _quiet_lightning, build
 from ranklab.utils import atomic_write_json
-from ranklab.warmstart import mismatch
+from ranklab.warmstart import mismatch, other_vocabularies
 
 
 def evaluate(run_dir: Path, overrides: list[str], track: bool = False) -> dict[str, Any]:
@@ -62,13 +62,23 @@ def evaluate(run_dir: Path, overrides: list[str], track: bool = False) -> dict[s
     datamodule, _, task = build(cfg)
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     if ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = checkpoint["state_dict"]
         if (why := mismatch(task.state_dict(), state)) is not None:
             keys = [o.partition("=")[0].lstrip("+") for o in overrides]
             raise ConfigError(
                 ", ".join(keys) or "model",
                 f"{ckpt} does not fit the model {'these overrides build' if keys else 'the run'}"
                 f" ({why}): an evaluation keeps the run's model and its data encoding",
+            )
+        if other := other_vocabularies(checkpoint, task):
+            keys = [o.partition("=")[0].lstrip("+") for o in overrides]
+            raise ConfigError(
+                ", ".join(keys) or "data",
+                f"the data evaluated gives values other ids than the run's training data did "
+                f"({', '.join(other)}: the vocabularies were fitted to other training rows), so "
+                f"the embeddings of {ckpt} would be read for other values: evaluate on data "
+                f"with the run's training rows (another test file is fine)",
             )
         task.load_state_dict(state)
     elif task.trainable:

@@ -278,17 +278,17 @@ def final_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
-def log_final_metrics(logger: Logger, metrics: Mapping[str, Any]) -> None:
+def log_final_metrics(logger: Logger, metrics: Mapping[str, Any], step: int | None = None) -> None:
     """Put the run's final metrics where each tracker shows a run's result: W&B's run summary,
-    a last metrics row for the others (MLflow, TensorBoard, CSV). ``metrics.json`` stays the
-    source of truth."""
+    a last metrics row for the others (MLflow, TensorBoard, CSV), at ``step`` (the run's last
+    training step; else its number of epochs). ``metrics.json`` stays the source of truth."""
     final = final_metrics(metrics)
     if isinstance(logger, WandbLogger):
         logger.experiment.summary.update(final)
         return
     if isinstance(logger, MLFlowLogger):  # its metric names allow no '@' (ndcg@10)
         final = {k.replace("@", "_at_"): v for k, v in final.items()}
-    logger.log_metrics(final, step=int(metrics.get("epochs") or 0))
+    logger.log_metrics(final, step=int(step if step is not None else metrics.get("epochs") or 0))
 
 
 TRACKERS_FILE = "trackers.json"

@@ -69,8 +69,14 @@ def continued_trackers(cfg: DictConfig, resume: str | None, run_dir: Path) -> di
     """The tracker runs (``trackers.json``) a resumed run continues: those this folder's run of
     this very config started. Empty for a fresh run, for a checkpoint of another folder (a
     sweep's retried trial, a run started from another run's checkpoint: tracker runs of their
-    own, as two processes must never log to one), and for a file left by another config."""
-    if not resume or Path(resume).resolve().parent.parent != run_dir.resolve():
+    own, as two processes must never log to one), and for a file left by another config. A
+    run started afresh in a folder whose run of this config was stopped before its first
+    checkpoint continues that run's tracker runs too (from step 0), rather than leaving them
+    open (MLflow's would stay RUNNING) beside new ones under the same name."""
+    if not resume:
+        if read_status(run_dir).get("status") in (None, "finished"):
+            return {}
+    elif Path(resume).resolve().parent.parent != run_dir.resolve():
         return {}
     try:
         saved = json.loads((run_dir / TRACKERS_FILE).read_text())

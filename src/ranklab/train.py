@@ -620,7 +620,9 @@ def _train(
     if not bar:  # Lightning refuses a bar callback it cannot show
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     callbacks += [throughput, EpochLog(monitor=str(task.hparams.monitor)), RunIdentity(cfg, warm)]
-    step = global_step(resume) if resume else None
+    # from the checkpoint's step; a restart in the folder of a run stopped before any
+    # checkpoint continues its tracker runs from step 0
+    step = global_step(resume) if resume else 0 if saved else None
     logger_confs = (cfg.get("logger") or {}).values()
     loggers = [_logger(c, saved, step) for c in logger_confs if c is not None]
     # an MLflow run continued already holds the config, and refuses a changed value (the
@@ -681,7 +683,7 @@ def _train(
             shown = ", ".join(f"{k} {v:.5f}" for k, v in list(metrics[split].items())[:6])
             log.info("%s: %s", split, shown)
         for lg in loggers:
-            log_final_metrics(lg, metrics)
+            log_final_metrics(lg, metrics, step=trainer.global_step)  # after the last step
         if cfg.get("print_summary", True):
             print_summary(metrics)
     close_trackers(loggers, failed=False)

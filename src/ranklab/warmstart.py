@@ -107,11 +107,31 @@ def mismatch(own: dict[str, Tensor], weights: dict[str, Tensor]) -> str | None:
     return "; ".join(problems) + more
 
 
+def vocabularies(hparams: Any) -> dict[str, str] | None:
+    """table -> vocabulary hash of the data a task (or a checkpoint's ``hyper_parameters``)
+    was built on; None where the run predates them or its data has no vocabularies."""
+    try:
+        found = hparams["hparams"]["schema"]["meta"].get("vocabularies")
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return dict(found) if found else None
+
+
+def other_vocabularies(checkpoint: dict[str, Any], task: nn.Module) -> list[str]:
+    """The tables whose vocabulary in ``task``'s data gives values other ids than in the data
+    the checkpoint was trained on (its embeddings' rows would be read for other values)."""
+    theirs = vocabularies(checkpoint.get("hyper_parameters"))
+    ours = vocabularies(getattr(task, "hparams", None))
+    if not theirs or not ours:
+        return []
+    return sorted(t for t in theirs.keys() & ours.keys() if theirs[t] != ours[t])
+
+
 def load_initial_weights(task: nn.Module, path: Path) -> None:
     """Copy the weights of ``path`` into ``task`` (its ``model.`` prefix is added to a bare
     model ``state_dict``); every tensor must match by name and shape, or this fails naming the
     first ones that do not."""
-    weights, _ = _state_dict(path)
+    weights, state = _state_dict(path)
     if not any(k.startswith("model.") for k in weights):  # torch.save(model.state_dict())
         weights = {f"model.{k}": v for k, v in weights.items()}
     if (why := mismatch(task.state_dict(), weights)) is not None:
@@ -119,6 +139,15 @@ def load_initial_weights(task: nn.Module, path: Path) -> None:
             KEY,
             f"{path} does not fit this model ({why}): a warm start needs the same model config "
             f"and the same vocabularies",
+        )
+    if other := other_vocabularies(state, task):
+        raise ConfigError(
+            KEY,
+            f"{path} was trained on data whose vocabularies give values other ids "
+            f"({', '.join(other)}: this data's training rows were fitted to others): its "
+            f"embeddings would be read "
+            f"for other values; a warm start needs the same vocabularies (the same training "
+            f"rows, or hash_buckets for those features)",
         )
     task.load_state_dict(weights, strict=True)
     log.info("weights from %s (a warm start: optimiser and schedule start afresh)", path)

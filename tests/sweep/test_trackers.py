@@ -218,6 +218,9 @@ def test_tensorboard_gets_the_final_metrics(make_cfg, tmp_path: Path) -> None:
     events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
     (final,) = events.Scalars("final/test/auc")
     assert final.value == pytest.approx(metrics["test"]["auc"], abs=1e-6)
+    # the last step: after every point of the run (it was at the number of epochs, step 1)
+    last = max(e.step for t in events.Tags()["scalars"] for e in events.Scalars(t))
+    assert final.step == last and last > metrics["epochs"]
     assert "train/loss_epoch" in events.Tags()["scalars"]
 
 
@@ -303,6 +306,29 @@ def test_a_run_killed_with_sigkill_keeps_what_it_logged_to_wandb(tmp_path: Path)
     kinds = [rec.WhichOneof("record_type") for rec in wandb_records(path)]
     assert "run" in kinds and "config" in kinds and "history" in kinds, kinds
     assert "exit" not in kinds  # killed: W&B never heard the end
+
+
+def test_a_restart_before_any_checkpoint_continues_the_same_tracker_run(
+    make_cfg, tmp_path: Path
+) -> None:
+    """Stopped before its first checkpoint, a run starts afresh in its folder: it logs to the
+    MLflow run it had started (left RUNNING beside a new one of the same name until stop 31),
+    each point once."""
+    from faults import RaiseAt
+    from mlflow.tracking import MlflowClient
+
+    store = tmp_path / "mlflow.db"
+    overrides = ["model=lr", "logger=mlflow", f"logger.mlflow.store={store}", "efficiency=false"]
+    with pytest.raises(RuntimeError, match="boom"):
+        train(make_cfg(*overrides), callbacks=[RaiseAt(epoch=0, batch=3)])
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    metrics = train(make_cfg(*overrides, "ckpt_path=auto"))
+    client = MlflowClient(tracking_uri=f"sqlite:///{store}")
+    (run,) = client.search_runs([client.get_experiment_by_name("ranklab").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == metrics["tracking"]["name"]
+    for name in ("val/auc", "train/loss"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
+        assert steps and steps == sorted(set(steps)), (name, steps)
 
 
 def test_only_this_folders_run_of_this_config_has_its_tracker_runs_continued(

@@ -211,3 +211,32 @@ def test_a_relative_init_from_is_where_the_command_started(
     }
     assert set(cache.iterdir()) == before  # the same data: the source's cache was used
     assert not (tmp_path / "run" / "cache").exists()
+
+
+def test_other_vocabularies_are_refused_by_a_warm_start_and_an_evaluation(
+    make_cfg, tmp_path: Path
+) -> None:
+    """The next day's file, with the same values counted otherwise, is encoded with other
+    ids (vocabularies are ordered by training count): the embeddings' shapes match, and a warm
+    start or an evaluation on it read each row for another value, silently, until stop 31."""
+    from ranklab.evaluate import evaluate
+
+    lines = [f"{i % 2} {i % 7}:1 {i % 11 + 20}:0.5" for i in range(600)]
+    for day, extra in (("day1", []), ("day2", ["1 6:1"] * 300)):
+        d = tmp_path / day / "libfm"
+        d.mkdir(parents=True)
+        (d / "train.libfm").write_text("\n".join(lines + extra) + "\n")
+    base = ["data=libfm", "model=fm", "trainer.max_epochs=1", *FAST]
+
+    def cfg(day: str, run: str, *extra: str):
+        c = make_cfg(*base, f"paths.data_dir={tmp_path}/{day}", *extra, tiny=False)
+        c.paths.output_dir = str(tmp_path / run)
+        return c
+
+    train(cfg("day1", "run1"))
+    with pytest.raises(ConfigError, match=r"'init_from': .*other ids \(features: "):
+        train(cfg("day2", "run2", f"init_from={tmp_path}/run1"))
+    train(cfg("day1", "run3", f"init_from={tmp_path}/run1"))  # the same vocabularies
+    with pytest.raises(ConfigError, match=r"'data.source.dir': the data evaluated gives values"):
+        evaluate(tmp_path / "run1", [f"data.source.dir={tmp_path}/day2/libfm"])
+    evaluate(tmp_path / "run1", [])

@@ -538,6 +538,17 @@ class TabularEncoder:
         flat = tail.explode(empty_as_null=False).drop_nulls().cast(pl.Float32).to_numpy()
         return _pad(tail.list.len().to_numpy().astype(np.int64), flat, length)
 
+    def vocabulary_hashes(self) -> dict[str, str]:
+        """table -> a hash of its vocabulary (the values in id order, or the hash buckets):
+        two encodings give every value of a table the same id exactly where its hashes match
+        (a warm start or an evaluation on other data checks them)."""
+        from ranklab.utils import hash_object
+
+        return {
+            t: hash_object({"values": v.values, "hash_buckets": v.hash_buckets})[:16]
+            for t, v in sorted(self.vocabs.items())
+        }
+
     def schema(
         self,
         labels: tuple[LabelSpec, ...],

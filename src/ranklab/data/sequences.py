@@ -338,7 +338,7 @@ class SequenceLog(DataSource):
         fields = dict(self.history.get("fields") or {})
         cols = {h: enc[f][pool] for h, f in fields.items()}
         action_col = self.history.get("action")
-        action_vocab = None
+        action_vocab, action_enc = None, None
         if action_col:
             if action_col not in df.columns:
                 raise DataError(
@@ -423,6 +423,10 @@ class SequenceLog(DataSource):
                 for s in splits
             },
             "split": self.split,
+            "vocabularies": {
+                **encoder.vocabulary_hashes(),
+                **(action_enc.vocabulary_hashes() if action_enc is not None else {}),
+            },
         }
         schema = Schema(tuple(base.features) + tuple(extra), group=self.group, meta=meta)
         return EncodedData(schema, splits, meta)
@@ -597,6 +601,7 @@ class UserSequences(DataSource):
             "eval_negatives": self.n_neg,
             "oov_targets": {s: int((a["target"] == 1).sum()) for s, a in splits.items()},
             "item_counts": train_counts.astype(np.int64).tolist(),
+            "vocabularies": vocab.vocabulary_hashes(),
         }
         schema = Schema(feats, labels=(), group=None, evaluation=evaluation, meta=meta)
         return EncodedData(schema, splits, {k: v for k, v in meta.items() if k != "item_counts"})

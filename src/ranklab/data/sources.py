@@ -541,6 +541,7 @@ class CSVSplits(DataSource):
                 for s, df in frames.items()
             }
         labels = tuple(c.spec for c in self.label_columns)
+        meta["vocabularies"] = encoder.vocabulary_hashes()
         schema = encoder.schema(labels, self.group, meta)
         schema.check_conditions()
         return EncodedData(schema, splits, meta)

@@ -525,6 +525,7 @@ def build_streaming(source: CSVSplits, out: Path, budget: int) -> dict:
             y = np.array(labels[s][first_label])
             meta["bayes"][s] = bayes_metrics(p, y)
             del p, y
+    meta["vocabularies"] = encoder.vocabulary_hashes()
     schema = encoder.schema(tuple(c.spec for c in source.label_columns), source.group, meta)
     schema.check_conditions()
     schema.save(out / "schema.json")
