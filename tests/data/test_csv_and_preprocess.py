@@ -314,8 +314,21 @@ def test_header_less_errors_name_the_bad_line_itself(tmp_path: Path) -> None:
             b"label,user,item,price\r\n1,u1,a,1.0\r\n0,u1,b,2.0\r\n\r\n",
             r"train\.csv, line 4: a blank line, where 4 fields are expected",
         ),
+        (  # it said "found None"
+            b"label,user,item,price\n1,u1,a,1.0\n,u1,b,2.0\n",
+            r"train\.csv, line 3, column 'label': label must be 0 or 1, found an empty field$",
+        ),
     ],
-    ids=["empty", "header-only", "not-utf8", "inf", "tab-with-comma-config", "blank", "crlf-blank"],
+    ids=[
+        "empty",
+        "header-only",
+        "not-utf8",
+        "inf",
+        "tab-with-comma-config",
+        "blank",
+        "crlf-blank",
+        "empty-label",
+    ],
 )
 def test_bad_files_fail_in_one_line_naming_the_place(
     tmp_path: Path, content: bytes, message: str

@@ -122,7 +122,7 @@ def encode_labels(
                     ~text.is_in(known).fill_null(False),
                     lambda i, raw=raw, c=c: (
                         f"label must be one of {list(c.positive)} (1) or {list(c.negative)} (0), "
-                        f"found {raw[i]!r}"
+                        f"found {_shown(raw[i])}"
                     ),
                     path,
                     line_offset,
@@ -139,7 +139,7 @@ def encode_labels(
         else:
             bad = num.is_null() | ~num.is_finite()
             why = f"regression label '{c.spec.name}' must be a finite number"
-        msg = lambda i, why=why, raw=raw: f"{why}, found {raw[i]!r}"  # noqa: E731
+        msg = lambda i, why=why, raw=raw: f"{why}, found {_shown(raw[i])}"  # noqa: E731
         fail_at_first(bad, msg, path, line_offset, c.column)
         out[c.spec.name] = num.fill_null(0.0).cast(pl.Float32).to_numpy()  # skipped rows: 0
     by_name = {c.spec.name: c for c in columns}
@@ -175,3 +175,8 @@ def label_meta(arrays: Mapping[str, np.ndarray], columns: Sequence[LabelColumn])
             entry["mean_observed"] = float(y[observed].mean()) if observed.any() else float("nan")
         out[c.spec.name] = entry
     return out
+
+
+def _shown(value: object) -> str:
+    """A label field as a message shows it: an empty (null) one is said so, not ``None``."""
+    return "an empty field" if value is None else repr(value)
