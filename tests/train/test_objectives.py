@@ -163,6 +163,22 @@ def test_label_errors_name_file_line_and_column(make_cfg, tmp_path: Path) -> Non
         )
 
 
+def test_a_regression_label_beside_a_binary_one_keeps_the_default_monitor(
+    make_cfg, tmp_path: Path
+) -> None:
+    """The plain names are means over the labels that have each metric: ``val/auc`` is the
+    binary label's (it was left out, and the default monitor refused the run), ``val/mse`` the
+    regression label's."""
+    rows = [f"{i % 2},{(i * 7) % 10 / 3:.3f},u{i % 5},a{i % 7}" for i in range(80)]
+    write_split(tmp_path / "d", rows, header="clk,age,user,ad")
+    labels = "[{name: click, column: clk}, {name: agey, column: age, kind: regression}]"
+    m = train(csv_cfg(make_cfg, tmp_path, labels, "~data.source.group"))
+    for split in ("val", "test"):
+        v = m[split]
+        assert v["auc"] == v["click/auc"] and v["mse"] == v["agey/mse"], v
+        assert "agey/auc" not in v and "click/mse" not in v
+
+
 def test_synthetic_ctr_too_few_small_fields_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="triple_max_vocab"):
         SyntheticCTR(vocab_sizes=[50] * 4, n_pairs=2, n_triples=1)

@@ -68,7 +68,8 @@ class LabelMetrics(nn.Module):
     data (synthetic data: the conversion each row would have had if clicked) is also scored
     against it over every row (``conversion/counterfactual/auc``). Data with one label keep the
     plain names (``auc``); data with several get ``<label>/...`` (also when ``task.labels``
-    trains on one of them) plus the mean over the trained labels under the plain name.
+    trains on one of them) plus the mean over the trained labels that have a metric under its
+    plain name (``auc``: the binary labels').
     """
 
     def __init__(
@@ -131,9 +132,11 @@ class LabelMetrics(nn.Module):
         for n, m in self.cf.items():
             if n in self._cf_seen:
                 out.update({f"{n}/counterfactual/{k}": v for k, v in m.compute().items()})
-        shared = set.intersection(*(set(v) for v in per.values()))
-        for k in sorted(shared):  # the mean over labels: what `val/auc` monitors
-            out[k] = sum(per[n][k] for n in per) / len(per)
+        # the mean over the labels that have the metric (what `val/auc` monitors): a regression
+        # label beside binary ones has no AUC, and the binary ones no MSE
+        for k in sorted({k for v in per.values() for k in v}):
+            having = [n for n in per if k in per[n]]
+            out[k] = sum(per[n][k] for n in having) / len(having)
         return out
 
     def reliability(self) -> dict[str, Any]:
