@@ -403,6 +403,36 @@ def rare_label_warnings(datamodule: Any, schema: Any, minimum: int = 100) -> lis
     return lines
 
 
+def grouped_auc_warnings(datamodule: Any, schema: Any) -> list[str]:
+    """One line per evaluation split and binary label where no group (user) has both classes:
+    grouped AUC is then undefined (null in metrics.json), e.g. under a leave-last-out split,
+    which keeps one row per user in validation and test."""
+    import numpy as np
+
+    from ranklab.data.dataset import GROUP_KEY
+
+    lines = []
+    for split in ("val", "test"):
+        group = datamodule.data.splits[split].get(GROUP_KEY)
+        if group is None or len(group) == 0:
+            continue
+        group = np.asarray(group, dtype=np.int64)
+        rows = np.bincount(group)
+        labels = datamodule.labels(split)
+        for spec in schema.labels:
+            if spec.kind != "binary" or spec.name not in labels or spec.condition is not None:
+                continue
+            positives = np.bincount(group, weights=labels[spec.name].numpy())
+            if ((positives > 0) & (positives < rows)).any():
+                continue
+            lines.append(
+                f"the {split} split has no {schema.group or 'group'} with both classes for "
+                f"'{spec.name}': grouped AUC (gauc) is undefined and reported as null"
+                f"{' (one row per user: the leave-last-out split)' if rows.max() == 1 else ''}"
+            )
+    return lines
+
+
 def check_monitor_defined(cfg: DictConfig, datamodule: Any, schema: Any) -> None:
     """An AUC monitored on a validation split whose labels hold one class is undefined: it could
     pick no best epoch (nor stop early), so the run fails before training, naming the fix."""
@@ -449,6 +479,9 @@ def build(cfg: DictConfig, datamodule: Any | None = None) -> tuple[Any, Any, Any
     schema = datamodule.schema.with_labels(OmegaConf.select(cfg, "task.labels"))
     for line in rare_label_warnings(datamodule, schema):
         log.warning(line)
+    if OmegaConf.select(cfg, "task.grouped_metrics", default=False):  # ranking tasks
+        for line in grouped_auc_warnings(datamodule, schema):
+            log.warning(line)
     # _partial_: objects (schema, model) are passed to the constructor as they are, not
     # merged into the config first (Hydra would turn a dataclass into a DictConfig)
     model_cfg = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "compile"])

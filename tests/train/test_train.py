@@ -356,3 +356,28 @@ def test_evaluate_rebuilds_a_run_made_before_optimizer_groups(make_cfg, tmp_path
     assert new.optimizer._target_ == "torch.optim.Adam" and new.scheduler.factor == 0.1
     assert "lr" not in new.task
     assert evaluate(run, [])["test"] == pytest.approx(metrics["test"], abs=1e-6)
+
+
+def test_a_split_with_no_group_holding_both_classes_warns_that_gauc_is_undefined() -> None:
+    """Leave-last-out keeps one row per user in validation and test: grouped AUC is null
+    there, which the run now says rather than reporting it silently."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from ranklab.data.dataset import GROUP_KEY
+    from ranklab.data.schema import LabelSpec
+    from ranklab.train import grouped_auc_warnings
+
+    y = {"val": [1, 0, 1, 0], "test": [1, 0, 1, 0]}
+    groups = {"val": [0, 1, 2, 3], "test": [0, 0, 1, 1]}  # test: each user has both classes
+    dm = SimpleNamespace(
+        data=SimpleNamespace(splits={s: {GROUP_KEY: np.array(g)} for s, g in groups.items()}),
+        labels=lambda s: {"click": torch.tensor(y[s], dtype=torch.float32)},
+    )
+    schema = SimpleNamespace(labels=(LabelSpec("click"),), group="user")
+    assert grouped_auc_warnings(dm, schema) == [
+        "the val split has no user with both classes for 'click': grouped AUC (gauc) is "
+        "undefined and reported as null (one row per user: the leave-last-out split)"
+    ]
