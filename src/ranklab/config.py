@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,6 @@ def composition_error(
 ) -> ConfigError:
     """Hydra's composition error ``e`` for ``overrides`` as a ConfigError: the key, what is
     wrong and, for a misspelt key or option, what there is."""
-    import difflib
     import re
 
     from hydra.errors import HydraException, MissingConfigException, OverrideParseException
@@ -117,17 +116,15 @@ def composition_error(
         if not group:
             return ConfigError(config_name, f"no config '{option}' in {conf_dir()}")
         options = list(e.options or [])
-        near = difflib.get_close_matches(option, options, n=1, cutoff=0.7)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        near = closest(option, options)
+        hint = f" (did you mean '{near}'?)" if near else ""
         listed = f"; its options: {', '.join(options)}" if options else ""
+        where, why = f"conf/{group}/", ""
         if group.startswith("hydra/"):  # Hydra's own groups: plugins add their options
-            return ConfigError(
-                group.replace("/", "."),
-                f"no option '{option}' in Hydra's group {group}{hint}{listed} (a launcher or "
-                "sweeper of a Hydra plugin needs the plugin installed)",
-            )
+            where = f"Hydra's group {group}"
+            why = " (a launcher or sweeper of a Hydra plugin needs the plugin installed)"
         return ConfigError(
-            group.replace("/", "."), f"no option '{option}' in conf/{group}/{hint}{listed}"
+            group.replace("/", "."), f"no option '{option}' in {where}{hint}{listed}{why}"
         )
     if isinstance(e, OverrideParseException):
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -175,21 +172,27 @@ def composition_error(
     return ConfigError("command line", text)
 
 
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice a misspelt ``word`` most likely meant (``sed`` -> ``seed``), or None."""
+    import difflib
+
+    near = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.7)
+    return near[0] if near else None
+
+
 def _close_keys(
     overrides: Sequence[str], key: str, parent: str, last: str, config_name: str
 ) -> str | None:
     """The key of the config nearest to a misspelt ``key`` (``parent.last``), composed
     without the override naming it; None when there is none close, or that fails too."""
-    import difflib
-
     rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
     try:
-        node = OmegaConf.select(compose(rest, config_name), parent) if parent else None
-        keys = [str(k) for k in (node if parent else compose(rest, config_name))]
-    except Exception:  # the rest does not compose either: no suggestion
+        cfg = compose(rest, config_name)
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        near = closest(last, node)
+    except Exception:  # the rest does not compose either (or parent is no mapping): none
         return None
-    near = difflib.get_close_matches(last, keys, n=1, cutoff=0.7)
-    return f"{parent}.{near[0]}" if near and parent else near[0] if near else None
+    return f"{parent}.{near}" if near and parent else near
 
 
 def to_plain(cfg: Any) -> Any:

@@ -64,15 +64,14 @@ def evaluate(run_dir: Path, overrides: list[str], track: bool = False) -> dict[s
     if ckpt.is_file():
         checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
         state = checkpoint["state_dict"]
+        keys = [o.partition("=")[0].lstrip("+") for o in overrides]  # what a refusal names
         if (why := mismatch(task.state_dict(), state)) is not None:
-            keys = [o.partition("=")[0].lstrip("+") for o in overrides]
             raise ConfigError(
                 ", ".join(keys) or "model",
                 f"{ckpt} does not fit the model {'these overrides build' if keys else 'the run'}"
                 f" ({why}): an evaluation keeps the run's model and its data encoding",
             )
         if other := other_vocabularies(checkpoint, task):
-            keys = [o.partition("=")[0].lstrip("+") for o in overrides]
             raise ConfigError(
                 ", ".join(keys) or "data",
                 f"the data evaluated gives values other ids than the run's training data did "

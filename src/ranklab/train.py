@@ -7,6 +7,7 @@ python -m ranklab.train experiment=frappe_x1_deepfm
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import math
@@ -31,6 +32,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from ranklab.callbacks import EpochLog, ProgressBar, Resumable, Throughput
 from ranklab.config import (
+    closest,
     compose_checked,
     conf_dir,
     config_hash,
@@ -198,6 +200,28 @@ def check_named_groups(cfg: DictConfig) -> None:
             check_arguments(conf, key)
 
 
+@functools.lru_cache(maxsize=4)
+def _known_keys(root: Path) -> dict[str, frozenset[str]]:
+    """The keys of the config's plain sections, as the config folder ``root`` defines them:
+    the top level (``train.yaml``'s keys and its groups), ``tracking``, and ``paths`` (every
+    ``paths/*.yaml``'s). Read once a process: studies check every run."""
+    import yaml
+
+    main = yaml.safe_load((root / "train.yaml").read_text()) or {}
+    groups = set(train_groups())
+    for entry in main.get("defaults") or []:
+        if isinstance(entry, dict):
+            groups |= {str(k).split()[-1] for k in entry}
+    paths: set[str] = set()
+    for f in sorted((root / "paths").glob("*.yaml")):
+        paths |= {str(k) for k in (yaml.safe_load(f.read_text()) or {}) if k != "defaults"}
+    return {
+        "": frozenset({str(k) for k in main if k != "defaults"} | groups),
+        "tracking": frozenset(str(k) for k in main.get("tracking") or {}),
+        "paths": frozenset(paths),
+    }
+
+
 def check_unread_keys(cfg: DictConfig, elsewhere: Sequence[str] = ()) -> None:
     """Fail naming a key added to the parts of the config read as plain values (the top
     level, ``paths``, ``tracking``) that nothing reads: not one of ranklab's keys, and no
@@ -205,24 +229,9 @@ def check_unread_keys(cfg: DictConfig, elsewhere: Sequence[str] = ()) -> None:
     the default, silently. (Keys of constructors' configs are checked by
     :func:`check_arguments`.) ``elsewhere``: more text that may refer to keys (Hydra's own
     overrides, when the config is composed before Hydra runs)."""
-    import difflib
     import re
 
-    import yaml
-
-    root = conf_dir()
-    main = yaml.safe_load((root / "train.yaml").read_text()) or {}
-    groups = set(train_groups())
-    for entry in main.get("defaults") or []:
-        if isinstance(entry, dict):
-            groups |= {str(k).split()[-1] for k in entry}
-    known: dict[str, set[str]] = {
-        "": {str(k) for k in main if k != "defaults"} | groups,
-        "tracking": {str(k) for k in main.get("tracking") or {}},
-        "paths": set(),
-    }
-    for f in sorted((root / "paths").glob("*.yaml")):
-        known["paths"] |= {str(k) for k in (yaml.safe_load(f.read_text()) or {}) if k != "defaults"}
+    known = _known_keys(conf_dir())
     texts: list[str] = [t for t in elsewhere if "${" in t]
 
     def strings(node: Any) -> None:
@@ -253,8 +262,8 @@ def check_unread_keys(cfg: DictConfig, elsewhere: Sequence[str] = ()) -> None:
             refers = re.compile(r"(?<![\w.])" + re.escape(path) + r"(?!\w)")
             if any(refers.search(t) for t in texts):
                 continue
-            near = difflib.get_close_matches(str(name), sorted(names), n=1, cutoff=0.7)
-            hint = f"did you mean '{section + '.' if section else ''}{near[0]}'? " if near else ""
+            near = closest(str(name), sorted(names))
+            hint = f"did you mean '{section + '.' if section else ''}{near}'? " if near else ""
             raise ConfigError(
                 path,
                 f"is not a key of ranklab's config and nothing refers to it ({hint}a key of "
@@ -1164,9 +1173,10 @@ def _sweep_combinations(overrides: list[str], most: int = 64) -> list[list[str]]
             choices.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
         except Exception:  # Hydra's sweeper expands these itself
             continue
-    first = [c[0] for c in choices if c]
+    choices = [c for c in choices if c]  # an empty choice() composes nothing
+    first = [c[0] for c in choices]
     combos = [first]
-    for i, values in enumerate(c for c in choices if c):
+    for i, values in enumerate(choices):
         for v in values[1:]:
             combos.append([*first[:i], v, *first[i + 1 :]])
     return combos[:most]

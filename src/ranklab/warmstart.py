@@ -145,9 +145,8 @@ def load_initial_weights(task: nn.Module, path: Path) -> None:
             KEY,
             f"{path} was trained on data whose vocabularies give values other ids "
             f"({', '.join(other)}: this data's training rows were fitted to others): its "
-            f"embeddings would be read "
-            f"for other values; a warm start needs the same vocabularies (the same training "
-            f"rows, or hash_buckets for those features)",
+            f"embeddings would be read for other values; a warm start needs the same "
+            f"vocabularies (the same training rows, or hash_buckets for those features)",
         )
     task.load_state_dict(weights, strict=True)
     log.info("weights from %s (a warm start: optimiser and schedule start afresh)", path)

@@ -245,11 +245,10 @@ def read_csv(
             encoding=encoding,
         )
     except pl.exceptions.PolarsError as e:  # quoted lines that the field count skipped
-        error = _parse_error(path, quote_char, encoding, e)
         if has_header and (hint := header_hint(header)):
             # polars' own words here (names "not specified in schema") say nothing useful
             raise DataError(f"cannot read the rows under this header{hint}", path=str(path)) from e
-        raise error from e
+        raise _parse_error(path, quote_char, encoding, e) from e
     df.columns = header
     # CRLF files: polars keeps the '\r' on the last field when it is read as a string
     last = header[-1]
@@ -263,6 +262,7 @@ def _check_utf8(path: Path, chunk: int = 1 << 24) -> None:
     "invalid utf-8 sequence"). One pass in chunks cut at line ends; gzip is left to the parser."""
     if path.suffix == ".gz":
         return
+    lines_before, carry = 0, b""
     with open(path, "rb") as f:
         if f.read(4) == b"PAR1":  # parquet's magic number: the format, not the encoding
             raise DataError(
@@ -270,8 +270,7 @@ def _check_utf8(path: Path, chunk: int = 1 << 24) -> None:
                 "parquet; +data.source.format=parquet on the command line)",
                 path=str(path),
             )
-    lines_before, carry = 0, b""
-    with open(path, "rb") as f:
+        f.seek(0)
         while True:
             block = f.read(chunk)
             data = carry + block
