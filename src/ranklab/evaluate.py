@@ -28,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ranklab.config import config_hash, upgrade_config
 from ranklab.errors import ConfigError, DataError, RanklabError
-from ranklab.train import _quiet_lightning, build
+from ranklab.train import _quiet_lightning, build, check_unread_keys
 from ranklab.utils import atomic_write_json
 from ranklab.warmstart import mismatch, other_vocabularies
 
@@ -43,13 +43,15 @@ def evaluate(run_dir: Path, overrides: list[str], track: bool = False) -> dict[s
     if not cfg_path.is_file():
         raise DataError("not a run directory (no config.yaml)", path=run_dir)
     cfg = upgrade_config(OmegaConf.load(cfg_path))  # runs from before optimizer/scheduler groups
-    dotlist = []
+    dotlist, added = [], []
     for o in overrides:
         key, sep, _ = o.partition("=")
         if not sep:
             raise ConfigError(o, "overrides are key=value")
         adding = key.startswith("+")  # a key the run's config predates, as in Hydra
         key = key.removeprefix("+")
+        if adding:
+            added.append(key)
         if not adding and OmegaConf.select(cfg, key, default=None) is None:
             raise ConfigError(key, f"not a key of {cfg_path} (prefix '+' to add it)")
         dotlist.append(o.removeprefix("+"))
@@ -57,6 +59,7 @@ def evaluate(run_dir: Path, overrides: list[str], track: bool = False) -> dict[s
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
     except OmegaConfBaseException as e:
         raise ConfigError(str(e.full_key), str(e)) from e
+    check_unread_keys(cfg, only=added)  # +seeed=1 would evaluate with the run's seed, silently
     _quiet_lightning()
     L.seed_everything(int(cfg.seed), verbose=False)
     datamodule, _, task = build(cfg)

@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -222,13 +222,17 @@ def _known_keys(root: Path) -> dict[str, frozenset[str]]:
     }
 
 
-def check_unread_keys(cfg: DictConfig, elsewhere: Sequence[str] = ()) -> None:
+def check_unread_keys(
+    cfg: DictConfig, elsewhere: Sequence[str] = (), only: Collection[str] | None = None
+) -> None:
     """Fail naming a key added to the parts of the config read as plain values (the top
     level, ``paths``, ``tracking``) that nothing reads: not one of ranklab's keys, and no
     interpolation refers to it. ``+sede=3`` or ``+paths.dta_dir=x`` would otherwise run with
     the default, silently. (Keys of constructors' configs are checked by
     :func:`check_arguments`.) ``elsewhere``: more text that may refer to keys (Hydra's own
-    overrides, when the config is composed before Hydra runs)."""
+    overrides, when the config is composed before Hydra runs). ``only``: check these keys
+    alone (``ranklab-evaluate``'s additions to a run's saved config, whose other keys may
+    predate this version)."""
     import re
 
     known = _known_keys(conf_dir())
@@ -257,7 +261,7 @@ def check_unread_keys(cfg: DictConfig, elsewhere: Sequence[str] = ()) -> None:
             continue
         for name in node:
             path = f"{section}.{name}" if section else str(name)
-            if str(name) in names:
+            if str(name) in names or (only is not None and path not in only):
                 continue
             refers = re.compile(r"(?<![\w.])" + re.escape(path) + r"(?!\w)")
             if any(refers.search(t) for t in texts):

@@ -326,6 +326,11 @@ def test_evaluate_reproduces_the_runs_test_metrics_and_names_bad_keys(
     assert bigger["test"] == pytest.approx(metrics["test"], abs=1e-5)
     with pytest.raises(ConfigError, match=r"task\.no_such_key"):
         evaluate(run, ["task.no_such_key=1"])
+    # an added top-level or paths key nothing reads: refused before any data is built
+    with pytest.raises(ConfigError, match=r"'paths\.dta_dir': is not a key of ranklab's config"):
+        evaluate(run, ["+paths.dta_dir=/x"])
+    with pytest.raises(ConfigError, match=r"'sede': .*did you mean 'seed'"):
+        evaluate(run, ["+sede=3"])
     # a model these overrides change is refused in one line (it was load_state_dict's traceback)
     with pytest.raises(
         ConfigError,
