@@ -21,6 +21,7 @@ BAD = {
     3: ("1,a1,s1", "expected 4 fields, found 3"),
     40: ("3,a2,s1,1.5", "label must be 0 or 1, found '3'"),
     41: ("1,a1,s2,1.5,9", "expected 4 fields, found 5"),
+    60: ('1,"a1, x",2.5', "expected 4 fields, found 3"),  # a quoted comma: one field
     77: ("0,a3,s1,abc", "numeric feature 'price' cannot parse 'abc'"),
     150: ("1,a1,s1,inf", "numeric feature 'price' is not finite ('inf')"),
     151: ("x,a1,s1,2", "label must be 0 or 1, found 'x'"),

@@ -165,6 +165,23 @@ def test_ragged_row_names_file_and_line(tmp_path: Path) -> None:
         load_or_build(source(d), None)
 
 
+def test_a_ragged_row_with_a_quoted_field_is_named_not_shifted(tmp_path: Path) -> None:
+    """A row holding a quoted field with a comma is counted as a CSV reader splits it: short,
+    it was padded with nulls by polars and read with its values in the next columns; long,
+    it failed in polars' words without a line."""
+    d = make_splits(tmp_path / "d")
+    good = ["label,user,item,price", '1,u1,"a, b",1.5', '0,"u ""9"", x",z,2.5']
+    write(d / "valid.csv", good)
+    data = load_or_build(source(d), None)
+    assert data.rows("val") == 2
+    write(d / "valid.csv", [*good, '1,"a, b",1.0'])
+    with pytest.raises(DataError, match=r"valid\.csv, line 4: expected 4 fields, found 3"):
+        load_or_build(source(d), None)
+    write(d / "valid.csv", [*good, '1,u1,"a, b",1.0,9'])
+    with pytest.raises(DataError, match=r"valid\.csv, line 4: expected 4 fields, found 5"):
+        load_or_build(source(d), None)
+
+
 def test_label_outside_01_names_file_line_column(tmp_path: Path) -> None:
     d = make_splits(tmp_path / "d")
     write(d / "test.csv", ["label,user,item,price", "0,u2,b,0.5", "2,u1,q,1.0"])

@@ -95,34 +95,52 @@ def check_field_counts(
     such line instead and return the other lines (``lineno``, ``line``) to parse.
 
     Lines are read whole (one string column) and counted with a vectorised polars expression,
-    so this costs one extra pass over the bytes, not a Python loop. Lines holding a quote
-    character, or inside a quoted field that spans lines, are skipped (a quoted separator or
-    newline would be miscounted); the CSV parser checks those.
+    so this costs one extra pass over the bytes, not a Python loop. A line's quoted fields
+    (a quote at the field's start to the closing one, doubled quotes inside) count as one field
+    whatever separators they hold; a line that still holds a quote after that, or inside a
+    quoted field that spans lines, is skipped (its newline would be miscounted) and left to
+    the CSV parser. (polars pads a short row with nulls, so a short row with a quoted text
+    field would otherwise be read with its values shifted into the next columns.)
     """
+    import re
+
     lines = _lines(path, encoding).with_row_index("lineno", offset=1)
     collector = badrows.active()
+    text = pl.col("line").fill_null("")
     # a blank line is a null line here (polars)
-    blank = pl.col("line").fill_null("").str.strip_chars_end("\r").str.len_bytes() == 0
+    blank = text.str.strip_chars_end("\r").str.len_bytes() == 0
+    rows = lines.lazy()
     if quote_char:
-        # a line holding a quote, or inside a quoted field that spans lines (an odd number of
-        # quote characters before it), is no record of its own
-        quotes = pl.col("line").fill_null("").str.count_matches(quote_char, literal=True)
-        quoted = (quotes > 0) | ((quotes.cum_sum() - quotes) % 2 == 1)
+        quotes = text.str.count_matches(quote_char, literal=True)
+        # inside a quoted field that spans lines: an odd number of quote characters before it
+        rows = rows.with_columns(quotes=quotes, inside=(quotes.cum_sum() - quotes) % 2 == 1)
     else:
-        quoted = pl.lit(False)
-    query = lines.lazy().filter(
-        (
+        rows = rows.with_columns(quotes=pl.lit(0), inside=pl.lit(False))
+    rows = rows.filter(~pl.col("inside") & (pl.col("lineno") > int(has_header)))
+    plain = rows.filter(
+        (pl.col("quotes") == 0)
+        & (
             # polars reads a blank line as a row of nulls ("label ... found None"); with one
             # column it is that column's empty field
-            (blank & pl.lit(expected > 1) & ~quoted)
-            | (
-                ~quoted
-                & ~blank
-                & (pl.col("line").str.count_matches(separator, literal=True) != expected - 1)
-            )
+            (blank & pl.lit(expected > 1))
+            | (~blank & (text.str.count_matches(separator, literal=True) != expected - 1))
         )
-        & (pl.col("lineno") > int(has_header))
     )
+    query = plain
+    if quote_char:  # the few lines with quotes: each quoted field becomes a placeholder
+        q, sep = re.escape(quote_char), re.escape(separator)
+        fields = text.str.replace_all(f"(^|{sep}){q}(?:[^{q}]|{q}{q})*{q}", "${1}_")
+        quoted = (
+            rows.filter(pl.col("quotes") > 0)
+            .with_columns(fields=fields)
+            # a quote still there opens no field (or a field spanning lines): polars' to read
+            .filter(
+                ~pl.col("fields").str.contains(quote_char, literal=True)
+                & (pl.col("fields").str.count_matches(separator, literal=True) != expected - 1)
+            )
+            .drop("fields")
+        )
+        query = pl.concat([plain, quoted]).sort("lineno")
     bad = (query if collector is not None else query.head(1)).collect()
     errors = []
     for lineno, line in zip(bad["lineno"], bad["line"], strict=True):
@@ -130,7 +148,8 @@ def check_field_counts(
         if not line:
             msg = f"a blank line, where {expected} fields are expected: remove it"
         else:
-            msg = f"expected {expected} fields, found {line.count(separator) + 1}: {line[:120]!r}"
+            found = _count_fields(line, separator, quote_char)
+            msg = f"expected {expected} fields, found {found}: {line[:120]!r}"
             msg += _line_separator_hint(line, separator, expected)
         errors.append(DataError(msg, path=str(path), line=lineno))
     if not errors:
@@ -141,6 +160,15 @@ def check_field_counts(
     data_lines = kept.filter(pl.col("lineno") > int(has_header))["lineno"].to_numpy()
     collector.drop_lines(errors, data_lines)
     return kept
+
+
+def _count_fields(line: str, separator: str, quote_char: str | None) -> int:
+    """The fields of one line as a CSV reader splits it (quoted separators inside a field)."""
+    import csv
+
+    if not quote_char or len(separator) != 1:
+        return line.count(separator) + 1
+    return len(next(csv.reader([line], delimiter=separator, quotechar=quote_char), [""]))
 
 
 def _check_header(header: list[str], path: Path) -> None:
