@@ -427,3 +427,45 @@ def test_the_cli_shows_the_costs_the_runs_measured(tmp_path: Path, capsys) -> No
     assert "n_params" not in capsys.readouterr().out
     assert report_main([str(tmp_path), "--costs", "efficiency/nope"]) == 2
     assert "unknown cost column(s) ['efficiency/nope']" in capsys.readouterr().err
+
+
+def test_stars_and_best_marks_are_decided_within_each_data_set(tmp_path: Path, capsys) -> None:
+    """Two data sets in one table: each row's star is its p-value against the baseline on its
+    own data (the last data set's p-value was shown on every data set's row), and models are
+    ranked against those on the same data only."""
+    for s in (1, 2, 3):
+        for data, base, good in (("toy", 0.70, 0.60), ("other", 0.60, 0.90)):
+            jitter = s / 1000 if data == "toy" else (-1) ** s / 1000
+            for model, auc in (("Base", base), ("Good", good + jitter)):
+                config = {"model": {"_target_": model}, "data": {"name": data}}
+                fake_run(tmp_path / data, model, s, auc, config, data=data)
+    out = tmp_path / "rep"
+    assert report_main([str(tmp_path), "--baseline", "Base", "--out", str(out)]) == 0
+    rows = {
+        (line.split("|")[1].strip(), line.split("|")[2].strip()): line
+        for line in (out / "table.md").read_text().splitlines()
+        if line.startswith("| toy") or line.startswith("| other")
+    }
+    summary = pl.read_csv(out / "summary.csv")
+    p = {(r["data"], r["label"]): r["test/auc:p"] for r in summary.iter_rows(named=True)}
+    assert p[("toy", "Good")] < 0.05 and p[("other", "Good")] < 0.05
+    assert "<ins>0.60200</ins> ± 0.00100* |" in rows[("toy", "Good")]
+    assert "**0.89967** ± 0.00115* |" in rows[("other", "Good")]
+    # toy: Base (0.70) is best; other: Good (0.90) is
+    assert "**0.70000**" in rows[("toy", "Base")] and "<ins>" in rows[("toy", "Good")]
+    assert "**0.89967**" in rows[("other", "Good")] and "<ins>" in rows[("other", "Base")]
+
+
+def test_calibration_is_best_nearest_one_and_errors_lowest(tmp_path: Path) -> None:
+    from ranklab.report.tables import lower_is_better
+
+    for model, cal, mse in (("Over", 1.6, 0.3), ("Near", 1.05, 0.1), ("Under", 0.9, 0.2)):
+        fake_run(tmp_path, model, 0, 0.8, test={"auc": 0.8, "calibration": cal, "mse": mse})
+    metrics = ["test/calibration", "test/mse"]
+    md = to_markdown(aggregate(collect_runs([tmp_path]), metrics), metrics)
+    near = next(line for line in md.splitlines() if "Near" in line)
+    under = next(line for line in md.splitlines() if "Under" in line)
+    assert "**1.05000**" in near and "**0.10000**" in near
+    assert "<ins>0.90000</ins>" in under and "<ins>0.20000</ins>" in under
+    assert lower_is_better("test/dwell/mae") and lower_is_better("val/mse")
+    assert not lower_is_better("test/auc") and not lower_is_better("test/ndcg@10")

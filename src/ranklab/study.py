@@ -45,6 +45,7 @@ from ranklab.report import (
     significance_note,
     to_latex,
     to_markdown,
+    with_pvalues,
 )
 from ranklab.report.tables import Runs, fmt_mean_std
 from ranklab.runs import run_grid
@@ -129,7 +130,7 @@ def run_study(
     order = {v: i for i, v in enumerate(chosen)}
     if "variant" in by:
         table = table.sort(pl.col("variant").replace_strict(order, default=len(order)))
-    pvalues, footnote = None, ""
+    footnote = ""
     baseline = spec.get("baseline")
     if baseline and key == "variant" and baseline not in set(df["variant"].to_list()):
         split = [v for v in df["variant"].unique().to_list() if v.startswith(f"{baseline} (")]
@@ -141,9 +142,10 @@ def run_study(
             baseline = None
     if baseline:
         sig = significance(df, metrics, spec["baseline"], key=key, group=["data"])
-        pvalues = {(str(r[key]), r["metric"]): r["p_value"] for r in sig.iter_rows(named=True)}
+        # a variant is one data set's: its p-value against the baseline on the same data
+        table = with_pvalues(table, sig.drop("data"), key)
         footnote = "\n" + significance_note(sig, spec["baseline"], key, False) + "\n"
-    md = f"### {spec['name']}\n\n" + to_markdown(table, metrics, by, spec["digits"], pvalues, key)
+    md = f"### {spec['name']}\n\n" + to_markdown(table, metrics, by, spec["digits"], group=())
     notes += loaded.notes + missing_notes(df, metrics, by)
     if by != ["variant", "model"]:
         notes += pooling_notes(Runs(df, loaded.configs), by)
@@ -158,7 +160,7 @@ def run_study(
                 md += f"| {r['model']} | {theirs:.5f} | {ours:.5f} | {ours - theirs:+.5f} |\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(md)
-    (out / "table.tex").write_text(to_latex(table, metrics, by, spec["digits"], pvalues, key))
+    (out / "table.tex").write_text(to_latex(table, metrics, by, spec["digits"], group=()))
     df.write_csv(out / "runs.csv")
     table.write_csv(out / "summary.csv")
     ceiling = (

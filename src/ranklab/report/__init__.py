@@ -16,6 +16,7 @@ from ranklab.report.tables import (
     significance_note,
     to_latex,
     to_markdown,
+    with_pvalues,
 )
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "significance_note",
     "to_latex",
     "to_markdown",
+    "with_pvalues",
 ]

@@ -31,6 +31,7 @@ from ranklab.report.tables import (
     significance_note,
     to_latex,
     to_markdown,
+    with_pvalues,
 )
 
 # the cost columns shown by default: parameters, peak memory (process RSS), and the latency of
@@ -107,23 +108,20 @@ def _report(args: argparse.Namespace) -> int:
     notes += missing_notes(df, shown, by)
     key = by[-1]
     table = aggregate(df, shown, by)
-    pvalues, extra, footnote = None, [], None
+    extra, footnote = [], None
     if args.baseline:
         base = resolve_baseline(df, args.baseline, key, by[:-1])
         correction = "holm" if args.holm else None
         sig = significance(df, args.metrics, base, key, by[:-1], correction)
-        pvalues = {(str(r[key]), r["metric"]): r["p_value"] for r in sig.iter_rows(named=True)}
         footnote = significance_note(sig, base, key, args.holm)
-        wide = sig.pivot(on="metric", index=[*by[:-1], key], values="p_value")
-        table = table.join(
-            wide.rename({m: f"{m}:p" for m in args.metrics}), on=[*by[:-1], key], how="left"
-        )
+        # each row's p-value against its own data set's baseline (stars and summary.csv)
+        table = with_pvalues(table, sig, key, by[:-1])
         if args.relaimpr:
             for m in args.metrics:
                 if m.endswith("auc"):
                     table = relaimpr(table, m, base, key, by[:-1])
                     extra.append(f"RelaImpr {m}")
-    md = to_markdown(table, shown, by, args.digits, pvalues, key, extra)
+    md = to_markdown(table, shown, by, args.digits, extra=extra)
     print(md)
     if footnote:
         print(footnote)
@@ -134,9 +132,7 @@ def _report(args: argparse.Namespace) -> int:
         body = md + ("\n" + footnote + "\n" if footnote else "")
         body += "".join(f"\nnote: {n}" for n in notes) + ("\n" if notes else "")
         (args.out / "table.md").write_text(body)
-        (args.out / "table.tex").write_text(
-            to_latex(table, shown, by, args.digits, pvalues, key, extra)
-        )
+        (args.out / "table.tex").write_text(to_latex(table, shown, by, args.digits, extra=extra))
         df.write_csv(args.out / "runs.csv")
         table.write_csv(args.out / "summary.csv")
         ceiling = None

@@ -32,13 +32,26 @@ from ranklab.utils import flatten, hash_object
 ID_COLUMNS = ("data", "model", "label", "experiment", "seed", "run_dir")
 ROW = ("data", "label")  # one row per experiment (the label is unique within a data set)
 HEADERS = {"label": "model"}
-LOWER_IS_BETTER = ("logloss", "ne", "wall_time_s", "gap_to_bayes", "n_params")
+LOWER_IS_BETTER = ("logloss", "ne", "mse", "mae", "wall_time_s", "gap_to_bayes", "n_params")
+# metrics whose best value is a target, not an end of the scale: calibration (mean prediction
+# over mean label) is best at 1, whichever side a model misses it on
+TARGETS = {"calibration": 1.0}
 
 
 def lower_is_better(metric: str) -> bool:
-    """Whether the best mean of ``metric`` is its lowest: losses, gaps, and every cost (time,
-    memory, latency, parameter count under ``efficiency/``)."""
-    return metric.endswith(LOWER_IS_BETTER) or metric.startswith("efficiency/")
+    """Whether the best mean of ``metric`` is its lowest: losses and errors (log loss, NE, MSE,
+    MAE), gaps, and every cost (time, memory, latency, parameter count under ``efficiency/``)."""
+    name = metric.rsplit("/", 1)[-1]
+    return name in LOWER_IS_BETTER or metric.startswith("efficiency/")
+
+
+def badness(metric: str, value: float) -> float:
+    """``value`` of ``metric`` on a scale where lower is better: the distance to the target
+    for calibration, the value itself for losses and costs, its negative otherwise."""
+    target = TARGETS.get(metric.rsplit("/", 1)[-1])
+    if target is not None:
+        return abs(value - target)
+    return value if lower_is_better(metric) else -value
 
 
 # metrics that count things, shown without decimals
@@ -472,28 +485,51 @@ def fmt_mean_std(mean: float | None, std: float | None, digits: int = 5) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _ranked(table: pl.DataFrame, metric: str) -> tuple[set[int], set[int]]:
-    """Row indices holding the best and the second-best mean of ``metric``."""
-    col = table[f"{metric}:mean"]
-    values = sorted({v for v in col.to_list() if v is not None and not math.isnan(v)})
-    if not lower_is_better(metric):
-        values.reverse()
-    rows = lambda v: {i for i, x in enumerate(col) if x == v}  # noqa: E731
-    return (rows(values[0]) if values else set(), rows(values[1]) if len(values) > 1 else set())
+def _ranked(
+    table: pl.DataFrame, metric: str, group: Sequence[str] = ()
+) -> tuple[set[int], set[int]]:
+    """Row indices holding the best and the second-best mean of ``metric``, within each
+    ``group`` (e.g. each data set: models are ranked against those on the same data)."""
+    col = table[f"{metric}:mean"].to_list()
+    keys = table.select(list(group)).rows() if group else [()] * table.height
+    best: set[int] = set()
+    second: set[int] = set()
+    for g in dict.fromkeys(keys):
+        rows = [i for i, k in enumerate(keys) if k == g]
+        scores = {
+            i: badness(metric, col[i])
+            for i in rows
+            if col[i] is not None and not math.isnan(col[i])
+        }
+        values = sorted(set(scores.values()))
+        best |= {i for i, v in scores.items() if values and v == values[0]}
+        second |= {i for i, v in scores.items() if len(values) > 1 and v == values[1]}
+    return best, second
+
+
+def with_pvalues(
+    table: pl.DataFrame, sig: pl.DataFrame, key: str, group: Sequence[str] = ()
+) -> pl.DataFrame:
+    """``table`` with a ``<metric>:p`` column per tested metric: each row's p-value against the
+    baseline of its own group (data set), from :func:`significance`."""
+    if not sig.height:
+        return table
+    wide = sig.pivot(on="metric", index=[*group, key], values="p_value")
+    metrics = [c for c in wide.columns if c not in (*group, key)]
+    return table.join(wide.rename({m: f"{m}:p" for m in metrics}), on=[*group, key], how="left")
 
 
 def _cells(
     table: pl.DataFrame,
     metrics: Sequence[str],
-    key: str,
     digits: int,
-    pvalues: Mapping[tuple[str, str], float] | None,
+    group: Sequence[str],
     bold: str,
     second: str,
     star: str,
     pm: str,
 ) -> list[list[str]]:
-    ranked = {m: _ranked(table, m) for m in metrics}
+    ranked = {m: _ranked(table, m, group) for m in metrics}
     out = []
     for i, row in enumerate(table.iter_rows(named=True)):
         cells = []
@@ -508,7 +544,8 @@ def _cells(
                 c = second.format(c)
             if std is not None and not math.isnan(std) and mean is not None:
                 c += f" {pm} {std:.{d}f}"
-            if pvalues and pvalues.get((str(row[key]), m), 1.0) < ALPHA:
+            p = row.get(f"{m}:p")
+            if p is not None and p < ALPHA:
                 c += star
             cells.append(c)
         out.append(cells)
@@ -520,20 +557,20 @@ def to_markdown(
     metrics: Sequence[str],
     by: Sequence[str] = ROW,
     digits: int = 5,
-    pvalues: Mapping[tuple[str, str], float] | None = None,
-    key: str | None = None,
+    group: Sequence[str] | None = None,
     extra: Sequence[str] = (),
 ) -> str:
-    """Markdown table: the best mean per metric in bold, the second best underlined; ``*``
-    after a value where ``pvalues[(row's key value, metric)]`` < 0.05; ``extra`` columns
-    (RelaImpr) in percent."""
-    key = key or by[-1]
+    """Markdown table: the best mean per metric in bold, the second best underlined, ranked
+    within each ``group`` (default: ``by`` but its last column, i.e. per data set); ``*``
+    after a value whose ``<metric>:p`` column (:func:`with_pvalues`) is < 0.05; ``extra``
+    columns (RelaImpr) in percent."""
+    group = list(by[:-1]) if group is None else list(group)
     head = [HEADERS.get(b, b) for b in by] + ["n", *metrics, *extra]
     lines = [
         "| " + " | ".join(head) + " |",
         "|" + "|".join(["---"] * len(by) + ["---:"] * (1 + len(metrics) + len(extra))) + "|",
     ]
-    cells = _cells(table, metrics, key, digits, pvalues, "**{}**", "<ins>{}</ins>", "*", "±")
+    cells = _cells(table, metrics, digits, group, "**{}**", "<ins>{}</ins>", "*", "±")
     for row, values in zip(table.iter_rows(named=True), cells):
         ext = [_percent(row[e]) for e in extra]
         lines.append(
@@ -551,12 +588,12 @@ def to_latex(
     metrics: Sequence[str],
     by: Sequence[str] = ROW,
     digits: int = 5,
-    pvalues: Mapping[tuple[str, str], float] | None = None,
-    key: str | None = None,
+    group: Sequence[str] | None = None,
     extra: Sequence[str] = (),
 ) -> str:
-    """A booktabs table: best mean in bold, second best underlined, ``$^*$`` for p < 0.05."""
-    key = key or by[-1]
+    """A booktabs table: best mean in bold, second best underlined (within each ``group``, as
+    :func:`to_markdown`), ``$^*$`` for p < 0.05."""
+    group = list(by[:-1]) if group is None else list(group)
     esc = lambda s: str(s).replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")  # noqa: E731
     head = [*(esc(HEADERS.get(b, b)) for b in by), "$n$", *(esc(m) for m in [*metrics, *extra])]
     lines = [
@@ -568,9 +605,8 @@ def to_latex(
     cells = _cells(
         table,
         metrics,
-        key,
         digits,
-        pvalues,
+        group,
         r"\textbf{{{}}}",
         r"\underline{{{}}}",
         "$^*$",
