@@ -102,6 +102,20 @@ def test_rerunning_continues_the_study(tmp_path: Path) -> None:
     run_sweep(
         load_spec(str(path), ["trials=3", f"paths.cache_dir={tmp_path}/elsewhere"]), quiet=True
     )
+    # --report-only under another metric, direction or base config would rewrite the tables
+    # and the best config as if the trials had been scored so: refused, the outputs kept
+    from ranklab.sweep.cli import _report_only
+
+    table = (spec.dir / "trials.md").read_text()
+    for extra, key in (
+        (["metric=val/logloss", "direction=minimize"], "metric"),
+        (["direction=minimize"], "direction"),
+        (["trainer.max_epochs=3"], "fixed"),
+    ):
+        with pytest.raises(ConfigError, match=f"config key '{key}': study 'tiny' in "):
+            _report_only(load_spec(str(path), extra))
+    assert (spec.dir / "trials.md").read_text() == table
+    _report_only(spec)
 
 
 def test_nan_and_raising_trials_are_failed_and_the_rest_complete(tmp_path: Path) -> None:

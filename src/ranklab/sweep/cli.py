@@ -247,7 +247,7 @@ def _report_only(spec: SweepSpec) -> None:
     import optuna
 
     from ranklab.sweep.outputs import write_outputs
-    from ranklab.sweep.study import backend, safe_url, sqlite_path
+    from ranklab.sweep.study import backend, base_config, check_matches, safe_url, sqlite_path
 
     missing = RanklabError(f"no study '{spec.study_name}' in {safe_url(spec.storage_url)}")
     url = spec.storage_url
@@ -257,6 +257,9 @@ def _report_only(spec: SweepSpec) -> None:
         study = optuna.load_study(study_name=spec.study_name, storage=spec.storage_url)
     except KeyError:
         raise missing from None
+    # the outputs name the metric, rank by the direction and write the best config from the
+    # base config: each must be the study's own (give the sweep's own overrides)
+    check_matches(study, spec, *base_config(spec), "give the overrides the sweep ran with")
     out = write_outputs(spec, study)
     print(", ".join(f"{n} {s}" for s, n in sorted(out.counts.items())))
     for v in out.files.values():

@@ -166,11 +166,7 @@ def init_study(spec: SweepSpec) -> optuna.Study:
     of a fresh database race, and one crashes), or load it. Refuses a study made for another
     metric or direction, or whose trials ran on another base config (the experiment and the
     ``fixed`` overrides): their results would be ranked, and sampled from, together."""
-    from ranklab.config import compose, config_hash, result_config
-    from ranklab.rundir import config_differences
-
-    base_cfg = compose(spec.base_overrides())
-    base_hash, base = config_hash(base_cfg), result_config(base_cfg)
+    base_hash, base = base_config(spec)
     lock = StudyLock(spec, "init")
     try:
         with lock.held():
@@ -190,12 +186,6 @@ def init_study(spec: SweepSpec) -> optuna.Study:
                 deepcopy=False, states=(TrialState.COMPLETE,)
             ):  # nothing was scored on the old metric (e.g. a misspelt one): take the new one
                 study.set_user_attr("metric", spec.metric)
-            elif attrs["metric"] != spec.metric:
-                raise ConfigError(
-                    "metric",
-                    f"study '{spec.study_name}' in {spec.storage_url} optimises "
-                    f"{attrs['metric']}, not {spec.metric}; choose another study_name",
-                )
             held = attrs.get("base_config_hash")
             # any trial binds, a running one too (another worker's, on the held config)
             started = study.get_trials(deepcopy=False)
@@ -203,25 +193,52 @@ def init_study(spec: SweepSpec) -> optuna.Study:
                 # a new study, one from before this record, or one with no trial yet
                 study.set_user_attr("base_config_hash", base_hash)
                 study.set_user_attr("base_config", base)
-            elif held != base_hash:
-                diff = config_differences(base, attrs.get("base_config") or {})
-                raise ConfigError(
-                    "fixed",
-                    f"study '{spec.study_name}' in {spec.storage_url} ran its trials on another "
-                    f"base config ({diff}); choose another study_name (or dir) for this one",
-                )
-            if study.direction.name.lower() != spec.conf.direction:
-                raise ConfigError(
-                    "direction",
-                    f"study '{spec.study_name}' was created to "
-                    f"{study.direction.name.lower()}; choose another study_name",
-                )
+            check_matches(study, spec, base_hash, base, "choose another study_name (or dir)")
             with warnings.catch_warnings():  # "experimental" since Optuna 3.2
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 study.set_metric_names([spec.metric])  # the dashboard shows it: not "Objective 0"
             return study
     finally:
         lock.close()
+
+
+def base_config(spec: SweepSpec) -> tuple[str, dict[str, Any]]:
+    """The hash and the result config of the sweep's base config (the experiment and the
+    ``fixed`` overrides, no sampled parameter), as a study records them."""
+    from ranklab.config import compose, config_hash, result_config
+
+    base_cfg = compose(spec.base_overrides())
+    return config_hash(base_cfg), result_config(base_cfg)
+
+
+def check_matches(
+    study: optuna.Study,
+    spec: SweepSpec,
+    base_hash: str,
+    base: dict[str, Any],
+    remedy: str,
+) -> None:
+    """Refuse a ``spec`` whose metric, direction or base config (the experiment and the
+    ``fixed`` overrides) is not the study's own: its trials would be ranked, sampled from, or
+    reported under another name. ``remedy``: what the message tells the user to do."""
+    from ranklab.rundir import config_differences
+
+    attrs = study.user_attrs
+    where = f"study '{spec.study_name}' in {safe_url(spec.storage_url)}"
+    if attrs.get("metric", spec.metric) != spec.metric:
+        raise ConfigError(
+            "metric", f"{where} optimises {attrs['metric']}, not {spec.metric}; {remedy}"
+        )
+    if study.direction.name.lower() != spec.conf.direction:
+        raise ConfigError(
+            "direction", f"{where} was created to {study.direction.name.lower()}; {remedy}"
+        )
+    held = attrs.get("base_config_hash")
+    if held is not None and held != base_hash:
+        diff = config_differences(base, attrs.get("base_config") or {})
+        raise ConfigError(
+            "fixed", f"{where} ran its trials on another base config ({diff}); {remedy}"
+        )
 
 
 def make_sampler(spec: SweepSpec, seed: int | None) -> optuna.samplers.BaseSampler:
