@@ -84,7 +84,7 @@ def test_cache_hit_and_fingerprint_changes_with_content(tmp_path: Path) -> None:
     assert source(d, features={"categorical": ["user"]}).fingerprint() != source(d).fingerprint()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "json", "missing"])
+@pytest.mark.parametrize("damage", ["truncated", "json", "missing", "float_groups"])
 def test_a_damaged_cache_is_built_again(tmp_path: Path, damage: str, caplog) -> None:
     d = make_splits(tmp_path / "d")
     first = load_or_build(source(d), tmp_path / "cache")
@@ -94,6 +94,9 @@ def test_a_damaged_cache_is_built_again(tmp_path: Path, damage: str, caplog) -> 
         column.write_bytes(column.read_bytes()[:-5])
     elif damage == "json":
         (cache / "schema.json").write_text("{not json")
+    elif damage == "float_groups":  # as streamed before missing group values had an id
+        groups = cache / "train" / "__group__.npy"
+        np.save(groups, np.load(groups).astype(np.float64))
     else:
         column.unlink()
     with caplog.at_level("WARNING", logger="ranklab"):

@@ -125,6 +125,9 @@ def test_a_split_column_and_a_gzip_file_stream_to_the_same_encoding(
     synth: Path, tmp_path: Path
 ) -> None:
     df = _csv(synth, tmp_path / "d")
+    # a missing group value is a group of its own on both paths (streamed: NaN ids, a crash)
+    missing = pl.int_range(pl.len()) % 13 == 0
+    df = df.with_columns(pl.when(missing).then(None).otherwise(pl.col("user")).alias("user"))
     with gzip.open(tmp_path / "d" / "all.csv.gz", "wb") as f:
         df.write_csv(f)
     split = {

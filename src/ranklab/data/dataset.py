@@ -133,6 +133,10 @@ def load_encoded(directory: Path, mmap: bool = False) -> EncodedData:
         rows = {len(a) - k.endswith(".offsets") for k, a in arrays.items() if ".values" not in k}
         if len(rows) != 1:
             raise ValueError(f"split {s!r}: {len(arrays)} arrays of unequal (or no) rows")
+        group = arrays.get(GROUP_KEY)
+        # caches streamed before missing group values got their own id held NaN there
+        if group is not None and group.dtype.kind not in "iu":
+            raise ValueError(f"split {s!r}: group ids of type {group.dtype}, not integers")
     return EncodedData(schema, splits, meta, directory)
 
 

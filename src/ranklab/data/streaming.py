@@ -378,13 +378,20 @@ class _Groups:
         self.known = pl.DataFrame(schema={"g": pl.String, "id": pl.Int64})
 
     def encode(self, s: pl.Series) -> np.ndarray:
+        # a missing value is one group of its own, as in memory (joins match nulls only so)
         values = s.cast(pl.String).alias("g")
-        new = values.unique(maintain_order=True).to_frame().join(self.known, on="g", how="anti")
+        new = (
+            values.unique(maintain_order=True)
+            .to_frame()
+            .join(self.known, on="g", how="anti", nulls_equal=True)
+        )
         if new.height:
             start = self.known.height
             ids = pl.Series("id", np.arange(start, start + new.height, dtype=np.int64))
             self.known = pl.concat([self.known, new.with_columns(ids)])
-        joined = values.to_frame().join(self.known, on="g", how="left", maintain_order="left")
+        joined = values.to_frame().join(
+            self.known, on="g", how="left", maintain_order="left", nulls_equal=True
+        )
         return joined["id"].to_numpy()
 
 
