@@ -199,6 +199,29 @@ def test_three_files_and_a_split_of_several_files_stream_to_the_same_encoding(
     _same(memory, streamed)
 
 
+def test_parquet_shards_of_other_types_orders_and_columns_read_as_one_table(
+    synth: Path, tmp_path: Path
+) -> None:
+    """Shards written by different jobs: a column Int64 in one, Int32 in another, Float64 in a
+    third, the columns in another order, a column only one shard has. Both paths read them
+    by name into one schema (the in-memory reader failed; streaming gave 7 and 7.0 two ids)."""
+    df = _csv(synth, tmp_path / "d").with_columns(pl.col("user").cast(pl.Int64))
+    shards = tmp_path / "p"
+    shards.mkdir()
+    df[:1500].write_parquet(shards / "a.parquet")
+    b = df[1500:3000].with_columns(pl.col("user").cast(pl.Int32), pl.lit("x").alias("note"))
+    b.select(list(reversed(b.columns))).write_parquet(shards / "b.parquet")
+    df[3000:].with_columns(pl.col("user").cast(pl.Float64)).write_parquet(shards / "c.parquet")
+    table = {**TABLE, "categorical": [*TABLE["categorical"], "user", "note"]}
+    kw = {"label": "f0", "features": table, "format": "parquet", "split": {"seed": 1}}
+    memory, streamed = _both(tmp_path, dir=str(tmp_path), files={"all": "p"}, **kw)
+    _same(memory, streamed)
+    seen = df.filter(pl.int_range(pl.len()) < 4000)["user"].n_unique()  # at most 97 users
+    assert memory.schema["user"].vocab_size <= seen + 2  # one id per user, not one per type
+    # 'x' in one shard, missing where the others lack the column: two ids
+    assert len(np.unique(memory.splits["train"]["note"])) == 2
+
+
 @pytest.mark.parametrize("header", [True, False])
 def test_an_error_deep_in_the_file_names_its_own_line(
     synth: Path, tmp_path: Path, header: bool

@@ -791,17 +791,59 @@ def read_avazu(path: Path, encoding: str = "utf8") -> pl.DataFrame:
     )
 
 
+def parquet_shards(path: Path) -> list[Path]:
+    """A parquet file, or a folder's ``*.parquet`` shards in name order."""
+    if not path.is_dir():
+        return [path]
+    shards = sorted(path.glob("*.parquet"))
+    if not shards:
+        raise DataError("folder holds no *.parquet files", path=str(path))
+    return shards
+
+
+def parquet_schema(shards: list[Path]) -> dict[str, pl.DataType]:
+    """One schema for all ``shards``: their columns by name (the first shard's order, then any
+    column a later one adds) and each column's common type (Int32 and Int64 -> Int64, an
+    integer and a float -> Float64), as Spark's merged schema reads a partitioned table. Every
+    shard is read to it (:func:`conform`), in memory and streamed alike, so a value has one
+    spelling, and one id, whichever shard holds it."""
+    try:
+        empty = [pl.DataFrame(schema=pl.read_parquet_schema(s)) for s in shards]
+        return dict(pl.concat(empty, how="diagonal_relaxed").schema)
+    except pl.exceptions.PolarsError as e:
+        where = shards[0].parent if len(shards) > 1 else shards[0]
+        raise DataError(
+            f"cannot read the shards as one table: {str(e).splitlines()[0]}", path=str(where)
+        ) from e
+
+
+def conform(df: pl.DataFrame, schema: dict[str, pl.DataType], columns: list[str]) -> pl.DataFrame:
+    """A shard's ``columns`` in the common ``schema``: cast to its types, a column the shard
+    lacks as nulls."""
+    return df.select(
+        pl.col(c).cast(schema[c]) if c in df.columns else pl.lit(None, schema[c]).alias(c)
+        for c in columns
+    )
+
+
 @register("parquet")
 def read_parquet(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
-    """One parquet file, or a folder of shards (``*.parquet``, read in name order). Column
-    types are kept as written (typing is the preprocessor's job)."""
-    if path.is_dir():
-        shards = sorted(path.glob("*.parquet"))
-        if not shards:
-            raise DataError("folder holds no *.parquet files", path=str(path))
-    else:
-        shards = [path]
-    try:
-        return pl.concat([pl.read_parquet(s, columns=columns) for s in shards], how="vertical")
-    except pl.exceptions.PolarsError as e:
-        raise DataError(f"cannot read parquet: {str(e).splitlines()[0]}", path=str(path)) from e
+    """One parquet file, or a folder of shards (``*.parquet``, read in name order) read by
+    column name into one schema (:func:`parquet_schema`). Column types are otherwise kept as
+    written (typing is the preprocessor's job)."""
+    shards = parquet_shards(path)
+    schema = parquet_schema(shards)
+    wanted = list(columns) if columns else list(schema)
+    unknown = [c for c in wanted if c not in schema]
+    if unknown:
+        raise DataError(f"no column {unknown} in any shard (it has {list(schema)})", path=str(path))
+    frames = []
+    for shard in shards:
+        try:
+            have = set(pl.read_parquet_schema(shard))
+            df = pl.read_parquet(shard, columns=[c for c in wanted if c in have])
+            frames.append(conform(df, schema, wanted))
+        except pl.exceptions.PolarsError as e:
+            msg = f"cannot read parquet: {str(e).splitlines()[0]}"
+            raise DataError(msg, path=str(shard)) from e
+    return pl.concat(frames, how="vertical")

@@ -49,7 +49,14 @@ from ranklab.data.preprocess import (
     parse_time,
     require_scalar,
 )
-from ranklab.data.readers import first_data_line, read_table, require_columns
+from ranklab.data.readers import (
+    conform,
+    first_data_line,
+    parquet_schema,
+    parquet_shards,
+    read_table,
+    require_columns,
+)
 from ranklab.errors import DataError
 from ranklab.metrics import bayes_metrics
 
@@ -186,19 +193,18 @@ def _record_end(data: bytes, quote: bytes | None) -> int:
 def _parquet_chunks(
     path: Path, options: dict[str, Any], size: int
 ) -> Iterator[tuple[pl.DataFrame, int]]:
-    shards = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    if not shards:
-        raise DataError("folder holds no *.parquet files", path=str(path))
+    shards = parquet_shards(path)
+    schema = parquet_schema(shards)  # the in-memory reader's: the same values, the same ids
+    wanted = list(options.get("columns") or schema)
     before = 0
     for shard in shards:
         try:
             rows = pl.scan_parquet(shard).select(pl.len()).collect().item()
             step = max(1, size * rows // max(1, shard.stat().st_size)) if rows else 1
+            have = set(pl.read_parquet_schema(shard))
             for lo in range(0, rows, step):
-                lazy = pl.scan_parquet(shard)
-                if options.get("columns"):
-                    lazy = lazy.select(options["columns"])
-                yield lazy.slice(lo, step).collect(), before + lo + 1
+                lazy = pl.scan_parquet(shard).select([c for c in wanted if c in have])
+                yield conform(lazy.slice(lo, step).collect(), schema, wanted), before + lo + 1
         except pl.exceptions.PolarsError as e:
             msg = f"cannot read parquet: {str(e).splitlines()[0]}"
             raise DataError(msg, path=str(shard)) from e
