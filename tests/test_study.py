@@ -73,6 +73,18 @@ def test_study_file_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"bad\.yaml: variants"):
         load_study(p)
     assert main([str(tmp_path / "missing.yaml")]) == 2
+    # shapes and a baseline that is no variant: one line before any run (they were a
+    # TypeError, a variant read letter by letter, and a table with nothing tested)
+    good = "variants: {lr: [model=lr], fm: [model=fm]}\nseeds: [1, 2]\nmetrics: [test/auc]\n"
+    for text, message in (
+        (good.replace("[1, 2]", "1"), r"bad\.yaml: seeds': must be a list of seeds"),
+        (good.replace("[model=lr]", "model=lr"), r"bad\.yaml: variants\.lr': must be a list"),
+        (good + "baseline: lrr\n", r"bad\.yaml: baseline': 'lrr' is not a variant \(did you"),
+        ("variants: [a\nseeds: 1\n", r"bad\.yaml, line 2, column 6: not YAML \(expected"),
+    ):
+        p.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_study(p)
 
 
 @pytest.mark.parametrize(
@@ -146,6 +158,14 @@ def test_table_only_tabulates_without_training(tmp_path: Path, tiny_overrides: l
     run_study(load_study(spec_path), tmp_path / "out", tmp_path)
     md = run_study(load_study(spec_path), tmp_path / "out", tmp_path, train=False)
     assert "| lr | LR | 1 |" in md
+    # a metric no run reports is named (it was dropped from the table without a word)
+    typo = {**load_study(spec_path), "metrics": ["test/auc", "test/loglos"]}
+    with pytest.raises(
+        ConfigError, match=r"no run reports 'test/loglos' \(did you mean 'test/logl"
+    ):
+        run_study(typo, tmp_path / "out", tmp_path, train=False)
+    with pytest.raises(ConfigError, match=r"'by': the runs have no column 'modle'"):
+        run_study({**load_study(spec_path), "by": "modle"}, tmp_path / "out", tmp_path, train=False)
 
 
 def test_an_interrupted_study_run_continues_from_its_checkpoint(

@@ -172,6 +172,14 @@ def composition_error(
     return ConfigError("command line", text)
 
 
+def yaml_error(path: Path, e: Exception, key: str) -> ConfigError:
+    """A YAML file that does not parse, in one line naming its file, line and column."""
+    mark = getattr(e, "problem_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    why = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return ConfigError(key, f"{path}{where}: not YAML ({why})")
+
+
 def closest(word: str, choices: Iterable[str]) -> str | None:
     """The choice a misspelt ``word`` most likely meant (``sed`` -> ``seed``), or None."""
     import difflib

@@ -32,6 +32,7 @@ from typing import Any
 import polars as pl
 import yaml
 
+from ranklab.config import closest, yaml_error
 from ranklab.console import LOG_FORMAT
 from ranklab.errors import ConfigError, RanklabError
 from ranklab.report import (
@@ -72,7 +73,12 @@ def load_study(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError("study", f"no study file {path}")
-    spec = yaml.safe_load(path.read_text()) or {}
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise yaml_error(path, e, "study") from None
+    if not isinstance(spec, dict):
+        raise ConfigError("study", f"{path}: must map keys to values, got {type(spec).__name__}")
     unknown = set(spec) - KEYS
     if unknown:
         raise ConfigError(
@@ -81,6 +87,31 @@ def load_study(path: str | Path) -> dict[str, Any]:
     for key in ("variants", "seeds", "metrics"):
         if not spec.get(key):
             raise ConfigError(f"{path.name}: {key}", "is required and must not be empty")
+    shapes = {
+        "variants": (dict, "a mapping of variant names to lists of overrides"),
+        "seeds": (list, "a list of seeds, e.g. [1, 2, 3]"),
+        "metrics": (list, "a list of metrics, e.g. [test/auc, test/logloss]"),
+    }
+    for key, (kind, what) in shapes.items():
+        if not isinstance(spec[key], kind):
+            raise ConfigError(f"{path.name}: {key}", f"must be {what}, got {spec[key]!r}")
+    for name, overrides in spec["variants"].items():
+        if not isinstance(overrides, list):
+            raise ConfigError(
+                f"{path.name}: variants.{name}",
+                f"must be a list of overrides, e.g. [{overrides}], got {overrides!r}",
+            )
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in spec["seeds"]):
+        raise ConfigError(f"{path.name}: seeds", f"must be whole numbers, got {spec['seeds']}")
+    baseline = spec.get("baseline")
+    by_variant = spec.get("by", "variant") == "variant"
+    if baseline is not None and by_variant and baseline not in spec["variants"]:
+        near = closest(str(baseline), [str(v) for v in spec["variants"]])
+        hint = f"did you mean '{near}'? " if near else ""
+        raise ConfigError(
+            f"{path.name}: baseline",
+            f"'{baseline}' is not a variant ({hint}variants: {', '.join(spec['variants'])})",
+        )
     spec.setdefault("name", path.stem)
     spec.setdefault("base", [])
     spec.setdefault("by", "variant")
@@ -123,8 +154,8 @@ def run_study(
     )
     if "bayes/test/auc" in df.columns and "test/auc" in df.columns:
         df = df.with_columns((pl.col("bayes/test/auc") - pl.col("test/auc")).alias("gap_to_bayes"))
-    metrics = [m for m in spec["metrics"] if m in df.columns]
     by = ["variant", "model"] if spec["by"] == "variant" else [spec["by"]]
+    metrics = check_columns(df, spec, by)
     key = "variant" if "variant" in by else by[0]
     table = aggregate(df, metrics, by=by)
     order = {v: i for i, v in enumerate(chosen)}
@@ -172,6 +203,29 @@ def run_study(
     if spec.get("gap_plot"):
         md += gap_figure(loaded, df, spec["gap_plot"], out / "gap.png")
     return md
+
+
+def check_columns(df: pl.DataFrame, spec: dict[str, Any], by: list[str]) -> list[str]:
+    """The study's metrics that its runs report; a metric no run reports, a ``by`` column
+    or a baseline the runs lack fails naming the study's key (a typo would otherwise drop a
+    column from the table, or test nothing, without a word)."""
+    columns = sorted(c for c in df.columns if "/" in c)
+    for m in spec["metrics"]:
+        if m not in df.columns:
+            near = closest(str(m), columns)
+            hint = f"did you mean '{near}'? " if near else ""
+            raise ConfigError(
+                "metrics", f"no run reports '{m}' ({hint}they report {', '.join(columns)})"
+            )
+    for b in by:
+        if b not in df.columns:
+            raise ConfigError("by", f"the runs have no column '{b}' (try variant, model, data)")
+    key = "variant" if "variant" in by else by[0]
+    baseline = spec.get("baseline")
+    if baseline is not None and key != "variant" and baseline not in set(df[key].to_list()):
+        rows = sorted({str(v) for v in df[key].to_list()})
+        raise ConfigError("baseline", f"'{baseline}' is no row of the table ({', '.join(rows)})")
+    return list(spec["metrics"])
 
 
 def with_variants(df: pl.DataFrame) -> pl.DataFrame:

@@ -123,6 +123,9 @@ def test_typo_in_the_sweep_file_names_the_key(tmp_path: Path) -> None:
         load_spec(str(path))
     with pytest.raises(ConfigError, match="no sweep config"):
         load_spec("no_such_sweep")
+    path.write_text("trials: 2\nparams: {optimizer.lr: [1\n")  # a YAML error: one line
+    with pytest.raises(ConfigError, match=r"'sweep': .*\.yaml, line 3, column 1: not YAML"):
+        load_spec(str(path))
 
 
 def test_typo_fails_before_any_trial_with_exit_code_2(tmp_path: Path, run_cli) -> None:

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ranklab.config import conf_dir
+from ranklab.config import conf_dir, yaml_error
 from ranklab.errors import ConfigError
 from ranklab.sweep.space import Param, parse_param
 
@@ -153,7 +154,10 @@ def load_spec(name: str, overrides: Sequence[str] = ()) -> SweepSpec:
     """Load a sweep config by name (or path), apply command-line overrides, parse the search
     space. Errors name the key. Composition checks are in :func:`check_spec`."""
     path = sweep_path(name)
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except yaml.YAMLError as e:
+        raise yaml_error(Path(path), e, "sweep") from None
     if not isinstance(raw, dict):
         raise ConfigError("sweep", f"{path}: expected a mapping of sweep keys")
     params = raw.pop("params", None) or {}
