@@ -49,16 +49,33 @@ class TrialFailed(Exception):
     """A trial raised, or its metric is NaN or infinite: recorded as failed, the sweep goes on."""
 
 
+class MetricMissing(ConfigError):
+    """The sweep's metric is not one the run reports: every trial would fail the same way, so
+    the sweep stops (exit 2) and the trial is queued again for the corrected command."""
+
+
 class OptunaPruning(L.Callback):
     """Report ``monitor`` (e.g. ``val/auc``) to the trial after every validation epoch of
     ``fit`` and raise ``optuna.TrialPruned`` when the pruner says so (not after the last epoch:
-    the training is done by then)."""
+    the training is done by then). A validation metric the run does not report stops the
+    sweep at the first validation (the sanity check's), not after the trial has trained."""
 
     def __init__(self, trial: optuna.Trial, monitor: str) -> None:
         self.trial = trial
         self.monitor = monitor
+        self.checked = False
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        split, name = self.monitor.split("/", 1)
+        values = getattr(pl_module, "results", {}).get("val")
+        if not self.checked and split == "val" and values is not None:
+            self.checked = True
+            if name not in values:
+                raise MetricMissing(
+                    "metric",
+                    f"'{self.monitor}' is not a validation metric of this run (it has "
+                    f"val/{', val/'.join(sorted(values))})",
+                )
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         value = trainer.callback_metrics.get(self.monitor)
@@ -165,12 +182,18 @@ def run_worker(
             _finish(run_dir, record, "interrupted", t0)
             code = e.code if isinstance(e, (Interrupted, StopRequested)) else 130
             raise StopRequested(int(code or 130)) from e
+        except MetricMissing as e:
+            trial.set_user_attr("error", str(e))
+            _finish(run_dir, record, "failed", t0, error=str(e))
+            raise
         except Exception as e:
             raise _failed(trial, run_dir, record, t0, head, shown, e) from e
         split, name = spec.metric.split("/", 1)
         value = metrics.get(split, {}).get(name)
         if value is None:
-            raise ConfigError(
+            trial.set_user_attr("error", f"no {spec.metric} in metrics.json")
+            _finish(run_dir, record, "failed", t0, error=f"no {spec.metric} in metrics.json")
+            raise MetricMissing(
                 "metric",
                 f"'{spec.metric}' is not in {run_dir}/metrics.json "
                 f"(it has {sorted(metrics.get(split, {}))})",
@@ -220,8 +243,10 @@ def run_worker(
                 lock.release()
             if wait:
                 time.sleep(idle)
-    except KeyboardInterrupt:
-        _requeue(study, current.get("number"), int(spec.conf.storage.max_retry))
+    except (KeyboardInterrupt, MetricMissing) as e:
+        # the trial is run again (or its finished run taken) by the next or corrected command
+        why = "stopped on a config error" if isinstance(e, MetricMissing) else "interrupted"
+        _requeue(study, current.get("number"), int(spec.conf.storage.max_retry), why)
         raise
     finally:
         lock.close()
@@ -317,11 +342,13 @@ def _failed(
     return TrialFailed(message)
 
 
-def _requeue(study: optuna.Study, number: int | None, max_retry: int) -> None:
+def _requeue(
+    study: optuna.Study, number: int | None, max_retry: int, why: str = "interrupted"
+) -> None:
     """After Ctrl-C (or SIGTERM), queue the interrupted trial again, as a stale one would be."""
     if number is None:
         return
     for t in study.get_trials(deepcopy=True):
         if t.number == number and t.state == TrialState.FAIL:
             RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, t)
-            print(f"[trial {number}] interrupted: queued again for the next run", flush=True)
+            print(f"[trial {number}] {why}: queued again for the next run", flush=True)
