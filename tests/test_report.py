@@ -379,9 +379,13 @@ def test_runs_that_did_not_finish_are_left_out_with_a_note(tmp_path: Path) -> No
     (d / "metrics.json").write_text(
         json.dumps({"status": "diverged", "model": "Bad", "seed": 0, "val": {}, "test": {}})
     )
+    stopped = tmp_path / "Stopped" / "seed0"  # Ctrl-C or a kill: no metrics.json at all
+    stopped.mkdir(parents=True)
+    (stopped / "status.json").write_text(json.dumps({"status": "interrupted"}))
     runs = load_runs([tmp_path])
     assert runs.df["label"].to_list() == ["Good"]
     assert any("did not finish" in n and "diverged" in n and str(d) in n for n in runs.notes)
+    assert any(f"{stopped} (interrupted)" in n for n in runs.notes)
 
 
 def test_costs_are_best_when_lowest(tmp_path: Path) -> None:

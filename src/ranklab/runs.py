@@ -82,6 +82,8 @@ def run_grid(
                 console.print(
                     f"[yellow]{name} seed {seed}: finished with another config ({run})[/]"
                 )
+            elif status := read_status(run).get("status"):  # stopped, killed, running
+                notes.append(f"left out {run}: it did not finish ({status})")
             continue
         else:
             m = train(cfg)

@@ -81,6 +81,22 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
+def unfinished_runs(paths: Iterable[str | Path]) -> list[tuple[Path, str]]:
+    """Run folders at or below ``paths`` that wrote no metrics.json (interrupted, killed,
+    still running, failed), with the status their ``status.json`` gives."""
+    from ranklab.rundir import STATUS_FILE, read_status
+
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.update(s.parent for s in p.rglob(STATUS_FILE))
+    return [
+        (d, str(read_status(d).get("status") or "unknown"))
+        for d in sorted(found)
+        if not (d / "metrics.json").is_file()
+    ]
+
+
 def _value(v: Any) -> str:
     return json.dumps(v, separators=(",", ":")) if isinstance(v, list | dict) else str(v)
 
@@ -184,7 +200,11 @@ def load_runs(paths: Iterable[str | Path], include_smoke: bool = False) -> Runs:
     """Read every run below ``paths``: one row per (experiment, seed), labelled."""
     records: list[tuple[Path, dict[str, Any]]] = []
     notes: list[str] = []
-    smoke, failed = [], []
+    paths = list(paths)
+    smoke = []
+    # a run stopped before its end (Ctrl-C, SIGTERM, a kill, still running) has no
+    # metrics.json: only its status.json says it was there
+    failed = [f"{run} ({status})" for run, status in unfinished_runs(paths)]
     for run in find_runs(paths):
         m = json.loads((run / "metrics.json").read_text())
         if m.get("status") not in (None, "finished"):  # e.g. diverged: no test results
