@@ -8,6 +8,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -134,6 +135,24 @@ def test_parquet_source_with_a_random_split_builds(tmp_path: Path) -> None:
     lists.write_parquet(tmp_path / "all.parquet")  # a list is what a bag feature reads
     bag = {"categorical": [], "numeric": ["x"], "bag": [{"name": "c", "pooling": "mean"}]}
     assert load_or_build(CSVSplits(**kw, features=bag), None).rows("train")
+    # a missing list is an empty bag and a missing item is dropped, as an empty CSV field is
+    # (a traceback; a null item was counted, then dropped, shifting every later row's ids)
+    holes = [["v1", None, "w"] if i == 3 else None if i == 5 else [f"v{i % 7}"] for i in range(n)]
+    weighted = {**bag, "bag": [{"name": "c", "pooling": "mean", "weights": "cw"}]}
+    cw = [[1.0, 2.0] if i == 3 else None if i == 5 else [0.5] for i in range(n)]
+    df.with_columns(pl.Series("c", holes), pl.Series("cw", cw)).write_parquet(
+        tmp_path / "all.parquet"
+    )
+    for features in (bag, weighted):
+        src = CSVSplits(**{**kw, "split": {"val": 0.1, "test": 0.1, "seed": 0}}, features=features)
+        data = load_or_build(src, None)
+        rows = {s: data.rows(s) for s in ("train", "val", "test")}
+        assert sum(rows.values()) == n
+        vocab = data.schema["c"]
+        ids = np.concatenate([data.splits[s]["c"] for s in ("train", "val", "test")])
+        # every row holds at most two items; only row 3's has two, and one row's has none
+        counts = (ids > 0).sum(axis=1)
+        assert sorted(counts.tolist()) == [0] + [1] * (n - 2) + [2] and vocab.vocab_size > 2
 
 
 def test_criteo_log_buckets_match_the_naive_rule() -> None:

@@ -465,8 +465,12 @@ class TabularEncoder:
 
     @staticmethod
     def _as_list(col: pl.Series, spec: FeatureSpec) -> pl.Series:
-        if col.dtype == pl.List(pl.String) or isinstance(col.dtype, pl.List):
-            return col.cast(pl.List(pl.String))
+        """A bag or sequence column as lists of strings: a list column (parquet) as it is, a
+        missing list as an empty one and missing items dropped, as :func:`split_sequence`
+        reads an empty field (a null item would be counted, then dropped, shifting every later
+        row's ids)."""
+        if isinstance(col.dtype, pl.List):
+            return col.cast(pl.List(pl.String)).fill_null([]).list.drop_nulls()
         return split_sequence(col, spec.separator or ",")
 
     def transform(
