@@ -39,6 +39,15 @@ def test_criteo_layouts_read_to_the_same_frame(kaggle: Path, tmp_path: Path) -> 
     bars = tmp_path / "bars.csv"
     df.write_csv(bars)
     assert read_table(bars, "criteo").equals(df)
+    # gzip, whatever the name: the header is seen through the compression (it was not: errors
+    # named the line before, and streaming read the header as a raw TSV row)
+    import gzip
+
+    for name in ("kaggle.csv.gz", "kaggle.csv.gzip"):
+        packed = tmp_path / name
+        packed.write_bytes(gzip.compress(kaggle.read_bytes()))
+        assert first_data_line(packed, "criteo") == 2
+        assert read_table(packed, "criteo").equals(df)
 
 
 def test_criteo_errors_name_the_line(kaggle: Path, tmp_path: Path) -> None:

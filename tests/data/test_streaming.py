@@ -93,6 +93,21 @@ def test_a_cut_criteo_file_streams_to_the_same_encoding(
         "train",
         "val",
     ]
+    if truth is None:  # the Kaggle CSV layout, gzipped: its header seen through the gzip
+        kaggle = tmp_path / "kaggle"
+        kaggle.mkdir()
+        raw = pl.read_csv(synth / "train.txt", separator="\t", has_header=False)
+        with gzip.open(kaggle / "train.csv.gz", "wb") as f:
+            raw.write_csv(f, include_header=True)
+        header = ",".join(["Id", "Label", *(f"I{i}" for i in range(1, 14))])
+        header += "," + ",".join(f"C{i}" for i in range(1, 27))
+        text = gzip.decompress((kaggle / "train.csv.gz").read_bytes()).decode()
+        ids = "\n".join(f"{i},{row}" for i, row in enumerate(text.splitlines()[1:]))
+        (kaggle / "train.csv.gz").write_bytes(gzip.compress(f"{header}\n{ids}\n".encode()))
+        memory, streamed = _both(
+            tmp_path / "k", dir=str(kaggle), files={"all": "train.csv.gz"}, split=split, **kw
+        )
+        _same(memory, streamed)
 
 
 def _csv(synth: Path, out: Path) -> pl.DataFrame:

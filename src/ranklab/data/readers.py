@@ -11,7 +11,7 @@ import inspect
 import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import polars as pl
 
@@ -70,13 +70,26 @@ def read_table(path: str | Path, format: str = "csv", **options: Any) -> pl.Data
         raise DataError(f"cannot read: {e.strerror or e}", path=str(path)) from e
 
 
+def is_gzip(path: str | Path) -> bool:
+    """Whether the file is gzip-compressed, by its magic bytes (whatever its name)."""
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def open_bytes(path: str | Path) -> IO[bytes]:
+    """The file's bytes, decompressed where it is gzip (as polars reads it)."""
+    import gzip
+
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")  # type: ignore[return-value]
+
+
 def first_data_line(path: str | Path, format: str = "csv", **options: Any) -> int:
     """The file line of a frame's first row as ``format`` reads it (1 without a header), so
     errors found in the frame name the file's own line; parquet rows count from 1."""
     if format == "csv":
         return 2 if options.get("has_header", True) else 1
     if format == "criteo":  # the raw TSV has no header; the CSV layouts have one
-        with open(path, "rb") as f:
+        with open_bytes(path) as f:
             head = f.readline()
         return 1 if b"\t" in head or not head.lower().startswith((b"id,", b"label,")) else 2
     return 1 if format in ("parquet", "interactions", "libfm", "libsvm", "ffm") else 2
@@ -288,7 +301,7 @@ def read_csv(
 def _check_utf8(path: Path, chunk: int = 1 << 24) -> None:
     """Fail naming the line of the first byte sequence that is not UTF-8 (polars only says
     "invalid utf-8 sequence"). One pass in chunks cut at line ends; gzip is left to the parser."""
-    if path.suffix == ".gz":
+    if is_gzip(path):  # left to the parser (polars decompresses it, whatever its name)
         return
     lines_before, carry = 0, b""
     with open(path, "rb") as f:
@@ -354,10 +367,7 @@ def _lines(
         return pl.DataFrame(schema={"line": pl.String})
     except pl.exceptions.ComputeError as e:
         if "more fields" in str(e):  # the file holds the stand-in byte: take one it lacks
-            import gzip
-
-            opener = gzip.open if Path(path).suffix == ".gz" else open  # polars reads the text
-            with opener(path, "rb") as f:
+            with open_bytes(path) as f:  # the text polars reads
                 data = f.read()
             tried = _LINE_SEPARATORS[: _LINE_SEPARATORS.index(separator) + 1]
             free = [c for c in _LINE_SEPARATORS if c not in tried and c.encode() not in data]
@@ -409,10 +419,7 @@ def _read_split_lines(
 
 def _blank(path: Path) -> bool:
     """True when the file holds nothing but whitespace (read until its first other byte)."""
-    import gzip
-
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
+    with open_bytes(path) as f:
         while chunk := f.read(1 << 16):
             if chunk.strip():
                 return False

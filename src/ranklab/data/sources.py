@@ -24,6 +24,7 @@ from ranklab.data.preprocess import (
 from ranklab.data.readers import (
     check_read_options,
     first_data_line,
+    is_gzip,
     read_table,
     require_columns,
 )
@@ -471,7 +472,7 @@ class CSVSplits(DataSource):
         size = 0
         for p in (p for ps in self.paths().values() for p in ps):
             files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
-            size += sum(q.stat().st_size * (5 if q.suffix == ".gz" else 1) for q in files)
+            size += sum(q.stat().st_size * (5 if is_gzip(q) else 1) for q in files)
         return size * EXPANSION > memory_budget
 
     def build_streaming(self, directory: Path, memory_budget: int) -> dict:

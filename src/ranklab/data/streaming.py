@@ -24,7 +24,6 @@ rounding of the merged moments (``tests/data/test_streaming.py`` compares them).
 from __future__ import annotations
 
 import contextlib
-import gzip
 import io
 import logging
 import math
@@ -52,6 +51,7 @@ from ranklab.data.preprocess import (
 from ranklab.data.readers import (
     conform,
     first_data_line,
+    open_bytes,
     parquet_schema,
     parquet_shards,
     read_table,
@@ -114,7 +114,6 @@ def iter_chunks(
             yield df, first, report
         return
     header_lines = first_data_line(path, format, **options) - 1
-    opener = gzip.open if path.suffix == ".gz" else open
     suffix = "".join(s for s in path.suffixes if s != ".gz")[-16:] or ".txt"
     scratch_file = scratch / f"chunk{suffix}"
     # a CSV record may hold quoted newlines: a chunk ends only where no quote is open (where
@@ -122,7 +121,7 @@ def iter_chunks(
     separator = str(options.get("separator", ","))
     quote = options.get("quote_char", '"') if format == "csv" else None
     quote_byte = quote.encode() if quote and len(separator.encode()) == 1 else None
-    with opener(path, "rb") as f:
+    with open_bytes(path) as f:
         lines_before, carry = 0, b""
         with _unreadable_as_data_error(path):
             header = b"".join(f.readline() for _ in range(header_lines))
