@@ -190,6 +190,8 @@ def run_study(
                 ours, theirs = r[f"{ref['metric']}:mean"], ref["values"][r["model"]]
                 md += f"| {r['model']} | {theirs:.5f} | {ours:.5f} | {ours - theirs:+.5f} |\n"
     out.mkdir(parents=True, exist_ok=True)
+    if spec.get("gap_plot"):  # its table belongs in table.md too
+        md += gap_figure(loaded, df, spec["gap_plot"], out / "gap.png")
     (out / "table.md").write_text(md)
     (out / "table.tex").write_text(to_latex(table, metrics, by, spec["digits"], group=()))
     df.write_csv(out / "runs.csv")
@@ -200,8 +202,6 @@ def run_study(
         else None
     )
     bar_plot(table, metrics[0], path=out / "plot.png", label=key, ceiling=ceiling)
-    if spec.get("gap_plot"):
-        md += gap_figure(loaded, df, spec["gap_plot"], out / "gap.png")
     return md
 
 
