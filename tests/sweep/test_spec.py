@@ -156,3 +156,24 @@ def test_command_line_routes_sweep_keys_and_training_overrides(tmp_path: Path) -
     assert spec.storage_url == f"sqlite:///{tmp_path}/sweeps/tiny/study.db"
     pg = load_spec(str(path), ["storage.url=postgresql://u:p@db.example/sweeps"])
     assert pg.storage_url.startswith("postgresql+psycopg")  # a driver that is installed
+
+
+def test_the_best_config_repeats_the_workers_thread_count(tmp_path: Path) -> None:
+    """``--workers N`` runs each trial with threads=cpus/N (not a sweep key): the best config
+    says so, or it reruns the trial with another thread count and other digits."""
+    import optuna
+
+    from ranklab.sweep.outputs import best_config
+
+    spec = load_spec(str(sweep_config(tmp_path, {"optimizer.lr": "choice(0.001, 0.01)"}, 2)))
+    spec.conf.fixed = [o for o in spec.conf.fixed if not str(o).startswith("threads=")]
+    dist = {"optimizer.lr": optuna.distributions.CategoricalDistribution([0.001, 0.01])}
+    for attrs, expected in (({"threads": 1}, "threads: 1"), ({}, None)):
+        trial = optuna.trial.create_trial(
+            params={"optimizer.lr": 0.01}, distributions=dist, value=0.7, user_attrs=attrs
+        )
+        text = best_config(spec, trial)
+        assert "lr: 0.01" in text
+        assert ("threads:" in text) == (expected is not None)
+        if expected:
+            assert expected in text

@@ -160,6 +160,9 @@ def best_config(spec: SweepSpec, best: FrozenTrial) -> str:
         settings.append((key, parse_value(text)))
     for p in spec.params:
         settings.append((p.key, p.decode(best.params[p.key])))
+    threads = best.user_attrs.get("threads")  # set by the worker (--workers N), not the sweep
+    if threads is not None:
+        settings.append(("threads", int(threads)))
     for key, value in settings:
         if "." not in key and (conf_dir() / key).is_dir():  # a config group
             defaults = [

@@ -136,6 +136,8 @@ def run_worker(
         if "error" in trial.user_attrs:  # copied from the trial this one retries
             trial.set_user_attr("error", None)
         overrides = spec.trial_overrides(values, run_dir) + extra
+        if extra:  # the best config repeats it: another thread count rounds otherwise
+            trial.set_user_attr("threads", threads)
         if original is not None:  # a retry continues the trial it repeats from its checkpoint
             last = spec.dir / "trials" / f"{original:04d}" / "checkpoints" / "last.ckpt"
             if last.is_file():
