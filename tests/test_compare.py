@@ -133,6 +133,8 @@ def test_cli_prints_and_writes_the_table(tmp_path: Path, capsys) -> None:
     assert pl.read_csv(out).height == 4
     assert main([str(a), str(tmp_path / "nope.users.parquet")]) == 2
     assert "nope.users.parquet: no such file" in capsys.readouterr().err
+    assert main([str(a), str(b), "--out", str(tmp_path)]) == 2  # a folder: refused up front
+    assert "is a folder: give a file name" in capsys.readouterr().err
 
 
 def test_a_bucket_of_one_user_is_not_tested(tmp_path: Path) -> None:

@@ -317,6 +317,13 @@ def test_cli_writes_files_and_names_the_test(runs: Path, tmp_path: Path, capsys)
     summary = (out / "summary.csv").read_text().splitlines()[0]
     assert "test/auc:p" in summary and "test/logloss:p" in summary
     assert report_main([str(tmp_path / "empty")]) == 2
+    # --by model: the whole table is one group to test in (it was a traceback)
+    assert report_main([str(runs), "--by", "model", "--baseline", "Base"]) == 0
+    assert "**0.81000** ± 0.01000*" in capsys.readouterr().out
+    (tmp_path / "a_file.md").write_text("mine")
+    assert report_main([str(runs), "--out", str(tmp_path / "a_file.md")]) == 2
+    assert "is a file: give a folder" in capsys.readouterr().err
+    assert (tmp_path / "a_file.md").read_text() == "mine"
 
 
 def test_cli_welch_holm_and_pooling_say_what_they_did(tmp_path: Path, capsys) -> None:

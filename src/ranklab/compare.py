@@ -209,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--digits", type=int, default=4)
     ap.add_argument("--out", type=Path, default=None, help="also write the table as CSV here")
     args = ap.parse_args(argv)
+    if args.out is not None and args.out.is_dir():
+        print(f"error: --out {args.out} is a folder: give a file name (.csv)", file=sys.stderr)
+        return 2
     try:
         table = compare(args.a, args.b, args.metrics, args.length_buckets, args.popularity_buckets)
     except RanklabError as e:

@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--digits", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None, help="folder for the files (default: none)")
     args = ap.parse_args(argv)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        print(f"error: --out {args.out} is a file: give a folder for the report", file=sys.stderr)
+        return 2  # checked before the table: nothing printed, nothing written
     try:
         return _report(args)
     except RanklabError as e:

@@ -432,7 +432,9 @@ def significance(
     ``correction="holm"`` adjusts all p-values of the table together (Holm).
     """
     out = []
-    for gkey, sub in df.group_by(list(group), maintain_order=True):
+    # no group columns (--by model): the whole table is one group (group_by([]) yields none)
+    groups = df.group_by(list(group), maintain_order=True) if group else [((), df)]
+    for gkey, sub in groups:
         base = sub.filter(pl.col(key) == baseline)
         for (name,), other in sub.group_by([key], maintain_order=True):
             for metric in metrics:
