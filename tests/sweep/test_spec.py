@@ -177,3 +177,16 @@ def test_the_best_config_repeats_the_workers_thread_count(tmp_path: Path) -> Non
         assert ("threads:" in text) == (expected is not None)
         if expected:
             assert expected in text
+
+
+def test_a_storage_the_sweep_cannot_use_is_one_line(tmp_path: Path, run_cli) -> None:
+    """Another database kind, or a PostgreSQL server that is not there: exit 2, one line,
+    the password masked (they were an ImportError and a 115-line traceback)."""
+    path = sweep_config(tmp_path, PARAMS, trials=1)
+    with pytest.raises(ConfigError, match=r"'storage.url': a mysql database: .* SQLite"):
+        load_spec(str(path), ["storage.url=mysql://x@localhost/db"])
+    proc = run_cli(f"sweep={path}", "storage.url=postgresql://u:secret@127.0.0.1:1/x", timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "storage.url': cannot use postgresql" in err[0], err
+    assert "secret" not in proc.stderr and "***" in err[0]

@@ -17,6 +17,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from ranklab.errors import RanklabError, StopRequested
 from ranklab.sweep.spec import SweepSpec, check_spec, load_spec
 from ranklab.utils import atomic_write_text
@@ -232,6 +234,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             run_sweep(spec, workers=args.workers)
     except RanklabError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OperationalError as e:  # the database server is down, unreachable, or refuses us
+        from ranklab.sweep.study import safe_url
+
+        url = spec.storage_url  # set: load_spec connects to nothing
+        why = " ".join(str(e.orig or e).split())[:300]
+        print(
+            f"error: config key 'storage.url': cannot use {safe_url(url)}: {why}",
+            file=sys.stderr,
+        )
         sys.exit(2)
     except WorkerFailed as e:
         print(f"error: {e}; rerun the same command to continue the study", file=sys.stderr)
