@@ -125,13 +125,19 @@ class RetrievalEvaluator(nn.Module):
             seen: Ragged = evaluation["seen"]
             scores[seen.rows(), seen.values] = float("-inf")
         scores.scatter_(1, target.unsqueeze(1), float("-inf"))  # the target is not its own rival
-        ranked = {"full": (target_ranks(scores, target_score), n_rivals(scores))}
+        # an out-of-vocabulary target (min_count > 1, catalog: train) is no item a model can
+        # recommend: a miss, ranked below every candidate (the shared OOV row's score would
+        # otherwise count as retrieving it)
+        oov = target < FIRST_ID
+        rivals = n_rivals(scores)
+        ranked = {"full": (torch.where(oov, rivals, target_ranks(scores, target_score)), rivals)}
         if self.n_negatives is not None:
             negs = evaluation[self.negatives_field]  # (B, K)
             neg_scores = (state.unsqueeze(1) * items[negs]).sum(-1)  # (B, K)
+            n_neg = torch.full_like(target, negs.shape[1])
             ranked["sampled"] = (
-                target_ranks(neg_scores, target_score),
-                torch.full_like(target, negs.shape[1]),
+                torch.where(oov, n_neg, target_ranks(neg_scores, target_score)),
+                n_neg,
             )
         if stage == "test":  # per-user ranks, for paired tests between runs (ranklab-compare)
             self._rows.append(

@@ -307,3 +307,61 @@ def test_length_buckets_must_increase(log_dir: Path) -> None:
     dm = RankDataModule(source(log_dir), batch_size=64)
     with pytest.raises(ConfigError, match=r"task\.length_buckets"):
         RetrievalTask(build("sasrec", dm), schema=dm.schema, length_buckets=(5, 5))
+
+
+def test_an_out_of_vocabulary_target_is_a_miss_and_is_not_trained_on(
+    log_dir: Path, tmp_path: Path
+) -> None:
+    """With min_count > 1 rare items share the OOV id: as a target it is a miss (the shared
+    OOV row's score counted as retrieving it, and inflated HR/NDCG), and positions whose next
+    item is OOV are not trained on (full_ce indexed it at -1 and crashed)."""
+    import polars as pl
+
+    base = [
+        f"paths.data_dir={log_dir.parent}",
+        f"paths.cache_dir={tmp_path}/cache",
+        "trainer.enable_progress_bar=false",
+        "print_summary=false",
+        "data.source.events.path=" + str(log_dir / "log.txt"),
+        "data.source.max_len=8",
+        "data.source.n_eval_negatives=3",
+        "data.source.min_count=75",  # the rarer of the 40 items become OOV
+        "data.source.catalog=train",
+        "data.batch_size=64",
+        "threads=1",
+        "experiment=beauty_sasrec",
+        "model.embedding_dim=16",
+        "trainer.max_epochs=1",
+        "task.loss=full_ce",
+        f"paths.output_dir={tmp_path}/run",
+    ]
+    m = train(compose(base))
+    from ranklab.evaluate import evaluate
+
+    out = evaluate(tmp_path / "run", [])
+    users = pl.read_parquet(out["users_file"])
+    oov = users.filter(pl.col("target") == 1)
+    assert oov.height > 0, "the test needs OOV targets"
+    assert (oov["full_rank"] == oov["full_candidates"]).all()  # ranked below every candidate
+    assert (oov["sampled_rank"] == oov["sampled_candidates"]).all()
+    # the metrics are those of the users file: an OOV target adds a miss, not a hit
+    hits = (users["full_rank"] < 10).cast(pl.Float64).mean()
+    assert m["test"]["full/hr@10"] == pytest.approx(hits)
+
+
+def test_the_retrieval_task_on_labelled_rows_is_named(tmp_path: Path) -> None:
+    """task=retrieval on sequence-ranking data (labelled rows with histories) was a KeyError
+    ('seen') at the first step."""
+    cfg = compose(
+        [
+            "data=synthetic_seq",
+            "data.source.n_users=200",
+            "model=sasrec",
+            "task=retrieval",
+            f"paths.output_dir={tmp_path}/run",
+            f"paths.cache_dir={tmp_path}/cache",
+            "print_summary=false",
+        ]
+    )
+    with pytest.raises(ConfigError, match=r"'task': the retrieval task trains on next-item"):
+        train(cfg)

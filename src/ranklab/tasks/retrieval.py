@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from ranklab.data.batch import Batch
-from ranklab.data.schema import Schema
+from ranklab.data.schema import FIRST_ID, Schema
 from ranklab.errors import ConfigError
 from ranklab.evaluation import RetrievalEvaluator
 from ranklab.losses import RETRIEVAL_LOSSES, RetrievalBatch, RetrievalLoss, SampledSoftmax
@@ -64,6 +64,13 @@ class RetrievalTask(BaseTask):
         super().__init__(model, **base)
         if schema is None:
             raise ConfigError("task", "the retrieval task needs the data's schema")
+        if schema.evaluation_field("seen") is None:  # the items each user has had
+            raise ConfigError(
+                "task",
+                "the retrieval task trains on next-item data (each user's items before a "
+                "target item, e.g. data=beauty_seq), and this data has labelled rows: rank "
+                "them with task=ranking",
+            )
         self.loss_fn = build_loss(loss, int(num_negatives))
         for m in self.loss_fn.modules():  # a popularity sampler without counts: the data's
             if isinstance(m, Popularity) and m.weights.numel() == 0:
@@ -79,7 +86,10 @@ class RetrievalTask(BaseTask):
         history = batch.features[self.model.history]
         target = batch.features[self.model.target]
         nxt = torch.cat([history[:, 1:], target.unsqueeze(1)], dim=1)  # (B, L): next items
-        valid = history != 0  # positions holding an item predict the next one
+        # positions holding an item predict the next one, unless it is out of vocabulary (the
+        # OOV id stands for many rare items: there is no item to predict; the loss over real
+        # ids, full_ce's, would index it at -1)
+        valid = (history != 0) & (nxt >= FIRST_ID)
         states = self.model.encode(history)[valid]  # (N, D)
         targets = nxt[valid]  # (N,)
         items = self.model.item_embeddings()  # (V, D)
@@ -89,7 +99,10 @@ class RetrievalTask(BaseTask):
         rows_all = torch.cat([seen.rows(), valid.nonzero()[:, 0]])
         keys = rows_all * n_items + torch.cat([seen.values, targets])
         context = RetrievalBatch(valid.nonzero()[:, 0], torch.sort(keys).values, n_items)
-        loss = self.loss_fn(states, targets, items, context)
+        if targets.numel():
+            loss = self.loss_fn(states, targets, items, context)
+        else:  # every next item out of vocabulary: nothing to learn from this batch
+            loss = items.sum() * 0.0
         self.add_loss(loss, len(batch))
         return self.guard(loss + self.regularization())
 
