@@ -52,7 +52,8 @@ def evaluate(run_dir: Path, overrides: list[str], track: bool = False) -> dict[s
         key = key.removeprefix("+")
         if adding:
             added.append(key)
-        if not adding and OmegaConf.select(cfg, key, default=None) is None:
+        absent = object()  # a key set to null (memory_budget: null) is there all the same
+        if not adding and OmegaConf.select(cfg, key, default=absent) is absent:
             raise ConfigError(key, f"not a key of {cfg_path} (prefix '+' to add it)")
         dotlist.append(o.removeprefix("+"))
     try:

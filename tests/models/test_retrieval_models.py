@@ -365,3 +365,22 @@ def test_the_retrieval_task_on_labelled_rows_is_named(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"'task': the retrieval task trains on next-item"):
         train(cfg)
+
+
+def test_a_ranking_model_on_next_item_data_is_named(log_dir: Path, tmp_path: Path) -> None:
+    """A ranking model on user histories without labels was an IndexError at the first step."""
+    cfg = compose(
+        [
+            "data=beauty_seq",
+            f"paths.data_dir={log_dir.parent}",
+            f"paths.cache_dir={tmp_path}/cache",
+            "data.source.events.path=" + str(log_dir / "log.txt"),
+            "data.source.n_eval_negatives=10",
+            "model=deepfm",
+            "task=ranking",
+            f"paths.output_dir={tmp_path}/run",
+            "print_summary=false",
+        ]
+    )
+    with pytest.raises(ConfigError, match=r"'task': the data has no labels to rank by"):
+        train(cfg)

@@ -323,6 +323,8 @@ def test_evaluate_reproduces_the_runs_test_metrics_and_names_bad_keys(
     assert again["test"] == pytest.approx(metrics["test"], abs=1e-6)
     assert (run / "evaluations" / "default.json").is_file()
     bigger = evaluate(run, ["data.eval_batch_size=7"])  # other batches, same numbers
+    # a key the run's config holds as null is a key (it was refused as 'not a key')
+    assert evaluate(run, ["data.memory_budget=2GB"])["test"] == pytest.approx(metrics["test"])
     assert bigger["test"] == pytest.approx(metrics["test"], abs=1e-5)
     with pytest.raises(ConfigError, match=r"task\.no_such_key"):
         evaluate(run, ["task.no_such_key=1"])

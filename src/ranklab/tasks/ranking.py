@@ -185,6 +185,13 @@ class RankingTask(BaseTask):
             raise ConfigError("task.output_bias", f"must be zero or base_rate, not {output_bias!r}")
         specs = schema.labels if schema is not None else (LabelSpec("label"),)
         names = [s.name for s in specs]
+        if not specs:  # next-item data (user histories, no labelled rows): an IndexError
+            raise ConfigError(
+                "task",
+                f"the data has no labels to rank by (next-item data: user histories and target "
+                f"items); {type(model).__name__} ranks labelled rows: choose task=retrieval "
+                f"with a retrieval model (e.g. model=sasrec), or data with labels",
+            )
         if len(specs) > 1 and not getattr(model, "multi_label", False):
             raise ConfigError(
                 "task.labels",
