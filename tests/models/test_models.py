@@ -215,6 +215,19 @@ def test_dcnv2_variants(ctr_data: RankDataModule) -> None:
         instantiate(cfg, _partial_=True)(schema=ctr_data.schema)
 
 
+def test_dlrm_dot_interaction_needs_two_vectors() -> None:
+    """One field and no numeric ones (a libFM file read as one bag): no pair to interact, so
+    the top MLP had 0 inputs and the model predicted a constant (test AUC 0.5, exit 0)."""
+    from ranklab.errors import ConfigError
+
+    one = Schema((Feature("f", "categorical", vocab_size=9),))
+    cfg = compose(["model=dlrm"]).model
+    with pytest.raises(ConfigError, match=r"'model.interaction': 'dot' needs two or more"):
+        instantiate(cfg, _partial_=True)(schema=one)
+    cat = compose(["model=dlrm", "model.interaction=cat"]).model
+    assert instantiate(cat, _partial_=True)(schema=one)({"f": torch.tensor([2, 3])}).shape == (2,)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_model_config_is_one_target_with_real_arguments(name: str) -> None:
     cfg = compose([f"model={name}"]).model

@@ -44,6 +44,12 @@ class DLRM(nn.Module):
                 len(self.numeric), bottom_units, embedding_dim, 0.0, batch_norm, activation
             )
         n = self.embedding.num_fields_total + (1 if self.bottom is not None else 0)
+        if interaction == "dot" and n < 2:  # no pair to take a dot product of: a constant model
+            raise ConfigError(
+                "model.interaction",
+                f"'dot' needs two or more vectors (fields, plus the numeric fields' one) and "
+                f"this data gives {n}: use model.interaction=cat",
+            )
         self.interaction = DotInteraction(n) if interaction == "dot" else None
         width = (
             self.interaction.out_dim + (embedding_dim if self.bottom is not None else 0)
