@@ -12,6 +12,7 @@ history positions that predict a next item: :class:`OneNegativeBCE` (the SASRec 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,11 @@ def observed(labels: dict[str, Tensor], spec: LabelSpec) -> Tensor | None:
 
 class LabelLoss(nn.Module):
     """Base of the ranking losses: ``forward(logits, labels, spec) -> scalar``."""
+
+    def check(self, spec: LabelSpec, trained: Sequence[str]) -> str | None:
+        """Why this loss cannot train label ``spec`` beside the ``trained`` labels (None: it
+        can); asked when the task is built, before any data is read by a step."""
+        return None
 
     def forward(
         self, logits: dict[str, Tensor], labels: dict[str, Tensor], spec: LabelSpec
@@ -76,6 +82,16 @@ class EntireSpace(LabelLoss):
     condition) against condition * label, binary cross-entropy. The conditional model is
     never fit on the biased subset of clicked rows alone. logits: the condition's and the
     label's (B,) each; computed in log space for stability."""
+
+    def check(self, spec: LabelSpec, trained: Sequence[str]) -> str | None:
+        if spec.condition is None:
+            return f"EntireSpace needs a conditional label, and '{spec.name}' has no condition"
+        if spec.condition not in trained:
+            return (
+                f"EntireSpace trains '{spec.name}' through its condition '{spec.condition}', "
+                f"which this run does not train (task.labels: {list(trained)})"
+            )
+        return None
 
     def forward(
         self, logits: dict[str, Tensor], labels: dict[str, Tensor], spec: LabelSpec

@@ -99,6 +99,23 @@ def test_per_label_loss_and_weight_from_config(make_cfg) -> None:
     assert task.weights == {"click": 1.0, "conversion": 0.5}
     with pytest.raises(ConfigError, match=r"task\.loss_weights\.nope"):
         build(make_cfg("model=shared_bottom", *MTL_TINY, "+task.loss_weights.nope=1", tiny=False))
+    # a loss that cannot train its label: named when the task is built (a ValueError and a
+    # KeyError at the first training step)
+    esmm = "ranklab.losses.EntireSpace"
+    with pytest.raises(ConfigError, match=r"'task\.losses\.click': EntireSpace needs a cond"):
+        build(make_cfg("model=mmoe", *MTL_TINY, f"+task.losses.click._target_={esmm}", tiny=False))
+    with pytest.raises(
+        ConfigError, match=r"'task\.losses\.conversion': .* condition 'click', which this run"
+    ):
+        build(
+            make_cfg(
+                "model=dnn",
+                *MTL_TINY,
+                "task.labels=[conversion]",
+                f"+task.losses.conversion._target_={esmm}",
+                tiny=False,
+            )
+        )
 
 
 def write_split(d: Path, rows: list[str], header: str = "clk,conv,user,ad") -> None:

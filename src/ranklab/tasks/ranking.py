@@ -208,6 +208,12 @@ class RankingTask(BaseTask):
         self.losses = nn.ModuleDict(
             {s.name: self._loss(s, (losses or {}).get(s.name)) for s in specs}
         )
+        for s in specs:  # a loss that cannot train its label: named now, not at the first step
+            check = getattr(self.losses[s.name], "check", None)  # a user's loss may have none
+            why = check(s, names) if check is not None else None
+            if why is not None:
+                key = f"task.losses.{s.name}" if s.name in (losses or {}) else "model"
+                raise ConfigError(key, why)
         self.weights = {s.name: float((loss_weights or {}).get(s.name, s.weight)) for s in specs}
         self.binary = {s.name: s.kind == "binary" for s in specs}
         meta = schema.meta if schema is not None else {}
