@@ -79,6 +79,20 @@ def test_ffm_fields_and_a_featindex_field_map(tmp_path: Path) -> None:
     assert df.columns == ["label", "f0", "f0.value", "f1", "f1.value", "f10", "f10.value"]
     assert df["f0"].to_list() == [["3"], ["4"], []]
     assert df["f1.value"].to_list() == [[2.0], [], []]
+    # read_options.fields: exactly these fields, one no line uses as empty bags (a file or a
+    # streamed chunk without field 7 had no column f7, and the feature reading it failed)
+    listed = read_table(ffm, "ffm", fields=[0, 1, 7, 10])
+    assert listed.columns[1::2] == ["f0", "f1", "f7", "f10"]
+    assert listed["f7"].to_list() == [[], [], []] and listed["f7.value"].dtype == pl.List(
+        pl.Float64
+    )
+    assert listed.drop("f7", "f7.value").equals(df)
+    with pytest.raises(DataError, match=r"a\.ffm, line 1: token '10:7:0\.5': its field is not"):
+        read_table(ffm, "ffm", fields=[0, 1])
+    from ranklab.data.readers import require_columns
+
+    with pytest.raises(DataError, match=r"list every field in read_options\.fields"):
+        require_columns(df, ["f7", "f7.value"], ffm, "data.source.features")
     fi = tmp_path / "featindex.txt"
     fi.write_text("truncate\t0\nage:20\t3\nage:30\t5\nad:x\t7\n12:ad:y 12\n")
     lf = tmp_path / "a.libfm"

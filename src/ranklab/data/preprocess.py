@@ -331,9 +331,11 @@ class TabularEncoder:
 
     def _column(self, df: pl.DataFrame, spec: FeatureSpec, path: str) -> pl.Series:
         if spec.column not in df.columns:
+            from ranklab.data.readers import ffm_hint
+
             raise DataError(
                 f"feature '{spec.name}' reads column '{spec.column}', which is missing "
-                f"(columns: {df.columns})",
+                f"(columns: {df.columns}){ffm_hint([str(spec.column)])}",
                 path=path,
             )
         return df[spec.column]

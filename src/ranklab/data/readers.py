@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -457,9 +457,23 @@ def require_columns(df: pl.DataFrame, columns: list[str], path: str | Path, key:
     if missing:
         raise DataError(
             f"columns {missing} named by config key '{key}' are not in the file "
-            f"(it has {df.columns}){separator_hint(df.columns)}{header_hint(df.columns)}",
+            f"(it has {df.columns}){separator_hint(df.columns)}{header_hint(df.columns)}"
+            f"{ffm_hint(missing)}",
             path=str(path),
         )
+
+
+def ffm_hint(missing: Sequence[str]) -> str:
+    """``; an FFM file has a column per field its lines use ...`` where the missing columns
+    look like FFM fields (``f7``, ``f7.value``)."""
+    import re
+
+    if not missing or not all(re.fullmatch(r"f\d+(\.value)?", c) for c in missing):
+        return ""
+    return (
+        "; an FFM file has a column per field its lines use: list every field in "
+        "read_options.fields (e.g. [0, 2, 7]) to read a field this file does not use as empty"
+    )
 
 
 def header_hint(names: list[str]) -> str:
@@ -614,6 +628,7 @@ def read_libfm(
     field_map: str | None = None,
     bag: str = "features",
     encoding: str = "utf8",
+    fields: list[int | str] | None = None,
 ) -> pl.DataFrame:
     """libFM / libSVM / FFM lines: ``label token token ...``, whitespace-separated, any number
     of tokens per line (none is an all-zero row). A token is ``index:value`` (libFM, libSVM;
@@ -623,7 +638,11 @@ def read_libfm(
     for each field a list column of the line's indices, ``<field>``, and of their values,
     ``<field>.value``: a ``bag`` feature with ``weights: <field>.value``. The fields are:
 
-    * FFM tokens' own (columns ``f<field>``, in numeric order);
+    * FFM tokens' own (columns ``f<field>``, in numeric order): those the file's lines use, or
+      with ``fields`` (``[0, 2, 7]``) exactly those, a field no line of this file (or of this
+      chunk, when streamed) uses read as empty bags, and a token of another field failing
+      naming its line. Give ``fields`` when the files, or the parts of a large file, may not
+      all use every field;
     * else, with ``field_map`` (a path), a featindex file: ``<field>:<value> <index>`` lines
       (the field is the key before its last ``:``; a key without one is its own field), in
       the order the fields first appear there; an index it lacks fails naming the line;
@@ -679,7 +698,17 @@ def read_libfm(
         path,
         lambda i: f"token {tokens['tok'][i]!r}: the value is not a finite number",
     )
-    if ffm:
+    if ffm and fields is not None:
+        order = [f if str(f).startswith("f") else f"f{f}" for f in map(str, fields)]
+        _fail_at(
+            ~tokens["field"].is_in(order),
+            tokens["row"],
+            path,
+            lambda i: (
+                f"token {tokens['tok'][i]!r}: its field is not in read_options.fields ({order})"
+            ),
+        )
+    elif ffm:
         order = sorted(tokens["field"].unique().to_list(), key=lambda f: (len(f), f))
     elif field_map is not None:
         fields = _read_field_map(Path(field_map), encoding)
@@ -700,6 +729,13 @@ def read_libfm(
             "row", pl.col("index").alias(f), pl.col("value").alias(f"{f}.value")
         )
         out = out.join(sub, on="row", how="left", maintain_order="left")
+    lists = {"index": pl.List(pl.String), "value": pl.List(pl.Float64)}
+    for f in order:  # a listed field no line uses: a column all the same
+        if f not in out.columns:
+            out = out.with_columns(
+                pl.lit(None, lists["index"]).alias(f),
+                pl.lit(None, lists["value"]).alias(f"{f}.value"),
+            )
     empty = {c: pl.col(c).fill_null(pl.lit([], dtype=out.schema[c])) for c in out.columns[2:]}
     return out.with_columns(**empty).drop("row")
 
