@@ -621,7 +621,10 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
             note_error(run_dir, str(e))
             raise
         except Exception as e:  # a bug, not a user error: its traceback is what is left to read
-            note_error(run_dir, "".join(traceback.format_exception(e)).rstrip())
+            pruned = type(e).__name__ == "TrialPruned"  # a sweep's decision, no error: one line
+            note_error(
+                run_dir, str(e) if pruned else "".join(traceback.format_exception(e)).rstrip()
+            )
             raise
 
 
@@ -857,6 +860,8 @@ def _record_failure(
         if not _preempted(e):  # (a signal's checkpoint during fit is reported by Resumable)
             kept = f"kept {checkpoint}" if checkpoint else "no checkpoint yet"
             log.warning("interrupted: %s; rerun with ckpt_path=auto to continue", kept)
+    elif type(e).__name__ == "TrialPruned":  # optuna's: a sweep's pruner stopped the trial
+        write_status(run_dir, "pruned", cfg, error=str(e), checkpoint=checkpoint)
     else:  # any other error: the folder must not go on saying "running"
         error = f"{type(e).__name__}: {e}".splitlines()[0][:500]
         write_status(run_dir, "failed", cfg, error=error, checkpoint=checkpoint)

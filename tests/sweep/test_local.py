@@ -195,6 +195,9 @@ def test_pruning_callback_reports_each_epoch(tmp_path: Path, pruner: str, epochs
         study.tell(trial, state=TrialState.PRUNED)
         assert list(study.trials[0].intermediate_values) == [0]
         assert not (tmp_path / "run" / "metrics.json").exists()
+        status = json.loads((tmp_path / "run" / "status.json").read_text())
+        assert status["status"] == "pruned"  # not "failed", and no traceback in train.log
+        assert "Traceback" not in (tmp_path / "run" / "train.log").read_text()
     else:  # never pruned after the last epoch: the training is done
         metrics = train(cfg, callbacks=[callback])
         reported = study.trials[0].intermediate_values
