@@ -44,8 +44,8 @@ def rank_zero() -> bool:
 
 
 def write_status(run_dir: Path, status: str, cfg: DictConfig, **extra: Any) -> None:
-    """``<run_dir>/status.json``: running, finished, diverged, interrupted, pruned or failed, with the
-    config's hash and result config (what a later run in the folder is checked against). A
+    """``<run_dir>/status.json``: running, finished, diverged, interrupted, pruned or failed, with
+    the config's hash and result config (what a later run in the folder is checked against). A
     folder whose status is not ``finished`` holds an unfinished run (a killed process leaves
     ``running``)."""
     if not rank_zero():
