@@ -418,6 +418,20 @@ def test_a_time_split_keeps_every_later_row_out_of_training(tmp_path: Path) -> N
     )
     with pytest.raises(DataError, match=r"all.csv, line 3, column 'ts': timestamp 'noon'"):
         load_or_build(bad, None)
+    # US dates: day/month order is the format's to say (inferred from '01/02/2024 ...', the
+    # 13th of a month failed as unparsable); both paths cut by the same times
+    us = [f"{i % 2},u{i % 7},{1 + i % 12:02d}/{1 + i % 28:02d}/2024 10:00,{i}" for i in range(400)]
+    given = {"method": "time", "column": "ts", "val": 0.1, "test": 0.2}
+    with pytest.raises(DataError, match=r"missing or unparsable \(give its format: data.source"):
+        load_or_build(_one_file(tmp_path / "us0", us, **given), None)
+    src = _one_file(tmp_path / "us", us, format="%m/%d/%Y %H:%M", **given)
+    frames = src._frames(src.paths())
+    stamp = {k: v["ts"].str.to_datetime("%m/%d/%Y %H:%M") for k, v in frames.items()}
+    assert stamp["train"].max() < stamp["val"].min() and stamp["val"].max() < stamp["test"].min()
+    with pytest.raises(DataError, match=r"timestamp '5' is missing or unparsable as '%m/%d/%Y"):
+        load_or_build(
+            _one_file(tmp_path / "us2", ["1,u1,5,x", *us], format="%m/%d/%Y %H:%M", **given), None
+        )
 
 
 def test_a_split_column_names_each_rows_split(tmp_path: Path) -> None:

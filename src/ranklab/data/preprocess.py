@@ -210,13 +210,19 @@ def fail_at_first(
         raise DataError(message(i), path=path, line=row + line_offset, column=column)
 
 
-def parse_time(df: pl.DataFrame, column: str, path: str, line_offset: int = 2) -> pl.Series:
-    """A timestamp column as float seconds: numbers as they are, date-times since the epoch.
+def parse_time(
+    df: pl.DataFrame, column: str, path: str, line_offset: int = 2, format: str | None = None
+) -> pl.Series:
+    """A timestamp column as float seconds: numbers as they are, date-times since the epoch
+    (in the strftime ``format`` where given, e.g. ``%m/%d/%Y %H:%M``; else polars infers it
+    from the first value, and an ambiguous day/month order may be read the other way).
 
     Fails at the first missing or unparsable value, naming file, line and column.
     """
     t = df[column]
-    if t.dtype == pl.String:
+    if t.dtype == pl.String and format is not None:
+        parsed = t.str.to_datetime(format, strict=False).dt.epoch("s").cast(pl.Float64)
+    elif t.dtype == pl.String:
         parsed = t.cast(pl.Float64, strict=False)
         if parsed.null_count() == len(t) and t.null_count() < len(t):  # not numbers: date-times?
             # no date-time format fits: keep the failed numbers and report the first bad value
@@ -226,9 +232,13 @@ def parse_time(df: pl.DataFrame, column: str, path: str, line_offset: int = 2) -
         parsed = t.dt.epoch("s").cast(pl.Float64)
     else:
         parsed = t.cast(pl.Float64)
+    hint = "" if format else " (give its format: data.source.split.format: '%m/%d/%Y %H:%M')"
     fail_at_first(
         parsed.is_null(),
-        lambda i: f"timestamp {t[i]!r} is missing or unparsable",
+        lambda i: (
+            f"timestamp {t[i]!r} is missing or unparsable"
+            + (f" as {format!r}" if format else hint if t[i] is not None else "")
+        ),
         path,
         line_offset,
         column,

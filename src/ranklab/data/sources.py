@@ -170,7 +170,7 @@ class CSVSplits(DataSource):
         method = self.split.get("method", "random")
         known = {
             "random": {"method", "val", "test", "seed"},
-            "time": {"method", "column", "val", "test"},
+            "time": {"method", "column", "val", "test", "format"},
             "column": {"method", "column", "values"},
         }
         if method not in known:
@@ -233,7 +233,8 @@ class CSVSplits(DataSource):
         if method == "time":
             column = str(self.split["column"])
             require_columns(df, [column], str(path), "data.source.split.column")
-            t = parse_time(df, column, str(path), first_line).to_numpy()
+            fmt = self.split.get("format")
+            t = parse_time(df, column, str(path), first_line, fmt).to_numpy()
             which = self.cut_by_time(t, str(path))
         else:
             which = self.cut_at_random(df.height, str(path))
@@ -386,7 +387,7 @@ class CSVSplits(DataSource):
                 if method == "time":  # the split's column, while lines are the file's own
                     column = str(self.split["column"])
                     require_columns(df, [column], str(path), "data.source.split.column")
-                    parse_time(df, column, str(path), first_line)
+                    parse_time(df, column, str(path), first_line, self.split.get("format"))
                 elif method == "column":
                     self._cut_by_column(df, str(path), first_line)
             if frames and df.columns != frames[0].columns:
@@ -422,7 +423,9 @@ class CSVSplits(DataSource):
             method = self.split.get("method") if self.split and cut else None
             if method == "time":
                 require_columns(df, [str(self.split["column"])], path, "data.source.split.column")
-                parse_time(df, str(self.split["column"]), path, first_line)
+                parse_time(
+                    df, str(self.split["column"]), path, first_line, self.split.get("format")
+                )
             elif method == "column":
                 self._cut_by_column(df, path, first_line)
         if not bad.count:

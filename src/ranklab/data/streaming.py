@@ -561,7 +561,8 @@ def _place_cut(
         heights.append(df.height)
         if method == "time":
             require_columns(df, [column], path, "data.source.split.column")
-            parts.append(parse_time(df, column, path, first).to_numpy())
+            fmt = source.split.get("format")
+            parts.append(parse_time(df, column, path, first, fmt).to_numpy())
         elif method == "column":
             parts.append(_column_split(df, source, path, first))
     rows = sum(heights)
