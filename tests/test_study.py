@@ -158,6 +158,11 @@ def test_table_only_tabulates_without_training(tmp_path: Path, tiny_overrides: l
     run_study(load_study(spec_path), tmp_path / "out", tmp_path)
     md = run_study(load_study(spec_path), tmp_path / "out", tmp_path, train=False)
     assert "| lr | LR | 1 |" in md
+    # a baseline left out by --variants: said so (it said "fewer than 2 seeds on a side")
+    spec = load_study(spec_path)
+    spec = {**spec, "variants": {**spec["variants"], "fm": ["model=fm"]}, "baseline": "fm"}
+    md = run_study(spec, tmp_path / "out", tmp_path, variants=["lr"], train=False)
+    assert "nothing is tested against the baseline 'fm': it has no finished run" in md
     # a metric no run reports is named (it was dropped from the table without a word)
     typo = {**load_study(spec_path), "metrics": ["test/auc", "test/loglos"]}
     with pytest.raises(

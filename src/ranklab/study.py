@@ -170,7 +170,12 @@ def run_study(
                 f"nothing is tested against the baseline '{baseline}': its runs are "
                 f"{len(split)} rows ({'; '.join(sorted(split))})"
             )
-            baseline = None
+        else:  # left out by --variants, or none of its runs finished
+            notes.append(
+                f"nothing is tested against the baseline '{baseline}': it has no finished run "
+                f"in this table"
+            )
+        baseline = None
     if baseline:
         sig = significance(df, metrics, spec["baseline"], key=key, group=["data"])
         # a variant is one data set's: its p-value against the baseline on the same data
