@@ -136,21 +136,26 @@ def test_retrieval_model_shapes_and_left_padding(name: str, log_dir: Path) -> No
     )
 
 
-@pytest.mark.parametrize("loss", ["bce", "sampled_softmax", "full_ce"])
-def test_sasrec_learns_the_markov_chain_with_every_loss(
-    loss: str, log_dir: Path, tmp_path: Path
-) -> None:
-    base = [
+def markov_overrides(log_dir: Path, tmp_path: Path, negatives: int = 10) -> list[str]:
+    """The Markov log as next-item data (``experiment=beauty_sasrec``'s source), small."""
+    return [
         f"paths.data_dir={log_dir.parent}",
         f"paths.cache_dir={tmp_path}/cache",
         "trainer.enable_progress_bar=false",
         "print_summary=false",
         "data.source.events.path=" + str(log_dir / "log.txt"),
         "data.source.max_len=8",
-        "data.source.n_eval_negatives=10",
+        f"data.source.n_eval_negatives={negatives}",
         "data.batch_size=64",
         "threads=1",
     ]
+
+
+@pytest.mark.parametrize("loss", ["bce", "sampled_softmax", "full_ce"])
+def test_sasrec_learns_the_markov_chain_with_every_loss(
+    loss: str, log_dir: Path, tmp_path: Path
+) -> None:
+    base = markov_overrides(log_dir, tmp_path)
     common = [
         "experiment=beauty_sasrec",
         *base,
@@ -318,17 +323,9 @@ def test_an_out_of_vocabulary_target_is_a_miss_and_is_not_trained_on(
     import polars as pl
 
     base = [
-        f"paths.data_dir={log_dir.parent}",
-        f"paths.cache_dir={tmp_path}/cache",
-        "trainer.enable_progress_bar=false",
-        "print_summary=false",
-        "data.source.events.path=" + str(log_dir / "log.txt"),
-        "data.source.max_len=8",
-        "data.source.n_eval_negatives=3",
+        *markov_overrides(log_dir, tmp_path, negatives=3),
         "data.source.min_count=75",  # the rarer of the 40 items become OOV
         "data.source.catalog=train",
-        "data.batch_size=64",
-        "threads=1",
         "experiment=beauty_sasrec",
         "model.embedding_dim=16",
         "trainer.max_epochs=1",
