@@ -30,7 +30,7 @@ from ranklab.config import config_hash, upgrade_config
 from ranklab.errors import ConfigError, DataError, RanklabError
 from ranklab.train import _quiet_lightning, build, check_unread_keys
 from ranklab.utils import atomic_write_json
-from ranklab.warmstart import mismatch, other_vocabularies
+from ranklab.warmstart import mismatch, other_draw, other_vocabularies
 
 
 def evaluate(run_dir: Path, overrides: list[str], track: bool = False) -> dict[str, Any]:
@@ -74,6 +74,13 @@ def evaluate(run_dir: Path, overrides: list[str], track: bool = False) -> dict[s
                 ", ".join(keys) or "model",
                 f"{ckpt} does not fit the model {'these overrides build' if keys else 'the run'}"
                 f" ({why}): an evaluation keeps the run's model and its data encoding",
+            )
+        if other_draw(checkpoint, task):
+            raise ConfigError(
+                ", ".join(keys) or "data",
+                "the synthetic data evaluated is another draw than the run's (other generator "
+                "settings: another planted model and other rows), so the model would be scored "
+                "on another task: an evaluation of a synthetic run keeps data.source as trained",
             )
         if other := other_vocabularies(checkpoint, task):
             raise ConfigError(

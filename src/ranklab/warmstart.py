@@ -117,6 +117,21 @@ def vocabularies(hparams: Any) -> dict[str, str] | None:
     return dict(found) if found else None
 
 
+def other_draw(checkpoint: dict[str, Any], task: nn.Module) -> bool:
+    """Whether ``task``'s synthetic data is another draw (other generator settings: another
+    planted model, other rows) than the one the checkpoint was trained on."""
+
+    def draw(hparams: Any) -> str | None:
+        try:
+            return hparams["hparams"]["schema"]["meta"].get("generator")
+        except (KeyError, TypeError, AttributeError):
+            return None
+
+    theirs = draw(checkpoint.get("hyper_parameters"))
+    ours = draw(getattr(task, "hparams", None))
+    return theirs is not None and ours is not None and theirs != ours
+
+
 def other_vocabularies(checkpoint: dict[str, Any], task: nn.Module) -> list[str]:
     """The tables whose vocabulary in ``task``'s data gives values other ids than in the data
     the checkpoint was trained on (its embeddings' rows would be read for other values)."""

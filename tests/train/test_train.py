@@ -323,6 +323,9 @@ def test_evaluate_reproduces_the_runs_test_metrics_and_names_bad_keys(
     assert again["test"] == pytest.approx(metrics["test"], abs=1e-6)
     assert (run / "evaluations" / "default.json").is_file()
     bigger = evaluate(run, ["data.eval_batch_size=7"])  # other batches, same numbers
+    # another synthetic draw (any generator setting) is another task: refused
+    with pytest.raises(ConfigError, match=r"'data.source.n_test': the synthetic data evaluated is"):
+        evaluate(run, ["data.source.n_test=500"])
     # a key the run's config holds as null is a key (it was refused as 'not a key')
     assert evaluate(run, ["data.memory_budget=2GB"])["test"] == pytest.approx(metrics["test"])
     assert bigger["test"] == pytest.approx(metrics["test"], abs=1e-5)

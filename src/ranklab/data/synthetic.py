@@ -95,7 +95,10 @@ def generated_dataset(
         bayes[s] = bayes_metrics(prob[lo:hi], label[lo:hi])
     rows = {s: len(a["label"]) for s, a in splits.items()}
     meta = {"source": name, "generator": kw, "bayes": bayes, "rows": rows}
-    schema = Schema(tuple(feats), group=group, meta={"bayes": bayes})
+    # which draw this is (its settings decide the planted model and every row): a checkpoint
+    # evaluated on another draw would be scored on another task (ranklab-evaluate checks it)
+    schema_meta = {"bayes": bayes, "generator": hash_object(kw)[:16]}
+    schema = Schema(tuple(feats), group=group, meta=schema_meta)
     return EncodedData(schema, splits, meta)
 
 

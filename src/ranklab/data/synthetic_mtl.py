@@ -189,7 +189,11 @@ class SyntheticMTL(DataSource):
             labels=LABELS,
             group="c0",
             evaluation=(Feature("conversion_if_clicked", "numeric"),),
-            meta={"bayes": bayes, "counterfactual": counterfactual},
+            meta={
+                "bayes": bayes,
+                "counterfactual": counterfactual,
+                "generator": hash_object(k)[:16],
+            },
         )
         return EncodedData(schema, splits, meta)
 
