@@ -277,23 +277,17 @@ def _check_values(conf: DictConfig) -> None:
     from sqlalchemy.exc import ArgumentError
 
     try:
-        kind = make_url(str(st.url)).get_backend_name()
+        url = make_url(str(st.url))
     except ArgumentError as e:
-        raise ConfigError("storage.url", f"not a database URL: {e}") from None
+        raise ConfigError("storage.url", f"not an SQLAlchemy URL: {e}") from None
+    kind = url.get_backend_name()
     if kind not in ("sqlite", "postgresql"):  # the locks (flock, advisory) exist for these
         raise ConfigError(
             "storage.url",
             f"a {kind} database: the sweep's storage is SQLite (one machine) or PostgreSQL "
             "(postgresql://user:password@host:5432/db)",
         )
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = make_url(str(st.url))
-    except ArgumentError as e:
-        raise ConfigError("storage.url", f"not an SQLAlchemy URL: {e}") from None
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+    if kind == "sqlite" and url.database in (None, "", ":memory:"):
         raise ConfigError("storage.url", "an in-memory SQLite database cannot hold a study")
 
 
