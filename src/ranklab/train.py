@@ -621,9 +621,9 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
             note_error(run_dir, str(e))
             raise
         except Exception as e:  # a bug, not a user error: its traceback is what is left to read
-            pruned = type(e).__name__ == "TrialPruned"  # a sweep's decision, no error: one line
+            # a pruned trial is a sweep's decision, no error: one line
             note_error(
-                run_dir, str(e) if pruned else "".join(traceback.format_exception(e)).rstrip()
+                run_dir, str(e) if _pruned(e) else "".join(traceback.format_exception(e)).rstrip()
             )
             raise
 
@@ -828,6 +828,12 @@ def _ctrl_c(e: BaseException) -> bool:
     )
 
 
+def _pruned(e: BaseException) -> bool:
+    """A sweep's pruner stopped the run (optuna's ``TrialPruned``; named, so that training
+    needs no optuna import): a decision, not an error."""
+    return type(e).__name__ == "TrialPruned"
+
+
 def _record_failure(
     cfg: DictConfig, run_dir: Path, task: Any, trainer: L.Trainer, e: BaseException, t0: float
 ) -> None:
@@ -860,7 +866,7 @@ def _record_failure(
         if not _preempted(e):  # (a signal's checkpoint during fit is reported by Resumable)
             kept = f"kept {checkpoint}" if checkpoint else "no checkpoint yet"
             log.warning("interrupted: %s; rerun with ckpt_path=auto to continue", kept)
-    elif type(e).__name__ == "TrialPruned":  # optuna's: a sweep's pruner stopped the trial
+    elif _pruned(e):
         write_status(run_dir, "pruned", cfg, error=str(e), checkpoint=checkpoint)
     else:  # any other error: the folder must not go on saying "running"
         error = f"{type(e).__name__}: {e}".splitlines()[0][:500]

@@ -66,11 +66,11 @@ class OptunaPruning(L.Callback):
         self.checked = False
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        split, name = self.monitor.split("/", 1)
         values = getattr(pl_module, "results", {}).get("val")
-        if not self.checked and split == "val" and values is not None:
+        if not self.checked and values is not None:  # the first validation's metrics
             self.checked = True
-            if name not in values:
+            split, name = self.monitor.split("/", 1)
+            if split == "val" and name not in values:
                 raise MetricMissing(
                     "metric",
                     f"'{self.monitor}' is not a validation metric of this run (it has "
@@ -172,6 +172,14 @@ def run_worker(
                 metrics = taken
             else:
                 metrics = train(cfg, callbacks=[OptunaPruning(trial, spec.metric)])
+            split, name = spec.metric.split("/", 1)
+            value = metrics.get(split, {}).get(name)
+            if value is None:
+                raise MetricMissing(
+                    "metric",
+                    f"'{spec.metric}' is not in {run_dir}/metrics.json "
+                    f"(it has {sorted(metrics.get(split, {}))})",
+                )
         except optuna.TrialPruned as e:
             _finish(run_dir, record, "pruned", t0, note=str(e))
             print(f"{head} pruned ({e}) {shown}", flush=True)
@@ -184,22 +192,12 @@ def run_worker(
             _finish(run_dir, record, "interrupted", t0)
             code = e.code if isinstance(e, (Interrupted, StopRequested)) else 130
             raise StopRequested(int(code or 130)) from e
-        except MetricMissing as e:
+        except MetricMissing as e:  # at the first validation, or missing from metrics.json
             trial.set_user_attr("error", str(e))
             _finish(run_dir, record, "failed", t0, error=str(e))
             raise
         except Exception as e:
             raise _failed(trial, run_dir, record, t0, head, shown, e) from e
-        split, name = spec.metric.split("/", 1)
-        value = metrics.get(split, {}).get(name)
-        if value is None:
-            trial.set_user_attr("error", f"no {spec.metric} in metrics.json")
-            _finish(run_dir, record, "failed", t0, error=f"no {spec.metric} in metrics.json")
-            raise MetricMissing(
-                "metric",
-                f"'{spec.metric}' is not in {run_dir}/metrics.json "
-                f"(it has {sorted(metrics.get(split, {}))})",
-            )
         value = float(value)
         if not math.isfinite(value):
             err = FloatingPointError(f"{spec.metric} is {value}")
