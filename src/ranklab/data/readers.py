@@ -699,7 +699,7 @@ def read_libfm(
         lambda i: f"token {tokens['tok'][i]!r}: the value is not a finite number",
     )
     if ffm and fields is not None:
-        order = [f if str(f).startswith("f") else f"f{f}" for f in map(str, fields)]
+        order = [f if f.startswith("f") else f"f{f}" for f in map(str, fields)]
         _fail_at(
             ~tokens["field"].is_in(order),
             tokens["row"],
@@ -728,14 +728,8 @@ def read_libfm(
         sub = grouped.filter(pl.col("field") == f).select(
             "row", pl.col("index").alias(f), pl.col("value").alias(f"{f}.value")
         )
+        # (a listed field no line uses joins an empty frame: its columns, all missing)
         out = out.join(sub, on="row", how="left", maintain_order="left")
-    lists = {"index": pl.List(pl.String), "value": pl.List(pl.Float64)}
-    for f in order:  # a listed field no line uses: a column all the same
-        if f not in out.columns:
-            out = out.with_columns(
-                pl.lit(None, lists["index"]).alias(f),
-                pl.lit(None, lists["value"]).alias(f"{f}.value"),
-            )
     empty = {c: pl.col(c).fill_null(pl.lit([], dtype=out.schema[c])) for c in out.columns[2:]}
     return out.with_columns(**empty).drop("row")
 
@@ -844,28 +838,37 @@ def parquet_shards(path: Path) -> list[Path]:
     return shards
 
 
-def parquet_schema(shards: list[Path]) -> dict[str, pl.DataType]:
-    """One schema for all ``shards``: their columns by name (the first shard's order, then any
-    column a later one adds) and each column's common type (Int32 and Int64 -> Int64, an
-    integer and a float -> Float64), as Spark's merged schema reads a partitioned table. Every
-    shard is read to it (:func:`conform`), in memory and streamed alike, so a value has one
-    spelling, and one id, whichever shard holds it."""
+def parquet_schema(shards: list[Path]) -> tuple[dict[str, pl.DataType], list[set[str]]]:
+    """One schema for all ``shards``, and each shard's own columns: their columns by name (the
+    first shard's order, then any column a later one adds) and each column's common type (Int32
+    and Int64 -> Int64, an integer and a float -> Float64), as Spark's merged schema reads a
+    partitioned table. Every shard is read to it (:func:`read_shard`), in memory and streamed
+    alike, so a value has one spelling, and one id, whichever shard holds it."""
     try:
-        empty = [pl.DataFrame(schema=pl.read_parquet_schema(s)) for s in shards]
-        return dict(pl.concat(empty, how="diagonal_relaxed").schema)
+        each = [pl.read_parquet_schema(s) for s in shards]
+        empty = [pl.DataFrame(schema=schema) for schema in each]
+        merged = dict(pl.concat(empty, how="diagonal_relaxed").schema)
     except pl.exceptions.PolarsError as e:
         where = shards[0].parent if len(shards) > 1 else shards[0]
         raise DataError(
             f"cannot read the shards as one table: {str(e).splitlines()[0]}", path=str(where)
         ) from e
+    return merged, [set(schema) for schema in each]
 
 
-def conform(df: pl.DataFrame, schema: dict[str, pl.DataType], columns: list[str]) -> pl.DataFrame:
-    """A shard's ``columns`` in the common ``schema``: cast to its types, a column the shard
-    lacks as nulls."""
+def read_shard(
+    shard: Path,
+    has: set[str],
+    schema: dict[str, pl.DataType],
+    columns: list[str],
+    rows: tuple[int, int] | None = None,
+) -> pl.DataFrame:
+    """A shard's ``columns`` (``rows``: offset and length, else all) in the common ``schema``:
+    cast to its types, a column the shard lacks (``has``: its own) as nulls."""
+    lazy = pl.scan_parquet(shard).select([c for c in columns if c in has])
+    df = (lazy.slice(*rows) if rows else lazy).collect()
     return df.select(
-        pl.col(c).cast(schema[c]) if c in df.columns else pl.lit(None, schema[c]).alias(c)
-        for c in columns
+        pl.col(c).cast(schema[c]) if c in has else pl.lit(None, schema[c]).alias(c) for c in columns
     )
 
 
@@ -875,17 +878,15 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
     column name into one schema (:func:`parquet_schema`). Column types are otherwise kept as
     written (typing is the preprocessor's job)."""
     shards = parquet_shards(path)
-    schema = parquet_schema(shards)
+    schema, has = parquet_schema(shards)
     wanted = list(columns) if columns else list(schema)
     unknown = [c for c in wanted if c not in schema]
     if unknown:
         raise DataError(f"no column {unknown} in any shard (it has {list(schema)})", path=str(path))
     frames = []
-    for shard in shards:
+    for shard, own in zip(shards, has, strict=True):
         try:
-            have = set(pl.read_parquet_schema(shard))
-            df = pl.read_parquet(shard, columns=[c for c in wanted if c in have])
-            frames.append(conform(df, schema, wanted))
+            frames.append(read_shard(shard, own, schema, wanted))
         except pl.exceptions.PolarsError as e:
             msg = f"cannot read parquet: {str(e).splitlines()[0]}"
             raise DataError(msg, path=str(shard)) from e

@@ -49,11 +49,11 @@ from ranklab.data.preprocess import (
     require_scalar,
 )
 from ranklab.data.readers import (
-    conform,
     first_data_line,
     open_bytes,
     parquet_schema,
     parquet_shards,
+    read_shard,
     read_table,
     require_columns,
 )
@@ -193,17 +193,16 @@ def _parquet_chunks(
     path: Path, options: dict[str, Any], size: int
 ) -> Iterator[tuple[pl.DataFrame, int]]:
     shards = parquet_shards(path)
-    schema = parquet_schema(shards)  # the in-memory reader's: the same values, the same ids
+    # the in-memory reader's schema: the same values, the same ids
+    schema, has = parquet_schema(shards)
     wanted = list(options.get("columns") or schema)
     before = 0
-    for shard in shards:
+    for shard, own in zip(shards, has, strict=True):
         try:
             rows = pl.scan_parquet(shard).select(pl.len()).collect().item()
             step = max(1, size * rows // max(1, shard.stat().st_size)) if rows else 1
-            have = set(pl.read_parquet_schema(shard))
             for lo in range(0, rows, step):
-                lazy = pl.scan_parquet(shard).select([c for c in wanted if c in have])
-                yield conform(lazy.slice(lo, step).collect(), schema, wanted), before + lo + 1
+                yield read_shard(shard, own, schema, wanted, (lo, step)), before + lo + 1
         except pl.exceptions.PolarsError as e:
             msg = f"cannot read parquet: {str(e).splitlines()[0]}"
             raise DataError(msg, path=str(shard)) from e
