@@ -92,6 +92,10 @@ def test_parquet_file_and_folder_of_shards(tmp_path: Path) -> None:
     df[:2].write_parquet(shards / "part-000.parquet")
     df[2:].write_parquet(shards / "part-001.parquet")
     assert read_table(shards, "parquet").equals(df)
+    # a shard without any of the columns read keeps its rows, as missing values
+    df[:2].select("label").write_parquet(shards / "part-002.parquet")
+    got = read_table(shards, "parquet", columns=["a"])
+    assert got["a"].to_list() == [*df["a"].to_list(), None, None]
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="folder holds no"):
         read_table(tmp_path / "empty", "parquet")

@@ -864,12 +864,14 @@ def read_shard(
     rows: tuple[int, int] | None = None,
 ) -> pl.DataFrame:
     """A shard's ``columns`` (``rows``: offset and length, else all) in the common ``schema``:
-    cast to its types, a column the shard lacks (``has``: its own) as nulls."""
-    lazy = pl.scan_parquet(shard).select([c for c in columns if c in has])
-    df = (lazy.slice(*rows) if rows else lazy).collect()
-    return df.select(
-        pl.col(c).cast(schema[c]) if c in has else pl.lit(None, schema[c]).alias(c) for c in columns
-    )
+    cast to its types, a column the shard lacks (``has``: its own) as nulls, one a row (also
+    where it lacks them all: selecting none of its columns would read no rows)."""
+    lazy = pl.scan_parquet(shard)
+    lazy = lazy.slice(*rows) if rows else lazy
+    missing = lambda c: pl.repeat(None, pl.len(), dtype=schema[c]).alias(c)  # noqa: E731
+    return lazy.select(
+        pl.col(c).cast(schema[c]) if c in has else missing(c) for c in columns
+    ).collect()
 
 
 @register("parquet")
