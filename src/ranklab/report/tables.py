@@ -70,31 +70,42 @@ class Runs:
     notes: list[str] = field(default_factory=list)
 
 
-def find_runs(paths: Iterable[str | Path]) -> list[Path]:
-    """Every directory holding a metrics.json at or below the given paths, sorted."""
-    found: set[Path] = set()
+def _run_folders(paths: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
+    """The folders at or below ``paths`` holding a metrics.json, and those holding a
+    status.json but no metrics.json (runs that stopped before their end), in one walk."""
+    import os
+
+    from ranklab.rundir import STATUS_FILE
+
+    finished: set[Path] = set()
+    stopped: set[Path] = set()
     for p in map(Path, paths):
         if p.is_file() and p.name == "metrics.json":
-            found.add(p.parent)
-        elif p.is_dir():
-            found.update(m.parent for m in p.rglob("metrics.json"))
-    return sorted(found)
+            finished.add(p.parent)
+            continue
+        for root, _, files in os.walk(p) if p.is_dir() else ():
+            if "metrics.json" in files:
+                finished.add(Path(root))
+            elif STATUS_FILE in files:
+                stopped.add(Path(root))
+    return sorted(finished), sorted(stopped)
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Every directory holding a metrics.json at or below the given paths, sorted."""
+    return _run_folders(paths)[0]
 
 
 def unfinished_runs(paths: Iterable[str | Path]) -> list[tuple[Path, str]]:
     """Run folders at or below ``paths`` that wrote no metrics.json (interrupted, killed,
     still running, failed), with the status their ``status.json`` gives."""
-    from ranklab.rundir import STATUS_FILE, read_status
+    return _with_status(_run_folders(paths)[1])
 
-    found: set[Path] = set()
-    for p in map(Path, paths):
-        if p.is_dir():
-            found.update(s.parent for s in p.rglob(STATUS_FILE))
-    return [
-        (d, str(read_status(d).get("status") or "unknown"))
-        for d in sorted(found)
-        if not (d / "metrics.json").is_file()
-    ]
+
+def _with_status(folders: list[Path]) -> list[tuple[Path, str]]:
+    from ranklab.rundir import read_status
+
+    return [(d, str(read_status(d).get("status") or "unknown")) for d in folders]
 
 
 def _value(v: Any) -> str:
@@ -200,12 +211,12 @@ def load_runs(paths: Iterable[str | Path], include_smoke: bool = False) -> Runs:
     """Read every run below ``paths``: one row per (experiment, seed), labelled."""
     records: list[tuple[Path, dict[str, Any]]] = []
     notes: list[str] = []
-    paths = list(paths)
+    finished, stopped = _run_folders(paths)
     smoke = []
     # a run stopped before its end (Ctrl-C, SIGTERM, a kill, still running) has no
     # metrics.json: only its status.json says it was there
-    failed = [f"{run} ({status})" for run, status in unfinished_runs(paths)]
-    for run in find_runs(paths):
+    failed = [f"{run} ({status})" for run, status in _with_status(stopped)]
+    for run in finished:
         m = json.loads((run / "metrics.json").read_text())
         if m.get("status") not in (None, "finished"):  # e.g. diverged: no test results
             failed.append(f"{run} ({m['status']})")
