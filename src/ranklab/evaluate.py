@@ -44,6 +44,7 @@ def evaluate(run_dir: Path, overrides: list[str], track: bool = False) -> dict[s
         raise DataError("not a run directory (no config.yaml)", path=run_dir)
     cfg = upgrade_config(OmegaConf.load(cfg_path))  # runs from before optimizer/scheduler groups
     dotlist, added = [], []
+    absent = object()  # a key set to null (memory_budget: null) is there all the same
     for o in overrides:
         key, sep, _ = o.partition("=")
         if not sep:
@@ -52,7 +53,6 @@ def evaluate(run_dir: Path, overrides: list[str], track: bool = False) -> dict[s
         key = key.removeprefix("+")
         if adding:
             added.append(key)
-        absent = object()  # a key set to null (memory_budget: null) is there all the same
         if not adding and OmegaConf.select(cfg, key, default=absent) is absent:
             raise ConfigError(key, f"not a key of {cfg_path} (prefix '+' to add it)")
         dotlist.append(o.removeprefix("+"))
