@@ -89,6 +89,21 @@ def test_ffm_fields_and_a_featindex_field_map(tmp_path: Path) -> None:
     assert listed.drop("f7", "f7.value").equals(df)
     with pytest.raises(DataError, match=r"a\.ffm, line 1: token '10:7:0\.5': its field is not"):
         read_table(ffm, "ffm", fields=[0, 1])
+    # a streamed chunk whose lines hold no token still has the listed fields (it was one
+    # ``features`` bag), and a libFM file refuses ``fields`` (it was ignored without a word)
+    bare = tmp_path / "bare.ffm"
+    bare.write_text("1\n0\n")
+    assert read_table(bare, "ffm", fields=[0, 7]).columns == [
+        "label",
+        "f0",
+        "f0.value",
+        "f7",
+        "f7.value",
+    ]
+    lf = tmp_path / "b.libfm"
+    lf.write_text("1\n0 3:1 7:0.5\n")
+    with pytest.raises(DataError, match=r"b\.libfm, line 2: read_options\.fields is for FFM files"):
+        read_table(lf, "libfm", fields=[0, 1])
     from ranklab.data.readers import require_columns
 
     with pytest.raises(DataError, match=r"list every field in read_options\.fields"):

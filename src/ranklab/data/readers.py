@@ -667,8 +667,17 @@ def read_libfm(
         .with_columns(pl.col("tok").str.split(":").alias("p"))
     )
     n = tokens["p"].list.len()
-    # the format is the first token's: a stray token of the other kind is named on its own line
-    ffm = bool(len(n) and n[0] == 3)
+    # the format is the first token's: a stray token of the other kind is named on its own line;
+    # ``fields`` is FFM's, so a file or streamed chunk without any token is read as FFM under it
+    ffm = bool(n[0] == 3) if len(n) else fields is not None
+    if fields is not None and not ffm:
+        raise DataError(
+            f"read_options.fields is for FFM files (field:index:value tokens), and this file's "
+            f"first token is {tokens['tok'][0]!r}: remove it (a libFM/libSVM file's fields come "
+            "from read_options.field_map)",
+            path=str(path),
+            line=int(tokens["row"][0]) + 1,
+        )
     _fail_at(
         (n != 3) if ffm else (n > 2),
         tokens["row"],
