@@ -228,6 +228,44 @@ def test_dlrm_dot_interaction_needs_two_vectors() -> None:
     assert instantiate(cat, _partial_=True)(schema=one)({"f": torch.tensor([2, 3])}).shape == (2,)
 
 
+def test_dlrm_against_a_naive_reference() -> None:
+    """Naumov et al.'s DLRM, written out: the bottom MLP activates every layer, the last too
+    (the reference code's ``create_mlp``; ranklab's last bottom layer was linear, so the dense
+    vector could be negative), then the dot product of every pair i < j of [dense, e_1, e_2],
+    the dense vector beside them, into the top MLP."""
+    from ranklab.models.dlrm import DLRM
+
+    torch.manual_seed(0)
+    schema = Schema(
+        (
+            Feature("a", "numeric"),
+            Feature("b", "numeric"),
+            Feature("c", "categorical", vocab_size=5),
+            Feature("d", "categorical", vocab_size=7),
+        )
+    )
+    m = DLRM(schema, 4, "dot", bottom_units=(6,), top_units=(8,), init_std=1.0).double().eval()
+    for p in m.parameters():
+        torch.nn.init.normal_(p)
+    x = {
+        "a": torch.randn(16, dtype=torch.float64),
+        "b": torch.randn(16, dtype=torch.float64),
+        "c": torch.randint(0, 5, (16,)),
+        "d": torch.randint(0, 7, (16,)),
+    }
+    relu = torch.relu
+    (b1, b2), (t1, t2) = (
+        [layer for layer in mlp if isinstance(layer, torch.nn.Linear)] for mlp in (m.bottom, m.top)
+    )
+    dense = relu(b2(relu(b1(torch.stack([x["a"], x["b"]], 1)))))  # (B, D)
+    emb = m.embedding(x)  # (B, 2, D)
+    vecs = [dense, emb[:, 0], emb[:, 1]]
+    dots = [(vecs[i] * vecs[j]).sum(1) for i in range(3) for j in range(i + 1, 3)]
+    want = t2(relu(t1(torch.cat([dense, torch.stack(dots, 1)], 1)))).squeeze(1)
+    assert bool((dense == 0).any()), "the weights should give some negative pre-activations"
+    torch.testing.assert_close(m(x), want)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_model_config_is_one_target_with_real_arguments(name: str) -> None:
     cfg = compose([f"model={name}"]).model

@@ -12,13 +12,15 @@ from ranklab.data.schema import Schema
 from ranklab.errors import ConfigError
 from ranklab.nn import MLP, FeatureEmbedding
 from ranklab.nn.interaction import DotInteraction
+from ranklab.nn.mlp import activation as make_activation
 
 
 class DLRM(nn.Module):
-    """Dense (numeric) fields -> bottom MLP -> one vector (B, D) beside the categorical
-    embeddings (B, Fc, D). ``interaction="dot"``: the pairwise dot products of all of them
-    (B, P) with the dense vector -> top MLP; ``"cat"``: the concatenated vectors -> top MLP
-    (BARS's tuned Frappe_x1 setting). Without numeric fields there is no bottom MLP."""
+    """Dense (numeric) fields -> bottom MLP (every layer activated, the last too, as in the
+    reference code) -> one vector (B, D) beside the categorical embeddings (B, Fc, D).
+    ``interaction="dot"``: the pairwise dot products of all of them (B, P) with the dense
+    vector -> top MLP; ``"cat"``: the concatenated vectors -> top MLP (BARS's tuned Frappe_x1
+    setting). Without numeric fields there is no bottom MLP."""
 
     def __init__(
         self,
@@ -43,6 +45,9 @@ class DLRM(nn.Module):
             self.bottom = MLP(
                 len(self.numeric), bottom_units, embedding_dim, 0.0, batch_norm, activation
             )
+            # the reference's bottom MLP (and FuxiCTR's) activates its last layer too, so the
+            # dense vector entering the dot products is, like that code's, >= 0 under ReLU
+            self.bottom.append(make_activation(activation, embedding_dim))
         n = self.embedding.num_fields_total + (1 if self.bottom is not None else 0)
         if interaction == "dot" and n < 2:  # no pair to take a dot product of: a constant model
             raise ConfigError(
