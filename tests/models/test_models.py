@@ -21,6 +21,7 @@ from ranklab.data import BatchLoader, RankDataModule, SyntheticCTR, SyntheticSeq
 from ranklab.data.schema import Feature, Schema
 from ranklab.errors import SchemaError
 from ranklab.metrics import auc
+from ranklab.nn import TransformerBlock
 
 MODELS = sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
 
@@ -162,12 +163,19 @@ def test_learns_planted_signal_better_than_constant(name: str, data_for) -> None
     assert auc(logits, test.label) > 0.62, name
 
 
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("name", RANKING)
-def test_left_padding_changes_nothing(name: str, seq_data: RankDataModule) -> None:
+def test_left_padding_changes_nothing(name: str, train: bool, seq_data: RankDataModule) -> None:
     """Histories (B, L) and the same histories with 4 fewer columns of left padding give the
-    same output: the model masks padding and counts positions from the most recent event."""
+    same output: the model masks padding and counts positions from the most recent event. Also
+    in training (dropout off), where batch statistics (DIN's Dice) must not count padding."""
     torch.manual_seed(0)
-    model = build(name, seq_data.schema).eval()
+    model = build(name, seq_data.schema).train(train)
+    for m in model.modules():  # dropout off: modules', and the attention's functional one
+        if isinstance(m, torch.nn.Dropout):
+            m.eval()
+        if isinstance(m, TransformerBlock):
+            m.dropout = 0.0
     split = seq_data.split("val")
     seqs = [f.name for f in seq_data.schema.sequences]
     short = (split.features["hist_item"][:, :4] == 0).all(1)  # rows with >= 4 padding columns

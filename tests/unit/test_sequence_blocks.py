@@ -83,6 +83,28 @@ def test_local_activation_unit_matches_row_loop(mask: torch.Tensor) -> None:
     torch.testing.assert_close(unit(q, k, mask, s), naive)
 
 
+def test_local_activation_unit_in_training_ignores_padding(mask: torch.Tensor) -> None:
+    """With Dice in training, batch statistics are the valid steps' own: more left padding
+    changes nothing (Dice normalised over every (b, l), padding included, so the weights and the
+    running statistics moved with the batch's width), and one or no valid step still runs."""
+    torch.manual_seed(0)
+    unit = LocalActivationUnit(D, [6], act="dice").double().train()
+    q, k = torch.randn(B, D, dtype=torch.float64), torch.randn(B, L, D, dtype=torch.float64)
+    wide = torch.cat([torch.randn(B, 5, D, dtype=torch.float64), k], dim=1)  # 5 more pad steps
+    wide_mask = torch.cat([torch.zeros(B, 5, dtype=torch.bool), mask], dim=1)
+    w = unit(q, k, mask)
+    stats = unit.mlp[1].norm.running_mean.clone()
+    torch.testing.assert_close(unit(q, wide, wide_mask)[:, 5:], w)
+    torch.testing.assert_close(unit.mlp[1].norm.running_mean, 0.9 * stats + 0.1 * stats / 0.1)
+    x = torch.cat([q[:, None].expand_as(k), k, q[:, None] - k, q[:, None] * k], -1)[mask]
+    mean = unit.mlp[0](x).mean(0)  # the batch statistics are those of the valid steps
+    torch.testing.assert_close(stats, 0.1 * mean)
+    one = torch.zeros(B, L, dtype=torch.bool)
+    one[0, -1] = True
+    assert unit(q, k, one)[~one].eq(0).all() and unit(q, k, one).isfinite().all()
+    assert unit(q, k, torch.zeros_like(one)).eq(0).all()
+
+
 def test_masked_pooling_matches_loops(mask: torch.Tensor) -> None:
     torch.manual_seed(0)
     x = torch.randn(B, L, D, dtype=torch.float64)

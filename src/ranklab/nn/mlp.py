@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 
 class Dice(nn.Module):
@@ -14,7 +15,8 @@ class Dice(nn.Module):
     f(s) = p(s) * s + (1 - p(s)) * alpha * s,   p(s) = sigmoid((s - E[s]) / sqrt(Var[s] + eps)),
 
     with E and Var the batch statistics over all leading dimensions in training (biased
-    variance) and their running averages in evaluation, as batch normalisation keeps them.
+    variance) and their running averages in evaluation, as batch normalisation keeps them (and
+    in training on fewer than two rows, which have no variance).
     (..., D) -> (..., D); alpha starts at 0.
     """
 
@@ -24,7 +26,15 @@ class Dice(nn.Module):
         self.alpha = nn.Parameter(torch.zeros(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        p = torch.sigmoid(self.norm(x.reshape(-1, x.shape[-1]))).view_as(x)  # (..., D)
+        flat = x.reshape(-1, x.shape[-1])  # (N, D)
+        if self.training and flat.shape[0] < 2:
+            # one value has no batch variance (batch norm refuses it in training; DIN's unit
+            # passes the valid history steps only, possibly one or none): running statistics
+            n = self.norm
+            z = F.batch_norm(flat, n.running_mean, n.running_var, training=False, eps=n.eps)
+        else:
+            z = self.norm(flat)
+        p = torch.sigmoid(z).view_as(x)  # (..., D)
         return p * x + (1 - p) * self.alpha * x
 
 

@@ -151,8 +151,12 @@ class LocalActivationUnit(nn.Module):
     ) -> Tensor:
         q = query.unsqueeze(1).expand_as(keys)  # (B, L, D)
         parts = [q, keys, q - keys, q * keys] + ([side] if side is not None else [])
-        w = self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)  # (B, L)
-        return w.masked_fill(~mask, 0.0)
+        x = torch.cat(parts, dim=-1)  # (B, L, 4D + S)
+        # the MLP sees the valid steps only (N, 4D + S): Dice's batch statistics in training are
+        # then the histories', not diluted by however much left padding the batch's width adds
+        w = x.new_zeros(mask.shape)  # (B, L)
+        w[mask] = self.mlp(x[mask]).squeeze(-1)
+        return w
 
 
 # -- recurrent blocks --------------------------------------------------------------------------
