@@ -156,13 +156,13 @@ def bare_train(
     batch_size: int,
     epochs: int,
     lr: float,
-    emb_reg: float,
-    emb_params: list[nn.Parameter],
+    penalties: list[tuple[float, list[nn.Parameter]]],
     seed: int,
     clip: float | None = None,
 ) -> float:
-    """A plain loop: permutation, slice, forward, BCE (+ embedding L2), backward, [gradient
-    clipping, as the experiment's recipe asks,] Adam step."""
+    """A plain loop: permutation, slice, forward, BCE (+ the L2 penalties the task adds: a
+    (coefficient, parameters) pair each, embeddings' and the other weights'), backward,
+    [gradient clipping, as the experiment's recipe asks,] Adam step."""
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
@@ -179,8 +179,9 @@ def bare_train(
             loss = F.binary_cross_entropy_with_logits(logits, b.label)
             if isinstance(out, dict):
                 loss = loss + sum(v for k, v in out.items() if k.endswith("_loss"))
-            if emb_reg:
-                loss = loss + emb_reg / 2 * sum(p.pow(2).sum() for p in emb_params)
+            for coef, params in penalties:
+                if coef:
+                    loss = loss + coef / 2 * sum(p.pow(2).sum() for p in params)
             loss.backward()
             if clip:
                 nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -261,10 +262,20 @@ def seq_overrides(data_dir: Path) -> tuple[list[str], str]:
     return ["data=synthetic_seq"], "synthetic_seq (no real data found)"
 
 
+def penalties(
+    cfg, model: nn.Module, emb: list[nn.Parameter]
+) -> list[tuple[float, list[nn.Parameter]]]:
+    """The L2 penalties the task adds, as (coefficient, parameters): the embeddings' (``emb``)
+    and the other weights' (the tuned LR and FM set ``net_regularizer``: the bare loop left it
+    out, and did less work a step than the framework)."""
+    net = [p for p in model.parameters() if all(p is not e for e in emb)]
+    return [(cfg.task.embedding_regularizer, emb), (cfg.task.net_regularizer, net)]
+
+
 def bench_model(cfg, epochs: int, repeats: int) -> dict:
     """Alternate framework and bare runs ``repeats`` times; medians and raw figures."""
     fw_tr, bare_tr, fw_ev, bare_ev, ind_tr, ind_ev = [], [], [], [], [], []
-    reg, clip = cfg.task.embedding_regularizer, cfg.trainer.get("gradient_clip_val")
+    clip = cfg.trainer.get("gradient_clip_val")
     for r in range(repeats):
         fw_tr.append(framework_train(cfg, epochs))
         dm, model, task = build(cfg)
@@ -272,7 +283,14 @@ def bench_model(cfg, epochs: int, repeats: int) -> dict:
 
         def bare(m: nn.Module, emb: list[nn.Parameter], dm=dm, seed=cfg.seed + r) -> float:
             return bare_train(
-                m, dm.split("train"), dm.batch_size, epochs, cfg.optimizer.lr, reg, emb, seed, clip
+                m,
+                dm.split("train"),
+                dm.batch_size,
+                epochs,
+                cfg.optimizer.lr,
+                penalties(cfg, m, emb),
+                seed,
+                clip,
             )
 
         bare_tr.append(bare(model, task.emb_params))

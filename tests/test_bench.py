@@ -55,6 +55,26 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert res[key] > 0, key
 
 
+def test_the_bare_loop_adds_the_penalties_the_task_adds(tmp_path: Path) -> None:
+    """Same work on both sides: the bare loop's L2 terms sum to the task's regularisation (it
+    left out ``net_regularizer``, which the tuned LR and FM set)."""
+    spec = importlib.util.spec_from_file_location(
+        "throughput", ROOT / "benchmarks" / "throughput.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from ranklab.config import compose
+
+    over = ["task.embedding_regularizer=0.01", "task.net_regularizer=0.003"]
+    over += ["data.source.n_train=500", "data.source.n_val=200", "data.source.n_test=200"]
+    cfg = compose(["model=deepfm", *over, f"paths.cache_dir={tmp_path}/cache"])
+    _, model, task = bench.build(cfg)
+    terms = bench.penalties(cfg, model, task.emb_params)
+    bare = sum(c / 2 * sum(p.pow(2).sum() for p in ps) for c, ps in terms)
+    assert [c for c, _ in terms] == [0.01, 0.003]
+    assert float(bare) == float(task.regularization())
+
+
 def test_eval_phases_lie_inside_the_validate_call(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location(
         "eval_phases", ROOT / "benchmarks" / "eval_phases.py"
