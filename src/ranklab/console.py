@@ -58,7 +58,8 @@ def summary_table(metrics: dict[str, Any]) -> Table:
         table.add_row(*row)
     table.add_section()
     facts = [
-        ("best epoch", metrics.get("best_epoch")),
+        # 1-based, as the epoch lines count (metrics.json's best_epoch is Lightning's 0-based)
+        ("best epoch", None if (b := metrics.get("best_epoch")) is None else b + 1),
         ("epochs run", metrics.get("epochs")),
         ("parameters", f"{metrics.get('n_params', 0):,}"),
         ("train samples/s", f"{metrics.get('train_samples_per_s', 0):,.0f}"),
@@ -66,9 +67,10 @@ def summary_table(metrics: dict[str, Any]) -> Table:
     ]
     eff = metrics.get("efficiency") or {}
     if eff:  # what the result cost
-        facts.append(("peak memory (MB)", f"{eff['peak_rss_mb']:,.0f} RSS"))
+        # the keys say mb; the figures are MiB (ru_maxrss KiB / 1024, max_memory_allocated / 2**20)
+        facts.append(("peak memory (MiB)", f"{eff['peak_rss_mb']:,.0f} RSS"))
         if "peak_gpu_allocated_mb" in eff:
-            facts.append(("peak GPU memory (MB)", f"{eff['peak_gpu_allocated_mb']:,.0f}"))
+            facts.append(("peak GPU memory (MiB)", f"{eff['peak_gpu_allocated_mb']:,.0f}"))
         for size in (1, 4096):
             lat = eff.get(f"latency_ms_batch{size}")
             if lat:

@@ -88,9 +88,10 @@ def run_grid(
         else:
             m = train(cfg)
             shown = ", ".join(f"{k} {v:.5f}" for k, v in list(m["test"].items())[:3])
+            best = m.get("best_epoch")  # 0-based in metrics.json; 1-based as epoch lines count
+            best = "-" if best is None else best + 1
             console.print(
-                f"{name} seed {seed}: test {shown} (best epoch {m['best_epoch']}, "
-                f"{m['wall_time_s']:.0f}s)"
+                f"{name} seed {seed}: test {shown} (best epoch {best}, {m['wall_time_s']:.0f}s)"
             )
         runs.append(run)
     return runs, notes

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -252,3 +253,29 @@ def test_threads_null_is_torchs_default_whatever_an_earlier_run_set(
     assert train(one)["environment"]["threads"] == 1
     assert train(make_cfg())["environment"]["threads"] == DEFAULT_THREADS
     assert torch.get_num_threads() == DEFAULT_THREADS
+
+
+def test_efficiency_against_independent_measures(make_cfg) -> None:
+    """metrics.json's costs: parameters are the model's numel; peak RSS is in MiB (at most the
+    process's peak so far, /proc's VmHWM in KiB / 1024: a figure in MB would be 4.9% above it);
+    latencies come from enough timings for a p99 (20 timings of a batch of 4,096 made its p99
+    all but their maximum), and the summary says MiB and counts the best epoch from 1, as its
+    epoch lines do."""
+    from rich.console import Console
+
+    from ranklab.console import summary_table
+
+    m = train(make_cfg("model=lr", "efficiency=true", "trainer.max_epochs=3"))
+    eff = m["efficiency"]
+    assert eff["parameters"] == m["n_params"]
+    hwm = int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text())[1])
+    assert 50 < eff["peak_rss_mb"] <= hwm / 1024
+    for size in (1, 4096):
+        lat = eff[f"latency_ms_batch{size}"]
+        assert lat["rows"] == size and 0 < lat["p50"] <= lat["p99"]
+        assert lat["timings"] == 200  # LR's batch of 4,096 takes well under 25 ms
+    console = Console(width=200, record=True)
+    console.print(summary_table(m))
+    text = console.export_text()
+    assert "peak memory (MiB)" in text and "(MB)" not in text
+    assert re.search(rf"best epoch[\s│]+{m['best_epoch'] + 1}\b", text), text
