@@ -14,8 +14,9 @@ import torch
 
 class SignalAt(L.Callback):
     """Sends ``signum`` once, at a training batch or (``during="validation"``) at a batch of
-    that epoch's validation: a marker file beside the run says it was sent, so that the same
-    command (same config, same hash) resumes without being stopped again."""
+    that epoch's validation, or (``"test"``; epoch: the number of epochs run) of the test: a
+    marker file beside the run says it was sent, so that the same command (same config, same
+    hash) resumes without being stopped again."""
 
     def __init__(
         self,
@@ -51,6 +52,17 @@ class SignalAt(L.Callback):
         dataloader_idx: int = 0,
     ) -> None:
         self._maybe_send(trainer, "validation", i)
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        i: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._maybe_send(trainer, "test", i)
 
 
 class NaNAt(L.Callback):

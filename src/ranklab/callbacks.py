@@ -320,6 +320,12 @@ class Resumable(L.Callback):
 
         if isinstance(exception, SIGTERMException):
             self.signum = self.signum or signal.SIGTERM
+            if trainer.state.fn != "fit":
+                # after fit (its validate and test): the model holds the best checkpoint's
+                # weights and the loops' state is the end of fit; saved here, a resumed run
+                # trained on from there (after an early stop, epochs the run never had). The
+                # checkpoint fit wrote stays, and the resumed run redoes fit's rest and the test.
+                return
             if trainer.validating or trainer.sanity_checking:
                 # Lightning cannot resume a validation loop: a run restored from a state saved
                 # mid-validation skips that validation (and early stopping then fails). The

@@ -25,7 +25,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
@@ -661,7 +661,7 @@ def _train(
     schema = datamodule.schema.with_labels(OmegaConf.select(cfg, "task.labels"))
     check_monitor_defined(cfg, datamodule, schema)
     throughput = Throughput()
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks = [_callback(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += extra_callbacks
     # A bar rewrites itself: into a pipe or a file it writes thousands of updates. There, and
     # when the bar is off, the epoch lines (always in train.log) are the progress report.
@@ -739,6 +739,20 @@ def _train(
     return metrics
 
 
+def _callback(conf: DictConfig) -> L.Callback:
+    """The callback ``conf`` names. Early stopping checks after each validation, not at each
+    training epoch's end (Lightning's choice when validation runs every epoch): an epoch that
+    ``max_steps`` ends before its validation re-checked the previous validation's value, and
+    in a process resumed within that epoch there is none (a RuntimeError, for good)."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    target = conf.get("_target_")
+    unset = conf.get("check_on_train_epoch_end") is None
+    if target and unset and issubclass(get_class(target), EarlyStopping):
+        return instantiate(conf, check_on_train_epoch_end=False)
+    return instantiate(conf)
+
+
 def _logger(conf: DictConfig, saved: dict[str, Any], step: int | None) -> Any:
     """The logger ``conf`` names, continuing what the run it resumes logged (the tracker runs
     in ``saved``, TensorBoard's events up to the checkpoint's ``step``): loggers start nothing
@@ -781,8 +795,13 @@ def _fit_and_test(
         log.info("model %s has no trainable parameters: skipping fit", model_name(cfg))
     ckpt_cb = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     ckpt = ckpt_cb.best_model_path if ckpt_cb is not None and ckpt_cb.best_model_path else None
-    trainer.validate(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
-    trainer.test(task, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
+    # fit's handlers are gone: SIGTERM and SIGUSR1 now interrupt at once (Lightning's own
+    # SIGTERM handler, chained before this one, ignores a signal at a loop's last batch, and
+    # outside SLURM it leaves SIGUSR1 to the default action, a kill)
+    with _signals_interrupt():
+        kw: dict[str, Any] = {"ckpt_path": ckpt, "verbose": False, "weights_only": True}
+        trainer.validate(task, datamodule=datamodule, **kw)
+        trainer.test(task, datamodule=datamodule, **kw)
     bayes = datamodule.meta.get("bayes")
     return {
         "model": model_name(cfg),

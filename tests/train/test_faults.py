@@ -110,6 +110,12 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict:
         # every 40 steps lands on epoch 1's last batch, where a restored run would skip that
         # epoch's validation: not written there, the one after the epoch's first batch stays
         (signal.SIGKILL, "train", 1, 39, -signal.SIGKILL, (1, 41), ("every_n_steps=40",)),
+        # during the test, after fit: the fit's last checkpoint stays (one written there held
+        # the best epoch's weights and the end of fit: resumed, an early-stopped run trained on)
+        (signal.SIGTERM, "test", 4, 1, 128 + signal.SIGTERM, (3, 121), ()),
+        # SIGUSR1 after fit was the default action (a kill, the folder saying running), and a
+        # signal at a stage's last batch was ignored (exit 0)
+        (signal.SIGUSR1, "test", 4, 3, 128 + signal.SIGUSR1, (3, 121), ()),
     ],
     ids=[
         "sigkill-after-a-checkpoint",
@@ -117,6 +123,8 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "sigterm-mid-validation",
         "sigterm-at-epoch-end",
         "sigkill-at-an-epochs-last-batch",
+        "sigterm-during-test",
+        "sigusr1-at-the-last-test-batch",
     ],
 )
 def test_killed_run_resumes_to_the_same_digits(
@@ -150,6 +158,21 @@ def test_killed_run_resumes_to_the_same_digits(
     # the resumed epoch's log line times only that process's part of it, and shows throughput
     lines = [x for x in (run / "train.log").read_text().splitlines() if "] epoch " in x]
     assert lines and all("samples/s" in x and float(x.split()[-2]) < 300 for x in lines)
+
+
+def test_a_run_max_steps_ends_mid_epoch_resumes_to_the_same_digits(tmp_path: Path) -> None:
+    """``max_steps`` ends epoch 2 at its 20th batch, before its validation: early stopping
+    re-checked epoch 1's validation there, and a process resumed within that epoch had none, so
+    every ``ckpt_path=auto`` failed (RuntimeError). It now checks after validations only."""
+    steps = "+trainer.max_steps=100"  # 40 batches an epoch
+    (tmp_path / "full").mkdir()
+    assert cli(tmp_path / "full" / "run", steps).returncode == 0
+    run = tmp_path / "run"
+    fault = [steps, *signal_at(2, 5, signal.SIGKILL, tmp_path / "sent")]
+    assert cli(run, *fault).returncode == -signal.SIGKILL
+    r = cli(run, *fault, "ckpt_path=auto")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert results(run) == results(tmp_path / "full" / "run")
 
 
 def test_nan_loss_stops_at_once_and_keeps_the_finite_checkpoint(make_cfg, tmp_path: Path) -> None:
