@@ -586,6 +586,7 @@ def train(cfg: DictConfig, callbacks: list[L.Callback] | None = None) -> dict[st
     checkpoints, logger files).
     """
     t_start = time.perf_counter()
+    git_commit()  # the code this process runs: read once, before a long study's tree changes
     _quiet_lightning()
     objective_metric(cfg)  # a bad objective fails now, not after training
     check_config(cfg)

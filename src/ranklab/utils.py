@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -140,8 +141,21 @@ def hash_object(obj: Any) -> str:
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
-    """The current commit (with ``-dirty`` when the tree has changes), or None outside git."""
-    cwd = cwd or Path(__file__).resolve().parent
+    """The current commit (with ``-dirty`` when the tree has changes), or None outside git.
+    Without ``cwd``: ranklab's own, as it was at this process's first call. The code a process
+    runs is what it imported when it started, so a study's later runs must not record a commit
+    made while it ran (they did)."""
+    if cwd is None:
+        return _own_commit()
+    return _commit_of(cwd)
+
+
+@functools.cache
+def _own_commit() -> str | None:
+    return _commit_of(Path(__file__).resolve().parent)
+
+
+def _commit_of(cwd: str | os.PathLike) -> str | None:
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10

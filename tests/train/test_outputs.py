@@ -279,3 +279,28 @@ def test_efficiency_against_independent_measures(make_cfg) -> None:
     text = console.export_text()
     assert "peak memory (MiB)" in text and "(MB)" not in text
     assert re.search(rf"best epoch[\s│]+{m['best_epoch'] + 1}\b", text), text
+
+
+def test_every_run_of_a_process_records_the_commit_it_started_with(
+    make_cfg, tmp_path: Path
+) -> None:
+    """A long study's runs recorded the commit at each run's end: a commit made while the
+    study ran (its code already imported) was recorded as the code of its later runs."""
+    import ranklab.utils as utils
+
+    utils._own_commit.cache_clear()
+    calls: list[object] = []
+    real = utils._commit_of
+
+    def counted(cwd: object) -> str | None:
+        calls.append(cwd)
+        return real(cwd)
+
+    utils._commit_of = counted
+    try:
+        a = train(make_cfg("trainer.max_epochs=1", "efficiency=false"))
+        again = ("trainer.max_epochs=1", "efficiency=false", "seed=7")
+        b = train(make_cfg(*again, f"paths.output_dir={tmp_path}/second"))
+    finally:
+        utils._commit_of = real
+    assert len(calls) == 1 and a["git_commit"] == b["git_commit"]
