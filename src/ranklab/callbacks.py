@@ -120,7 +120,10 @@ class EpochLog(L.Callback):
         history = getattr(pl_module, "history", [])
         last = history[-1] if history and history[-1].get("epoch") == epoch else {}
         parts = [f"epoch {epoch + 1}/{trainer.max_epochs}"]
-        loss = pl_module.epoch_loss() if hasattr(pl_module, "epoch_loss") else None
+        # the history's (over every rank, under DDP), else this process's epoch so far
+        loss = last.get("train_loss")
+        if loss is None and hasattr(pl_module, "epoch_loss"):
+            loss = pl_module.epoch_loss()
         if loss is not None:
             parts.append(f"train/loss {loss:.5f}")
         names = [self.monitor] if self.monitor in last else []

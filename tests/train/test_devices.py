@@ -160,3 +160,12 @@ def test_two_processes_train_like_one(family: str, tmp_path) -> None:
     assert not list((tmp_path / "two").glob("*ddp_process*")), sorted((tmp_path / "two").iterdir())
     assert abs(two["test"][auc] - one["test"][auc]) < 0.002, (one["test"], two["test"])
     assert len(two["history"]) == len(one["history"])
+    # train.log has one line an epoch, rank 0's (rank 1 added its own, with its own share of
+    # the train loss), showing the history's loss: over every rank's rows (it was rank 0's)
+    log = (tmp_path / "two" / "train.log").read_text().splitlines()
+    lines = [x for x in log if "] epoch " in x]
+    assert len(lines) == len(two["history"]), lines
+    for line, h in zip(lines, two["history"], strict=True):
+        assert f"train/loss {h['train_loss']:.5f}" in line
+    for a, b in zip(one["history"], two["history"], strict=True):
+        assert abs(a["train_loss"] - b["train_loss"]) < 2e-3
