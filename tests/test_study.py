@@ -207,3 +207,33 @@ def test_an_interrupted_study_run_continues_from_its_checkpoint(
     m = json.loads((run / "metrics.json").read_text())
     assert m["status"] == "finished" and m["resumed_from"] == str(run / "checkpoints" / "last.ckpt")
     assert sys.modules.get("faults") is not None
+
+
+def test_a_diverged_run_is_left_out_and_the_others_still_run(
+    tmp_path: Path, tiny_overrides: list[str], capsys
+) -> None:
+    """A variant whose run diverges (lr 1e20): the study stopped there (exit 2), the variants
+    after it untrained, and a rerun tabulated the diverged run as done. Now the others train,
+    the table leaves it out with a note, the study exits 2, and a rerun does not train it again."""
+    spec_path = tmp_path / "div.yaml"
+    base = [*tiny_overrides, f"paths.cache_dir={tmp_path}/cache", "threads=1", "model=deepfm"]
+    spec = {
+        "name": "div",
+        "base": base,
+        "seeds": [1],
+        "variants": {"bad": ["optimizer.lr=1e20"], "good": []},
+        "metrics": ["test/auc"],
+    }
+    spec_path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    args = [str(spec_path), "--data-dir", str(tmp_path), "--out", str(out)]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "1 run(s) diverged: bad seed 1" in captured.err
+    md = (out / "table.md").read_text()
+    assert "| good | DeepFM | 1 |" in md and "| bad |" not in md
+    assert f"note: left out {out / 'bad' / 'seed1'}: it diverged (training loss is" in md
+    stamp = (out / "bad" / "seed1" / "metrics.json").stat().st_mtime_ns
+    assert main(args) == 2
+    assert "bad seed 1: diverged (" in capsys.readouterr().out
+    assert (out / "bad" / "seed1" / "metrics.json").stat().st_mtime_ns == stamp

@@ -20,9 +20,10 @@ def run_grid(
     out: str | Path,
     train_missing: bool = True,
     study: str | None = None,
-) -> tuple[list[Path], list[str]]:
-    """Train every (variant, seed) under ``out/<variant>/seed<seed>``; return the run dirs and
-    notes on the runs left out.
+) -> tuple[list[Path], list[str], list[str]]:
+    """Train every (variant, seed) under ``out/<variant>/seed<seed>``; return the run dirs,
+    notes on the runs left out, and the runs that diverged (``<variant> seed <seed>``: a
+    result, not tabulated; the others still train, and a rerun does not train them again).
 
     A run whose directory already holds a metrics.json for the same configuration (same
     config hash) is not trained again, so an interrupted study resumes where it stopped; one
@@ -32,7 +33,7 @@ def run_grid(
     returned, and those of another config left out with a note. Trackers
     name each run ``<study>/<variant>/seed<seed>`` in group ``<study>`` (job type ``study``).
     """
-    from ranklab.errors import ConfigError
+    from ranklab.errors import ConfigError, Diverged
     from ranklab.rundir import describe_other_config, read_status
     from ranklab.train import check_config, train
 
@@ -68,12 +69,19 @@ def run_grid(
                 f"{describe_other_config(cfg, held)}): the study changed since it ran; give "
                 f"another --out, or delete that folder to train it again",
             )
-    runs, notes = [], []
+    runs, notes, diverged = [], [], []
     for name, seed, run, cfg in planned:
         cfg.ckpt_path = "auto"  # an interrupted run continues from its last.ckpt
         set_tracking(cfg, f"{study}/{name}/seed{seed}", study, "study", tag=study)
         done = run / "metrics.json"
-        finished = json.loads(done.read_text()).get("config_hash") if done.is_file() else None
+        held = json.loads(done.read_text()) if done.is_file() else {}
+        finished = held.get("config_hash")
+        if finished == config_hash(cfg) and held.get("status") == "diverged":
+            # the same config and seed diverge again: not trained again, nor tabulated
+            diverged.append(f"{name} seed {seed}")
+            notes.append(f"left out {run}: it diverged ({held.get('error')})")
+            console.print(f"[red]{name} seed {seed}: diverged ({run})[/]")
+            continue
         if finished == config_hash(cfg):
             console.print(f"[dim]{name} seed {seed}: done already ({run})[/]")
         elif not train_missing:
@@ -86,7 +94,13 @@ def run_grid(
                 notes.append(f"left out {run}: it did not finish ({status})")
             continue
         else:
-            m = train(cfg)
+            try:
+                m = train(cfg)
+            except Diverged as e:  # a result of this config: the others still run
+                diverged.append(f"{name} seed {seed}")
+                notes.append(f"left out {run}: it diverged ({e})")
+                console.print(f"[red]{name} seed {seed}: diverged: {e}[/]")
+                continue
             shown = ", ".join(f"{k} {v:.5f}" for k, v in list(m["test"].items())[:3])
             best = m.get("best_epoch")  # 0-based in metrics.json; 1-based as epoch lines count
             best = "-" if best is None else best + 1
@@ -94,4 +108,4 @@ def run_grid(
                 f"{name} seed {seed}: test {shown} (best epoch {best}, {m['wall_time_s']:.0f}s)"
             )
         runs.append(run)
-    return runs, notes
+    return runs, notes, diverged

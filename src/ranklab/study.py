@@ -137,7 +137,7 @@ def run_study(
             "--variants", f"{missing} not in the study (it has {list(spec['variants'])})"
         )
     grid = [(v, [subst(o) for o in spec["variants"][v]]) for v in chosen]
-    runs, notes = run_grid(
+    runs, notes, diverged = run_grid(
         [subst(o) for o in spec["base"]],
         grid,
         seeds or spec["seeds"],
@@ -147,6 +147,23 @@ def run_study(
     )
     if not runs:
         raise ConfigError("study", f"no finished runs under {out}")
+    md = _tabulate(spec, out, runs, notes, chosen)
+    if diverged:  # a numerical fault: the table is written, and the study does not end with 0
+        raise RunsDiverged(
+            f"{len(diverged)} run(s) diverged: {', '.join(diverged)}; {out}/table.md leaves "
+            "them out (see its notes)"
+        )
+    return md
+
+
+class RunsDiverged(RanklabError):
+    """Runs of a study diverged: the table of the others is written, and the study exits 2."""
+
+
+def _tabulate(
+    spec: dict[str, Any], out: Path, runs: list[Path], notes: list[str], chosen: list[str]
+) -> str:
+    """table.md / table.tex / runs.csv / summary.csv / plot.png of the finished ``runs``."""
     loaded = load_runs(runs)
     # the variant is the run's parent directory (<out>/<variant>/seed<seed>)
     df = with_variants(
@@ -317,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         print(f"written {out}/table.md, table.tex, runs.csv, summary.csv, plot.png")
+    except RunsDiverged as e:
+        print((out / "table.md").read_text())
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except RanklabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
