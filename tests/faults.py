@@ -26,12 +26,16 @@ class SignalAt(L.Callback):
         marker: str,
         during: str = "train",
         delay: float = 0.0,
+        rank: int | None = None,
     ) -> None:
         self.epoch, self.batch, self.signum, self.marker = epoch, batch, signum, Path(marker)
         self.during, self.delay = during, delay  # delay: seconds to wait before the signal
+        self.rank = rank  # under DDP: only this rank's process is sent the signal (None: all)
 
     def _maybe_send(self, trainer: L.Trainer, during: str, i: int) -> None:
         here = (trainer.current_epoch, i, during) == (self.epoch, self.batch, self.during)
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
         if here and not trainer.sanity_checking and not self.marker.exists():
             self.marker.touch()
             time.sleep(self.delay)

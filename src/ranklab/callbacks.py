@@ -213,6 +213,7 @@ class Resumable(L.Callback):
         self._resumed_rows: list[int] | None = None
         self._resumed_step = -1
         self._flush_csv = False
+        self._pending = False  # a signal this rank had, not yet agreed on (several ranks)
 
     def save(self, trainer: L.Trainer) -> None:
         bad = non_finite(trainer.lightning_module)
@@ -274,12 +275,26 @@ class Resumable(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # chain after Lightning's own SIGTERM handler (which stops the loop after the batch);
         # SIGUSR1 takes the same path
+        if trainer.world_size > 1:
+            # Lightning's SIGTERM handler (registered after this hook, this one chained in it)
+            # broadcasts from inside the signal handler, and its loop then stops the signalled
+            # rank alone: the ranks' collectives stopped matching and the run hung. Under DDP
+            # this handler only notes the signal, and on_train_batch_end agrees on it.
+            trainer._signal_connector._sigterm_notifier_fn = lambda signum, frame: None
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             previous = signal.getsignal(sig)
             self._previous[sig] = previous
 
             def handler(signum: int, frame: Any, previous: Any = previous) -> None:
                 self.signum = signum
+                if trainer.world_size > 1:
+                    # several ranks: only noted here; on_train_batch_end agrees on it with the
+                    # other ranks, so that all of them stop after the same batch
+                    self._pending = True
+                    if callable(previous):
+                        with contextlib.suppress(KeyboardInterrupt):
+                            previous(signum, frame)
+                    return
                 trainer._signal_connector.received_sigterm = True
                 if callable(previous):
                     # an outer handler (a sweep worker's) turns the signal into Ctrl-C, which
@@ -305,6 +320,11 @@ class Resumable(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
     ) -> None:
+        if trainer.world_size > 1:  # has any rank had a signal? (one tiny all-reduce a step)
+            flag = torch.tensor([float(self._pending)], device=pl_module.device)
+            if trainer.strategy.reduce(flag, reduce_op="sum").item() > 0:
+                trainer._signal_connector.received_sigterm = True  # every rank, this batch
+                self.signum = self.signum or signal.SIGTERM
         # after the first batch of each epoch after the first: the previous epoch, its
         # validation and its lr step are in the state, and Lightning resumes mid-epoch (its
         # best-supported restart) from the next batch of the same order

@@ -799,7 +799,7 @@ def _fit_and_test(
     # fit's handlers are gone: SIGTERM and SIGUSR1 now interrupt at once (Lightning's own
     # SIGTERM handler, chained before this one, ignores a signal at a loop's last batch, and
     # outside SLURM it leaves SIGUSR1 to the default action, a kill)
-    with _signals_interrupt():
+    with _signals_interrupt(defer=trainer.world_size > 1):
         kw: dict[str, Any] = {"ckpt_path": ckpt, "verbose": False, "weights_only": True}
         trainer.validate(task, datamodule=datamodule, **kw)
         trainer.test(task, datamodule=datamodule, **kw)
@@ -894,18 +894,22 @@ def _record_failure(
 
 
 @contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
+def _signals_interrupt(defer: bool = False) -> Iterator[None]:
     """SIGTERM and SIGUSR1 (a scheduler's preemption) raise :class:`Interrupted` (exit status
     128 + the signal) while this lasts: outside Lightning's loops, where its own handlers do not
-    run, the default action would end the process with the folder still saying "running"."""
+    run, the default action would end the process with the folder still saying "running".
+    ``defer`` (several ranks, whose collectives must keep matching): at the block's end."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():  # handlers: main thread only
         yield
         return
+    received: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
-        raise Interrupted(128 + signum)
+        if not defer:
+            raise Interrupted(128 + signum)
+        received.append(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGUSR1)}
     try:
@@ -913,6 +917,8 @@ def _signals_interrupt() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+    if received:
+        raise Interrupted(128 + received[0])
 
 
 def efficiency(model: Any, datamodule: Any, trainer: L.Trainer) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -169,3 +172,63 @@ def test_two_processes_train_like_one(family: str, tmp_path) -> None:
         assert f"train/loss {h['train_loss']:.5f}" in line
     for a, b in zip(one["history"], two["history"], strict=True):
         assert abs(a["train_loss"] - b["train_loss"]) < 2e-3
+
+
+def test_two_processes_stop_together_on_a_signal_and_resume(tmp_path) -> None:
+    """trainer=ddp, SIGTERM mid-epoch to rank 0 alone (as a scheduler's kill of the launching
+    process) or to every rank (SLURM, torchrun): both ranks stop after the same batch, exit 143,
+    the folder says interrupted, and ckpt_path=auto ends with the uninterrupted run's metrics
+    and history. Lightning's handler broadcast from inside the signal handler and stopped the
+    signalled rank alone: the ranks' collectives stopped matching and the run hung."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    common = [
+        "data.source.n_train=12000",
+        "data.source.n_val=2000",
+        "data.source.n_test=2000",
+        "model=deepfm",
+        "model.hidden_units=[32]",
+        "model.dropout=0.2",
+        "trainer.max_epochs=3",
+        "callbacks.early_stopping.patience=10",
+        "threads=1",
+        "efficiency=false",
+        "print_summary=false",
+        "logger=csv",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "data.batch_size=256",
+        f"paths.cache_dir={tmp_path}/cache",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "PYTHONWARNINGS": "ignore"}
+
+    def cli(name: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        args = [sys.executable, "-m", "ranklab.train", *common, f"hydra.run.dir={tmp_path / name}"]
+        return subprocess.run(
+            [*args, *extra], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
+        )
+
+    def results(name: str) -> dict:
+        m = json.loads((tmp_path / name / "metrics.json").read_text())
+        return {k: m[k] for k in ("val", "test", "history", "best_epoch", "epochs")}
+
+    assert cli("full").returncode == 0
+    for name, rank in (("rank0", 0), ("every", None)):
+        fault = [
+            "+callbacks.fault._target_=faults.SignalAt",
+            "+callbacks.fault.epoch=1",
+            "+callbacks.fault.batch=5",
+            f"+callbacks.fault.signum={int(signal.SIGTERM)}",
+            f"+callbacks.fault.marker={tmp_path / name}.sent",
+            f"+callbacks.fault.rank={'null' if rank is None else rank}",
+        ]
+        r = cli(name, *fault)
+        assert r.returncode == 128 + signal.SIGTERM, r.stderr[-3000:]
+        assert json.loads((tmp_path / name / "status.json").read_text())["status"] == "interrupted"
+        r = cli(name, *fault, "ckpt_path=auto")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert results(name) == results("full"), name

@@ -189,10 +189,18 @@ class BaseTask(L.LightningModule):
         epoch's loss so far, and the RNG states (dropout, sampled negatives). Plain types only:
         checkpoints load with ``weights_only=True``."""
         np_state = np.random.get_state()
+        loss_sum, rows = float(self._loss_sum), self._loss_rows
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            # every rank's share (each rank makes the checkpoint, rank 0 writes it): a resumed
+            # epoch's loss counted rank 0's rows twice and the others' not at all
+            t = torch.tensor([loss_sum, float(rows)], dtype=torch.float64, device=self.device)
+            t = trainer.strategy.reduce(t, reduce_op="sum")
+            loss_sum, rows = float(t[0]), int(t[1])
         checkpoint["ranklab"] = {
             "history": self.history,
-            "loss_sum": float(self._loss_sum),
-            "loss_rows": self._loss_rows,
+            "loss_sum": loss_sum,  # over every rank (on resuming, rank 0 holds it)
+            "loss_rows": rows,
             "epoch_lr": self.epoch_lr,
             "schedule": sched.state_dict() if (sched := getattr(self, "schedule", None)) else None,
             "rng_torch": torch.get_rng_state(),
@@ -209,6 +217,8 @@ class BaseTask(L.LightningModule):
             return
         self.history = list(state["history"])
         self._loss_sum, self._loss_rows = state["loss_sum"], state["loss_rows"]
+        if self.trainer.global_rank > 0:  # the epoch's loss so far is every rank's: rank 0's
+            self._loss_sum, self._loss_rows = 0.0, 0
         self.epoch_lr = state["epoch_lr"]
         self._schedule_state = state.get("schedule")  # applied when the schedule is built
         torch.set_rng_state(state["rng_torch"])
