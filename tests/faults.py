@@ -46,27 +46,12 @@ class SignalAt(L.Callback):
     ) -> None:
         self._maybe_send(trainer, "train", i)
 
-    def on_validation_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        i: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._maybe_send(trainer, "validation", i)
+    # (pl_module, outputs, batch, batch_idx[, dataloader_idx]) after the trainer
+    def on_validation_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self._maybe_send(trainer, "validation", args[3])
 
-    def on_test_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        i: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._maybe_send(trainer, "test", i)
+    def on_test_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self._maybe_send(trainer, "test", args[3])
 
 
 class NaNAt(L.Callback):
