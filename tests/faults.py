@@ -96,3 +96,10 @@ class RaiseAt(L.Callback):
     ) -> None:
         if (trainer.current_epoch, i) == (self.epoch, self.batch):
             raise RuntimeError(f"boom at epoch {self.epoch}")
+
+
+def early_stopping(**kwargs: Any) -> L.Callback:
+    """A callback ``_target_`` that is a function (a factory), as configs may name."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    return EarlyStopping(**kwargs)

@@ -120,8 +120,8 @@ class EpochLog(L.Callback):
         history = getattr(pl_module, "history", [])
         last = history[-1] if history and history[-1].get("epoch") == epoch else {}
         parts = [f"epoch {epoch + 1}/{trainer.max_epochs}"]
-        # the history's (over every rank, under DDP), else this process's epoch so far
-        loss = last.get("train_loss")
+        # under DDP the history's (over every rank); else this process's epoch mean
+        loss = last.get("train_loss") if trainer.world_size > 1 else None
         if loss is None and hasattr(pl_module, "epoch_loss"):
             loss = pl_module.epoch_loss()
         if loss is not None:
@@ -320,11 +320,8 @@ class Resumable(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
     ) -> None:
-        if trainer.world_size > 1:  # has any rank had a signal? (one tiny all-reduce a step)
-            flag = torch.tensor([float(self._pending)], device=pl_module.device)
-            if trainer.strategy.reduce(flag, reduce_op="sum").item() > 0:
-                trainer._signal_connector.received_sigterm = True  # every rank, this batch
-                self.signum = self.signum or signal.SIGTERM
+        if trainer.world_size > 1 and self._agree(trainer, pl_module):
+            trainer._signal_connector.received_sigterm = True  # every rank, after this batch
         # after the first batch of each epoch after the first: the previous epoch, its
         # validation and its lr step are in the state, and Lightning resumes mid-epoch (its
         # best-supported restart) from the next batch of the same order
@@ -335,6 +332,34 @@ class Resumable(L.Callback):
         every = self.every_n_steps and trainer.global_step % self.every_n_steps == 0
         if first or (every and not last):
             self.save(trainer)
+
+    def _agree(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+        """Several ranks: has any had a signal? (one tiny all-reduce, which every rank joins.)
+        Every rank then takes the highest signal number, so all exit with the same status."""
+        import torch.distributed as dist
+
+        mine = torch.tensor([float(self.signum or 0) if self._pending else 0.0])
+        agreed = int(
+            trainer.strategy.reduce(mine.to(pl_module.device), reduce_op=dist.ReduceOp.MAX)
+        )
+        if agreed:
+            self.signum = agreed
+        return bool(agreed)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # several ranks: a signal after the last batch's agreement (the last validation, an
+        # early stop) would be lost. fit's last.ckpt stays (as for a signal during validation)
+        # and the run stops here, before its final validation and test, with 128 + signum.
+        if trainer.world_size > 1 and self._agree(trainer, pl_module):
+            from ranklab.errors import Interrupted
+
+            log.warning(
+                "received signal %d at the end of training: kept %s; rerun with ckpt_path=auto "
+                "to continue",
+                self.signum,
+                self.path,
+            )
+            raise Interrupted(128 + int(self.signum or signal.SIGTERM))
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException

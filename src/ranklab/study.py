@@ -145,6 +145,8 @@ def run_study(
         train_missing=train,
         study=spec["name"],
     )
+    if not runs and diverged:
+        raise RunsDiverged(f"every run diverged: {', '.join(diverged)}; no table written")
     if not runs:
         raise ConfigError("study", f"no finished runs under {out}")
     md = _tabulate(spec, out, runs, notes, chosen)
@@ -335,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"written {out}/table.md, table.tex, runs.csv, summary.csv, plot.png")
     except RunsDiverged as e:
-        print((out / "table.md").read_text())
+        if (out / "table.md").is_file():
+            print((out / "table.md").read_text())
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RanklabError as e:

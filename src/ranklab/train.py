@@ -25,7 +25,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
@@ -747,11 +747,12 @@ def _callback(conf: DictConfig) -> L.Callback:
     in a process resumed within that epoch there is none (a RuntimeError, for good)."""
     from lightning.pytorch.callbacks import EarlyStopping
 
-    target = conf.get("_target_")
-    unset = conf.get("check_on_train_epoch_end") is None
-    if target and unset and issubclass(get_class(target), EarlyStopping):
-        return instantiate(conf, check_on_train_epoch_end=False)
-    return instantiate(conf)
+    cb = instantiate(conf)  # (a class or a factory function: what it makes is what counts)
+    if isinstance(cb, EarlyStopping) and cb._check_on_train_epoch_end is None:
+        # the constructor's check_on_train_epoch_end, left unset by the user: None lets
+        # Lightning choose at setup; False is the constructor's own "after validation"
+        cb._check_on_train_epoch_end = False
+    return cb
 
 
 def _logger(conf: DictConfig, saved: dict[str, Any], step: int | None) -> Any:

@@ -217,11 +217,18 @@ def test_two_processes_stop_together_on_a_signal_and_resume(tmp_path) -> None:
         return {k: m[k] for k in ("val", "test", "history", "best_epoch", "epochs")}
 
     assert cli("full").returncode == 0
-    for name, rank in (("rank0", 0), ("every", None)):
+    # (the last: during the last epoch's validation, after the last batch's agreement: it was
+    # lost, and the run ended with status 0; it now stops at fit's end, before the test)
+    for name, rank, epoch, during in (
+        ("rank0", 0, 1, "train"),
+        ("every", None, 1, "train"),
+        ("last-validation", 0, 2, "validation"),
+    ):
         fault = [
             "+callbacks.fault._target_=faults.SignalAt",
-            "+callbacks.fault.epoch=1",
-            "+callbacks.fault.batch=5",
+            f"+callbacks.fault.epoch={epoch}",
+            f"+callbacks.fault.during={during}",
+            f"+callbacks.fault.batch={0 if during == 'validation' else 5}",
             f"+callbacks.fault.signum={int(signal.SIGTERM)}",
             f"+callbacks.fault.marker={tmp_path / name}.sent",
             f"+callbacks.fault.rank={'null' if rank is None else rank}",

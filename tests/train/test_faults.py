@@ -175,6 +175,25 @@ def test_a_run_max_steps_ends_mid_epoch_resumes_to_the_same_digits(tmp_path: Pat
     assert results(run) == results(tmp_path / "full" / "run")
 
 
+def test_early_stopping_checks_after_validation_whatever_its_target() -> None:
+    """Early stopping is built to check after validations (train._callback); a ``_target_``
+    that is a function still instantiates (a class check on it raised ValueError)."""
+    import sys
+
+    from lightning.pytorch.callbacks import EarlyStopping
+    from omegaconf import OmegaConf
+
+    from ranklab.train import _callback
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    for target in ("lightning.pytorch.callbacks.EarlyStopping", "faults.early_stopping"):
+        cb = _callback(OmegaConf.create({"_target_": target, "monitor": "val/auc"}))
+        assert isinstance(cb, EarlyStopping) and cb._check_on_train_epoch_end is False
+    kept = {"check_on_train_epoch_end": True}  # the user's own choice stands
+    cb = _callback(OmegaConf.create({"_target_": "faults.early_stopping", "monitor": "x", **kept}))
+    assert cb._check_on_train_epoch_end is True
+
+
 def test_nan_loss_stops_at_once_and_keeps_the_finite_checkpoint(make_cfg, tmp_path: Path) -> None:
     from faults import NaNAt
 

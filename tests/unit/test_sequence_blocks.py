@@ -103,6 +103,10 @@ def test_local_activation_unit_in_training_ignores_padding(mask: torch.Tensor) -
     one[0, -1] = True
     assert unit(q, k, one)[~one].eq(0).all() and unit(q, k, one).isfinite().all()
     assert unit(q, k, torch.zeros_like(one)).eq(0).all()
+    # under mixed precision the scores come in autocast's dtype (indexing them into a float32
+    # zeros tensor failed: trainer.precision=bf16-mixed could not run DIN)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert LocalActivationUnit(D, [6]).float()(q.float(), k.float(), mask).shape == (B, L)
 
 
 def test_masked_pooling_matches_loops(mask: torch.Tensor) -> None:

@@ -154,8 +154,9 @@ class LocalActivationUnit(nn.Module):
         x = torch.cat(parts, dim=-1)  # (B, L, 4D + S)
         # the MLP sees the valid steps only (N, 4D + S): Dice's batch statistics in training are
         # then the histories', not diluted by however much left padding the batch's width adds
-        w = x.new_zeros(mask.shape)  # (B, L)
-        w[mask] = self.mlp(x[mask]).squeeze(-1)
+        scores = self.mlp(x[mask]).squeeze(-1)  # (N,): in autocast's dtype under mixed precision
+        w = scores.new_zeros(mask.shape)  # (B, L)
+        w[mask] = scores
         return w
 
 

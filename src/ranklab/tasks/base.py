@@ -247,12 +247,12 @@ class BaseTask(L.LightningModule):
         if stage == "val" and trainer.state.fn == "fit" and not trainer.sanity_checking:
             lr = getattr(self, "epoch_lr", None)
             loss = self.epoch_loss()  # every batch of the epoch has run before its validation
-            if loss is not None and trainer.world_size > 1:
-                # every rank's rows (each rank ran this hook): not rank 0's share alone
+            if trainer.world_size > 1:
+                # every rank's rows (each rank runs this hook, so each joins): not rank 0's
                 part = [float(self._loss_sum), float(self._loss_rows)]
                 t = torch.tensor(part, dtype=torch.float64, device=self.device)
                 total = trainer.strategy.reduce(t, reduce_op="sum")
-                loss = float(total[0] / total[1])
+                loss = float(total[0] / total[1]) if total[1] > 0 else None
             if loss is not None:  # logged once per epoch whatever log_every_n_steps is
                 self.log("train/loss_epoch", loss, sync_dist=False)
             entry = {"epoch": int(self.current_epoch), "lr": lr, "train_loss": loss}
