@@ -237,3 +237,5 @@ def test_a_diverged_run_is_left_out_and_the_others_still_run(
     assert main(args) == 2
     assert "bad seed 1: diverged (" in capsys.readouterr().out
     assert (out / "bad" / "seed1" / "metrics.json").stat().st_mtime_ns == stamp
+    assert main([*args, "--variants", "bad"]) == 2  # nothing else: no table, and says why
+    assert "every run diverged: bad seed 1; no table written" in capsys.readouterr().err

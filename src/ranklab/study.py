@@ -146,7 +146,7 @@ def run_study(
         study=spec["name"],
     )
     if not runs and diverged:
-        raise RunsDiverged(f"every run diverged: {', '.join(diverged)}; no table written")
+        raise RunsDiverged(f"every run diverged: {', '.join(diverged)}; no table written", False)
     if not runs:
         raise ConfigError("study", f"no finished runs under {out}")
     md = _tabulate(spec, out, runs, notes, chosen)
@@ -159,7 +159,12 @@ def run_study(
 
 
 class RunsDiverged(RanklabError):
-    """Runs of a study diverged: the table of the others is written, and the study exits 2."""
+    """Runs of a study diverged: the table of the others is written (``table``), and the
+    study exits 2."""
+
+    def __init__(self, message: str, table: bool = True) -> None:
+        super().__init__(message)
+        self.table = table
 
 
 def _tabulate(
@@ -337,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"written {out}/table.md, table.tex, runs.csv, summary.csv, plot.png")
     except RunsDiverged as e:
-        if (out / "table.md").is_file():
+        if e.table:
             print((out / "table.md").read_text())
         print(f"error: {e}", file=sys.stderr)
         return 2
