@@ -291,11 +291,8 @@ class Resumable(L.Callback):
                     # several ranks: only noted here; on_train_batch_end agrees on it with the
                     # other ranks, so that all of them stop after the same batch
                     self._pending = True
-                    if callable(previous):
-                        with contextlib.suppress(KeyboardInterrupt):
-                            previous(signum, frame)
-                    return
-                trainer._signal_connector.received_sigterm = True
+                else:
+                    trainer._signal_connector.received_sigterm = True
                 if callable(previous):
                     # an outer handler (a sweep worker's) turns the signal into Ctrl-C, which
                     # would end the run without a checkpoint: here it stops after the batch

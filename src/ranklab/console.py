@@ -130,11 +130,11 @@ def run_log(run_dir: Path) -> Iterator[None]:
         isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve() == path
         for h in root.handlers
     )
-    from lightning.pytorch.utilities import rank_zero_only
+    from ranklab.rundir import rank_zero
 
     # under DDP the other ranks' Hydra logs go nowhere, and their lines (their own share of the
     # train loss) were added to rank 0's train.log: only rank 0 writes the run's files
-    if not writes_file and getattr(rank_zero_only, "rank", 0) == 0:
+    if not writes_file and rank_zero():
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter(LOG_FORMAT))

@@ -231,11 +231,7 @@ class CSVSplits(DataSource):
         if method == "column":
             return self._cut_by_column(df, str(path), first_line)
         if method == "time":
-            column = str(self.split["column"])
-            require_columns(df, [column], str(path), "data.source.split.column")
-            fmt = self.split.get("format")
-            t = parse_time(df, column, str(path), first_line, fmt).to_numpy()
-            which = self.cut_by_time(t, str(path))
+            which = self.cut_by_time(self.split_times(df, str(path), first_line), str(path))
         else:
             which = self.cut_at_random(df.height, str(path))
         # a mask keeps the file's order and copies 4x faster than a sorted gather
@@ -296,6 +292,13 @@ class CSVSplits(DataSource):
                 msg = "holds values outside [0, 1] (data.source.truth)"
                 raise DataError(msg, path=str(path))
         return p if mapped else np.asarray(p, dtype=np.float64)
+
+    def split_times(self, df: pl.DataFrame, path: str, first_line: int) -> np.ndarray:
+        """The time split's column as float seconds (in ``split.format`` where given), failing
+        at a missing column or the first unparsable value, naming its line."""
+        column = str(self.split["column"])
+        require_columns(df, [column], path, "data.source.split.column")
+        return parse_time(df, column, path, first_line, self.split.get("format")).to_numpy()
 
     def _cut_by_column(
         self, df: pl.DataFrame, path: str, first_line: int
@@ -385,9 +388,7 @@ class CSVSplits(DataSource):
                 TabularEncoder(self.specs).check(df, str(path), line_offset=first_line)
                 method = self.split.get("method") if len(files) > 1 and cut else None
                 if method == "time":  # the split's column, while lines are the file's own
-                    column = str(self.split["column"])
-                    require_columns(df, [column], str(path), "data.source.split.column")
-                    parse_time(df, column, str(path), first_line, self.split.get("format"))
+                    self.split_times(df, str(path), first_line)
                 elif method == "column":
                     self._cut_by_column(df, str(path), first_line)
             if frames and df.columns != frames[0].columns:
@@ -422,10 +423,7 @@ class CSVSplits(DataSource):
             TabularEncoder(self.specs).check(df, path, line_offset=first_line)
             method = self.split.get("method") if self.split and cut else None
             if method == "time":
-                require_columns(df, [str(self.split["column"])], path, "data.source.split.column")
-                parse_time(
-                    df, str(self.split["column"]), path, first_line, self.split.get("format")
-                )
+                self.split_times(df, path, first_line)
             elif method == "column":
                 self._cut_by_column(df, path, first_line)
         if not bad.count:

@@ -45,7 +45,6 @@ from ranklab.data.preprocess import (
     TabularEncoder,
     Vocabulary,
     _as_key,
-    parse_time,
     require_scalar,
 )
 from ranklab.data.readers import (
@@ -550,7 +549,6 @@ def _place_cut(
     lines before rows are moved apart), rows counted, timestamps kept for a time cut; returns
     each row's split (0 train, 1 val, 2 test)."""
     method = source.split.get("method", "random")
-    column = str(source.split.get("column", ""))
     checker = TabularEncoder(source.specs)
     heights: list[int] = []
     parts: list[np.ndarray] = []
@@ -559,9 +557,7 @@ def _place_cut(
         checker.check(df, path, first)
         heights.append(df.height)
         if method == "time":
-            require_columns(df, [column], path, "data.source.split.column")
-            fmt = source.split.get("format")
-            parts.append(parse_time(df, column, path, first, fmt).to_numpy())
+            parts.append(source.split_times(df, path, first))
         elif method == "column":
             parts.append(_column_split(df, source, path, first))
     rows = sum(heights)

@@ -183,20 +183,26 @@ class BaseTask(L.LightningModule):
         """The mean training loss of the current epoch so far (None before any batch)."""
         return float(self._loss_sum) / self._loss_rows if self._loss_rows else None
 
+    def _loss_totals(self) -> tuple[float, int]:
+        """The epoch's loss sum and rows so far, over every rank under DDP (a collective:
+        each rank must call it at the same point), else this process's."""
+        loss_sum, rows = float(self._loss_sum), self._loss_rows
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            t = torch.tensor([loss_sum, float(rows)], dtype=torch.float64, device=self.device)
+            t = trainer.strategy.reduce(t, reduce_op="sum")
+            loss_sum, rows = float(t[0]), int(t[1])
+        return loss_sum, rows
+
     # -- resuming -----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """What Lightning's checkpoint lacks for an exact resume: the epoch history, the
         epoch's loss so far, and the RNG states (dropout, sampled negatives). Plain types only:
         checkpoints load with ``weights_only=True``."""
         np_state = np.random.get_state()
-        loss_sum, rows = float(self._loss_sum), self._loss_rows
-        trainer = self._trainer
-        if trainer is not None and trainer.world_size > 1:
-            # every rank's share (each rank makes the checkpoint, rank 0 writes it): a resumed
-            # epoch's loss counted rank 0's rows twice and the others' not at all
-            t = torch.tensor([loss_sum, float(rows)], dtype=torch.float64, device=self.device)
-            t = trainer.strategy.reduce(t, reduce_op="sum")
-            loss_sum, rows = float(t[0]), int(t[1])
+        # every rank's share (each rank makes the checkpoint, rank 0 writes it): a resumed
+        # epoch's loss counted rank 0's rows twice and the others' not at all
+        loss_sum, rows = self._loss_totals()
         checkpoint["ranklab"] = {
             "history": self.history,
             "loss_sum": loss_sum,  # over every rank (on resuming, rank 0 holds it)
@@ -246,13 +252,10 @@ class BaseTask(L.LightningModule):
             )
         if stage == "val" and trainer.state.fn == "fit" and not trainer.sanity_checking:
             lr = getattr(self, "epoch_lr", None)
-            loss = self.epoch_loss()  # every batch of the epoch has run before its validation
-            if trainer.world_size > 1:
-                # every rank's rows (each rank runs this hook, so each joins): not rank 0's
-                part = [float(self._loss_sum), float(self._loss_rows)]
-                t = torch.tensor(part, dtype=torch.float64, device=self.device)
-                total = trainer.strategy.reduce(t, reduce_op="sum")
-                loss = float(total[0] / total[1]) if total[1] > 0 else None
+            # every batch of the epoch has run before its validation; under DDP every rank's
+            # rows (each rank runs this hook, so each joins), not rank 0's
+            loss_sum, rows = self._loss_totals()
+            loss = loss_sum / rows if rows else None
             if loss is not None:  # logged once per epoch whatever log_every_n_steps is
                 self.log("train/loss_epoch", loss, sync_dist=False)
             entry = {"epoch": int(self.current_epoch), "lr": lr, "train_loss": loss}
