@@ -941,7 +941,8 @@ def efficiency(model: Any, datamodule: Any, trainer: L.Trainer) -> dict[str, Any
     for size in (1, 4096):
         batch = split.take(slice(0, min(size, len(split))))
         if len(batch) < size:  # a test split smaller than the batch: its rows again, in turn
-            batch = batch.take(torch.arange(size) % len(batch))
+            # (the index on the split's device: a device-resident split is already on the GPU)
+            batch = batch.take(torch.arange(size, device=batch.device) % len(batch))
         batch = batch.to(device)
         times: list[float] = []
         with torch.no_grad():

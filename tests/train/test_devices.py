@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from tiny import write_markov_log
+from hydra.utils import get_class
+from tiny import TINY_DATA, write_markov_log
 
+from ranklab.config import compose, conf_dir
 from ranklab.train import build, train
 
 
@@ -58,6 +61,71 @@ def test_gpu_attention_training_reruns_to_the_same_digits(make_cfg, tmp_path) ->
     ]
     a, b = (train(make_cfg(*common, f"paths.output_dir={tmp_path}/{r}", tiny=False)) for r in "ab")
     assert a["test"] == b["test"]
+
+
+MODEL_NAMES = sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
+
+
+def family_data(name: str, tmp_path: Path) -> list[str]:
+    """Small data of the model's family (its class's ``family``), as a user would pick it."""
+    fam = getattr(get_class(compose([f"model={name}"]).model._target_), "family", "ctr")
+    sizes = ["data.source.n_train=6000", "data.source.n_val=2000", "data.source.n_test=2000"]
+    if fam == "sequence":
+        return ["data=synthetic_seq", *sizes]
+    if fam == "multitask":
+        return ["data=synthetic_mtl", "data.source.vocab_sizes=[30,20,10,5,5]", *sizes]
+    if fam == "retrieval":
+        log = write_markov_log(tmp_path / "log.txt", n_users=600, n_items=60)
+        return [
+            "data=beauty_seq",
+            "task=retrieval",
+            f"data.source.events.path={log}",
+            "data.source.n_eval_negatives=20",
+        ]
+    return TINY_DATA
+
+
+def gpu_run(name: str, tmp_path: Path, *extra: str, trainer: str = "gpu") -> dict:
+    """One ``train()`` of model config ``name`` on its family's small data, one epoch, with
+    the GPU switches the README names (bf16-mixed), efficiency measured: every path a model's
+    batch takes on the device (data resident or streamed, eval, latency) runs once."""
+    cfg = compose(
+        [
+            f"paths.output_dir={tmp_path}/run",
+            f"paths.cache_dir={tmp_path}/cache",
+            f"trainer={trainer}",
+            "trainer.precision=bf16-mixed",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            "print_summary=false",
+            "logger=csv",
+            f"model={name}",
+            *family_data(name, tmp_path),
+            *extra,
+        ]
+    )
+    m = train(cfg)
+    assert m["status"] == "finished", m["status"]
+    values = [v for v in m["test"].values() if isinstance(v, float)]
+    assert values and all(math.isfinite(v) for v in values), m["test"]
+    assert m["efficiency"]["latency_ms_batch4096"]["rows"] == 4096
+    return m
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(
+    "name, extra",
+    [
+        *((m, ()) for m in MODEL_NAMES),
+        # out of core: blocks read from the cache, pinned and copied without blocking
+        ("deepfm", ("data.memory_budget=1KB", "data.block_rows=3000")),
+    ],
+)
+def test_every_model_config_trains_on_the_gpu_in_bf16(name: str, extra: tuple, tmp_path) -> None:
+    m = gpu_run(name, tmp_path, *extra)
+    assert m["environment"]["device"] == torch.cuda.get_device_name()
+    assert m["efficiency"]["peak_gpu_allocated_mb"] > 0
 
 
 def test_batch_loader_gives_each_row_to_one_rank_per_epoch() -> None:
