@@ -77,7 +77,7 @@ def overrides(rows: int, max_vocab: int, batch: int, device: str) -> list[str]:
 
 
 def framework(cfg, dm, epochs: int, precision: str, device: str) -> tuple[float, float]:
-    """Median samples/s of Trainer.fit over epochs 2..N, and peak GPU memory (MB), of a fresh
+    """Median samples/s of Trainer.fit over epochs 2..N, and peak GPU memory (MiB), of a fresh
     model on the datamodule ``dm`` (built once per model: generating 4M rows takes longer
     than training on them)."""
     L.seed_everything(cfg.seed, verbose=False)
@@ -148,7 +148,7 @@ def reset_peak(device: str) -> None:
 
 
 def peak(device: str) -> float | None:
-    """Peak GPU memory (MB) since the last reset; None on the CPU (strict JSON, no NaN)."""
+    """Peak GPU memory (MiB) since the last reset; None on the CPU (strict JSON, no NaN)."""
     return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
 
 
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(
         title=f"{card}, torch {torch.__version__}, {args.precision}, batch {args.batch:,}"
     )
-    for col in ("model", "ranklab samples/s", "bare samples/s", "ratio", "ranklab / bare peak MB"):
+    for col in ("model", "ranklab samples/s", "bare samples/s", "ratio", "ranklab / bare peak MiB"):
         table.add_column(col, justify="right")
     for r in results:
         table.add_row(

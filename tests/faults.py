@@ -68,6 +68,14 @@ class NaNAt(L.Callback):
                 next(pl_module.model.parameters()).fill_(float("nan"))
 
 
+class DeferLossCheck(L.Callback):
+    """Makes the task check each step's loss at the step's end, as it does on a CUDA device
+    (``BaseTask.guard``), so that the CPU tests cover that path."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.defer_loss_check = True
+
+
 class InfBufferAt(L.Callback):
     """At (epoch, batch), every BatchNorm running variance becomes infinite. The training loss
     stays finite (training normalises with the batch's own statistics), so only the checkpoint

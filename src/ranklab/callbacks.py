@@ -216,7 +216,11 @@ class Resumable(L.Callback):
         self._pending = False  # a signal this rank had, not yet agreed on (several ranks)
 
     def save(self, trainer: L.Trainer) -> None:
-        bad = non_finite(trainer.lightning_module)
+        module = trainer.lightning_module
+        check_loss = getattr(module, "check_loss", None)
+        if check_loss is not None:  # the step's loss, when its check is deferred (a GPU)
+            check_loss()
+        bad = non_finite(module)
         if bad is not None:
             # a loss can still be finite while a weight or a running statistic has overflowed;
             # the state is not worth resuming from, so the previous (finite) checkpoint stays

@@ -128,6 +128,31 @@ def test_every_model_config_trains_on_the_gpu_in_bf16(name: str, extra: tuple, t
     assert m["efficiency"]["peak_gpu_allocated_mb"] > 0
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_nan_loss_is_caught_at_its_step_without_a_sync_per_step(make_cfg, tmp_path) -> None:
+    """On a GPU the loss is read at the step's end (BaseTask.guard): the run still stops at
+    the step whose loss was NaN, and no checkpoint holds that step's update."""
+    from faults import NaNAt
+
+    from ranklab.errors import Diverged
+
+    cfg = make_cfg(
+        "trainer=gpu",
+        "model=dnn",
+        "model.hidden_units=[16]",
+        "trainer.max_epochs=5",
+        "callbacks.resume.every_n_steps=1",
+    )
+    with pytest.raises(Diverged, match=r"training loss is nan at epoch 1, step 15: "):
+        train(cfg, callbacks=[NaNAt(epoch=1, batch=3)])
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 15
+    assert all(
+        torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point()
+    )
+
+
 def test_batch_loader_gives_each_row_to_one_rank_per_epoch() -> None:
     from ranklab.data import BatchLoader, TensorSplit
 

@@ -194,12 +194,33 @@ def test_early_stopping_checks_after_validation_whatever_its_target() -> None:
     assert cb._check_on_train_epoch_end is True
 
 
-def test_nan_loss_stops_at_once_and_keeps_the_finite_checkpoint(make_cfg, tmp_path: Path) -> None:
-    from faults import NaNAt
+@pytest.mark.parametrize(
+    "deferred, every",
+    [
+        (False, None),
+        # as on a GPU: the loss read at the step's end; a checkpoint due at that step checks it
+        # first (the step's update, made from the NaN, is never saved)
+        (True, None),
+        (True, 1),
+    ],
+)
+def test_nan_loss_stops_at_once_and_keeps_the_finite_checkpoint(
+    make_cfg, tmp_path: Path, deferred: bool, every: int | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    from faults import DeferLossCheck, NaNAt
 
     cfg = make_cfg("model=dnn", "model.hidden_units=[16]", "trainer.max_epochs=5")
-    with pytest.raises(Diverged, match=r"training loss is nan at epoch 1, step 1[0-9]"):
-        train(cfg, callbacks=[NaNAt(epoch=1, batch=3)])
+    if every:
+        cfg.callbacks.resume.every_n_steps = every
+    callbacks = [NaNAt(epoch=1, batch=3), *([DeferLossCheck()] if deferred else [])]
+    # 12 steps an epoch: epoch 1's batch 3 is step 15
+    with (
+        caplog.at_level("WARNING", logger="ranklab"),
+        pytest.raises(Diverged, match=r"training loss is nan at epoch 1, step 15: "),
+    ):
+        train(cfg, callbacks=callbacks)
+    # the loss stops it, not the weights' check of a checkpoint made after the step
+    assert "not writing" not in caplog.text
     run = tmp_path / "run"
     text = (run / "metrics.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
@@ -208,7 +229,8 @@ def test_nan_loss_stops_at_once_and_keeps_the_finite_checkpoint(make_cfg, tmp_pa
     assert [h["epoch"] for h in m["history"]] == [0]
     assert json.loads((run / "status.json").read_text())["status"] == "diverged"
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
-    assert state["epoch"] == 1  # written between epochs 0 and 1, before the NaN
+    # written after epoch 1's first batch (or every step: after the step before the NaN's)
+    assert state["epoch"] == 1 and state["global_step"] == (15 if every else 13)
     assert all(
         torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point()
     )

@@ -4,6 +4,7 @@ history, the training loss's epoch mean, and device transfer."""
 from __future__ import annotations
 
 import functools
+import math
 import random
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -101,6 +102,11 @@ class BaseTask(L.LightningModule):
         self._loss_rows = 0
         self.epoch_lr: float | None = None
         self._schedule_state: dict[str, Any] | None = None
+        # the loss check of the step in flight: None (checked at once, the CPU default), or
+        # (event, epoch, step) with the loss on its way to _loss_host (see guard)
+        self.defer_loss_check: bool | None = None  # None: on a CUDA device
+        self._loss_host: Tensor | None = None
+        self._pending_loss: tuple[Any, int, int] | None = None
 
     @property
     def trainable(self) -> bool:
@@ -148,17 +154,54 @@ class BaseTask(L.LightningModule):
         return bool(getattr(connector, "should_update_logs", True) or trainer.fast_dev_run)
 
     def guard(self, total: Tensor) -> Tensor:
-        """The loss a step returns, checked: a NaN or infinite loss stops the run at once (a
-        step on it would spread it into every weight), naming the epoch and the step."""
-        if not bool(torch.isfinite(total)):
-            epoch, step = int(self.current_epoch), int(self.global_step)
-            raise Diverged(
-                f"training loss is {float(total.detach())} at epoch {epoch}, step {step}: the run "
-                f"diverged (lower optimizer.lr, clip gradients with trainer.gradient_clip_val)",
-                epoch,
-                step,
-            )
+        """The loss a step returns, checked: a NaN or infinite loss stops the run, naming the
+        epoch and the step, before anything is saved from the step's weights.
+
+        On the CPU the check is made here, before the backward pass. On a CUDA device reading
+        the loss would make the CPU wait for the forward pass every step, and stop it queueing
+        the backward pass's kernels meanwhile (the only per-step sync of a training step); the
+        loss is copied to pinned memory without waiting instead, and :meth:`check_loss` reads
+        it at the step's end (``on_train_batch_end``), before any validation or checkpoint.
+        The step's optimiser update has then been made, from a NaN: those weights are never
+        saved (:class:`~ranklab.callbacks.Resumable` checks the loss first)."""
+        epoch, step = int(self.current_epoch), int(self.global_step)
+        defer = self.defer_loss_check
+        if not (total.is_cuda if defer is None else defer):
+            if not bool(torch.isfinite(total)):
+                raise self._diverged(float(total.detach()), epoch, step)
+            return total
+        self.check_loss()  # a step left unchecked (a hook that never ran): before it is lost
+        if self._loss_host is None:
+            self._loss_host = torch.empty((), dtype=torch.float32, pin_memory=total.is_cuda)
+        self._loss_host.copy_(total.detach().float(), non_blocking=True)
+        event = None
+        if total.is_cuda:
+            event = torch.cuda.Event()
+            event.record()
+        self._pending_loss = (event, epoch, step)
         return total
+
+    def check_loss(self) -> None:
+        """Raise :class:`Diverged` if the loss of the step in flight (deferred by
+        :meth:`guard`) was not finite; waits for that step's forward pass only."""
+        pending, self._pending_loss = self._pending_loss, None
+        if pending is None:
+            return
+        event, epoch, step = pending
+        if event is not None:
+            event.synchronize()
+        value = float(self._loss_host)
+        if not math.isfinite(value):
+            raise self._diverged(value, epoch, step)
+
+    @staticmethod
+    def _diverged(value: float, epoch: int, step: int) -> Diverged:
+        return Diverged(
+            f"training loss is {value} at epoch {epoch}, step {step}: the run diverged (lower "
+            f"optimizer.lr, clip gradients with trainer.gradient_clip_val)",
+            epoch,
+            step,
+        )
 
     def on_validation_start(self) -> None:
         """Before each validation of fit: weights or buffers holding a NaN or an infinity (an
@@ -169,6 +212,7 @@ class BaseTask(L.LightningModule):
         trainer = self._trainer
         if trainer is None or trainer.state.fn != "fit" or trainer.sanity_checking:
             return
+        self.check_loss()
         bad = non_finite(self)
         if bad is not None:
             epoch, step = int(self.current_epoch), int(self.global_step)
@@ -318,4 +362,8 @@ class BaseTask(L.LightningModule):
         self.step_schedule("epoch")
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.check_loss()
         self.step_schedule("step")
+
+    def on_train_end(self) -> None:
+        self.check_loss()
