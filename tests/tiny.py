@@ -17,6 +17,26 @@ TINY_DATA = [
 ]
 
 
+def model_names() -> list[str]:
+    """Every model config in conf/model/, so a new model is tested the moment its file exists."""
+    from ranklab.config import conf_dir
+
+    return sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
+
+
+def model_class(name: str) -> type:
+    from hydra.utils import get_class
+
+    from ranklab.config import compose
+
+    return get_class(compose([f"model={name}"]).model._target_)
+
+
+def model_family(name: str) -> str:
+    """The model class's ``family``: ctr (the default), sequence, multitask or retrieval."""
+    return getattr(model_class(name), "family", "ctr")
+
+
 def write_markov_log(path: Path, n_users: int = 400, n_items: int = 40, seed: int = 0) -> Path:
     """`user item` lines: each user walks item -> item + 1 (mod n) with prob 0.8, else jumps."""
     import numpy as np

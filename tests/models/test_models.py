@@ -14,24 +14,18 @@ import inspect
 
 import pytest
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
+from tiny import model_class, model_family, model_names
 
-from ranklab.config import compose, conf_dir
+from ranklab.config import compose
 from ranklab.data import BatchLoader, RankDataModule, SyntheticCTR, SyntheticSeq
 from ranklab.data.schema import Feature, Schema
 from ranklab.errors import SchemaError
 from ranklab.metrics import auc
 from ranklab.nn import TransformerBlock
 
-MODELS = sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
-
-
-def model_class(name: str) -> type:
-    return get_class(compose([f"model={name}"]).model._target_)
-
-
-def family(name: str) -> str:
-    return getattr(model_class(name), "family", "ctr")
+MODELS = model_names()
+family = model_family
 
 
 RANKING = [

@@ -9,11 +9,11 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from hydra.utils import get_class, instantiate
-from tiny import write_markov_log
+from hydra.utils import instantiate
+from tiny import model_family, model_names, write_markov_log
 
 from ranklab.compare import compare
-from ranklab.config import compose, conf_dir
+from ranklab.config import compose
 from ranklab.data import RankDataModule, UserSequences
 from ranklab.data.sequences import sample_negatives
 from ranklab.errors import ConfigError
@@ -22,12 +22,7 @@ from ranklab.models.sasrec import ReferenceBlock, SASRec
 from ranklab.task import RetrievalTask, bucket_labels
 from ranklab.train import train
 
-MODELS = sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
-RETRIEVAL = [
-    m
-    for m in MODELS
-    if getattr(get_class(compose([f"model={m}"]).model._target_), "family", "ctr") == "retrieval"
-]
+RETRIEVAL = [m for m in model_names() if model_family(m) == "retrieval"]
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from hydra.utils import get_class
-from tiny import TINY_DATA, write_markov_log
+from tiny import TINY_DATA, model_family, model_names, write_markov_log
 
-from ranklab.config import compose, conf_dir
+from ranklab.config import compose
 from ranklab.train import build, train
 
 
@@ -63,12 +62,9 @@ def test_gpu_attention_training_reruns_to_the_same_digits(make_cfg, tmp_path) ->
     assert a["test"] == b["test"]
 
 
-MODEL_NAMES = sorted(p.stem for p in (conf_dir() / "model").glob("*.yaml"))
-
-
 def family_data(name: str, tmp_path: Path) -> list[str]:
     """Small data of the model's family (its class's ``family``), as a user would pick it."""
-    fam = getattr(get_class(compose([f"model={name}"]).model._target_), "family", "ctr")
+    fam = model_family(name)
     sizes = ["data.source.n_train=6000", "data.source.n_val=2000", "data.source.n_test=2000"]
     if fam == "sequence":
         return ["data=synthetic_seq", *sizes]
@@ -117,7 +113,7 @@ def gpu_run(name: str, tmp_path: Path, *extra: str, trainer: str = "gpu") -> dic
 @pytest.mark.parametrize(
     "name, extra",
     [
-        *((m, ()) for m in MODEL_NAMES),
+        *((m, ()) for m in model_names()),
         # out of core: blocks read from the cache, pinned and copied without blocking
         ("deepfm", ("data.memory_budget=1KB", "data.block_rows=3000")),
     ],
