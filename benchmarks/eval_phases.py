@@ -6,8 +6,11 @@ Phases are cut by callback hooks: Lightning's set-up before ``on_validation_star
 start, the batches (forward and metric updates), the epoch end (the metrics' compute and
 ``self.log`` of each), and the teardown after ``on_validation_end``. The bare side is
 ``throughput.bare_eval`` (a no-grad loop over the same slices and the same metrics with plain
-functions). Medians over ``--repeats`` calls after two warm-ups, in milliseconds. On the
-smallest models the fixed phases are what separates the framework from the bare loop.
+functions). Between them, the whole call of ``throughput.LightningFloor`` (the least
+LightningModule that computes the bare side's figures and logs them with ``self.log``) in the
+same Trainer over the same data module: what Lightning itself costs. Medians over
+``--repeats`` calls after two warm-ups, in milliseconds. On the smallest models the fixed
+phases are what separates the framework from the bare loop.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ranklab.config import compose
 from ranklab.train import build
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import ROOT, bare_eval, data_overrides, eval_trainer
+from throughput import ROOT, LightningFloor, bare_eval, data_overrides, eval_trainer
 
 PHASES = ["set-up", "loop start", "batches", "epoch end", "teardown"]
 
@@ -52,13 +55,19 @@ class Marks(L.Callback):
 
 
 def phases(cfg, repeats: int) -> dict[str, float]:
-    """Median milliseconds of each phase of ``Trainer.validate``, its total, and the bare
-    evaluation of the same split, for the composed config ``cfg``."""
+    """Median milliseconds of each phase of ``Trainer.validate``, its total, the Lightning
+    floor's call and the bare evaluation of the same split, for the composed config ``cfg``."""
     dm, model, task = build(cfg)
     marks = Marks()
     trainer = eval_trainer([marks])
-    rows = []
-    for _ in range(repeats + 2):  # two warm-ups
+    floor = LightningFloor(model, [], cfg.optimizer.lr, bool(cfg.task.get("grouped_metrics", True)))
+    # a Trainer of its own: one Trainer's logged keys must keep their options across calls
+    floor_trainer = eval_trainer([Marks()])
+    rows, floor_ms = [], []
+    for _ in range(repeats + 2):  # two warm-ups; the floor's calls alternate with ranklab's
+        t0 = time.perf_counter()
+        floor_trainer.validate(floor, datamodule=dm, verbose=False)
+        floor_ms.append((time.perf_counter() - t0) * 1e3)
         marks.t.clear()
         t0 = time.perf_counter()
         trainer.validate(task, datamodule=dm, verbose=False)
@@ -69,6 +78,7 @@ def phases(cfg, repeats: int) -> dict[str, float]:
     rows = rows[2:]
     out = {name: statistics.median(r[i] for r in rows) for i, name in enumerate(PHASES)}
     out["ranklab"] = statistics.median(sum(r) for r in rows)
+    out["floor"] = statistics.median(floor_ms[2:])
     val = dm.split("val")
     out["bare"] = len(val) / bare_eval(model, val, dm.eval_batch_size, repeats=repeats) * 1e3
     out["rows"] = len(val)
@@ -104,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in PHASES:
         print(f"  {name:12s} {res[name]:8.2f}")
     print(f"  {'ranklab':12s} {res['ranklab']:8.2f}")
+    print(f"  {'floor':12s} {res['floor']:8.2f}   (Lightning's least: the same figures, self.log)")
     print(f"  {'bare':12s} {res['bare']:8.2f}   ratio {res['bare'] / res['ranklab']:.2f}")
     return 0
 

@@ -4,11 +4,15 @@
     python benchmarks/throughput.py --models deepfm dnn --repeats 5 --epochs 3
 
 For each model the framework (Lightning Trainer + RankingTask + RankDataModule, exactly as
-``ranklab-train`` runs it, minus the progress bar and checkpoint files) and a bare loop over the
-same nn.Module are timed alternately, ``--repeats`` times, and medians are reported. DeepFM is
-also compared with an independent bare implementation (one embedding table, FM, MLP, Adam:
-what one would write by hand), which is the reference for the framework-overhead ratio.
-Machines here are noisy: read the ratios, not the absolute numbers.
+``ranklab-train`` runs it, minus the progress bar and checkpoint files), a bare loop over the
+same nn.Module, and the *Lightning floor* (the same Trainer, data module and nn.Module under the
+least LightningModule that trains and validates it: the bare loop's loss and figures, logged
+with ``self.log``) are timed alternately, ``--repeats`` times, and medians are reported. The
+floor splits the framework's cost into Lightning's own (floor / bare) and ranklab's (ranklab /
+floor). DeepFM is also compared with an independent bare implementation (one embedding table,
+FM, MLP, Adam: what one would write by hand), which is the reference for the framework-overhead
+ratio. Machines here are noisy: read the ratios, not the absolute numbers; ``--cpu-time`` with
+``--threads 1`` times CPU time instead of wall time, which a busy neighbour does not inflate.
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ from torch import nn
 
 from ranklab.config import compose
 from ranklab.data import RankDataModule, TensorSplit
+from ranklab.data.batch import Batch
 from ranklab.metrics import auc, grouped_auc, logloss
 from ranklab.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
+# the clock every timing reads: wall time, or the process's CPU time (--cpu-time)
+CLOCK = time.perf_counter
 CTR_MODELS = [
     "lr",
     "fm",
@@ -67,7 +74,7 @@ class EpochTimer(L.Callback):
     def _now(pl_module) -> float:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
-        return time.perf_counter()
+        return CLOCK()
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._t0, self._n = self._now(pl_module), 0
@@ -97,8 +104,9 @@ def data_overrides(data_dir: Path) -> tuple[list[str], str]:
     )
 
 
-def framework_train(cfg, epochs: int) -> float:
-    """Samples/s of Trainer.fit over epochs 2..N (epoch 1 warms up).
+def framework_train(cfg, epochs: int, floor: bool = False) -> float:
+    """Samples/s of Trainer.fit over epochs 2..N (epoch 1 warms up); with ``floor``, of the
+    same fit with the task replaced by :class:`LightningFloor` over the same model and data.
 
     Validation is off while timing, so the plateau lr schedule (which waits for a validation
     metric) is too; it acts once per epoch and costs nothing per batch.
@@ -106,7 +114,9 @@ def framework_train(cfg, epochs: int) -> float:
     cfg = cfg.copy()
     cfg.scheduler = {}
     L.seed_everything(cfg.seed, verbose=False)
-    dm, _, task = build(cfg)
+    dm, model, task = build(cfg)
+    if floor:
+        task = LightningFloor(model, penalties(cfg, model, task.emb_params), cfg.optimizer.lr)
     timer = EpochTimer()
     trainer = L.Trainer(
         max_epochs=epochs,
@@ -138,16 +148,89 @@ def eval_trainer(callbacks: list[L.Callback] | None = None) -> L.Trainer:
     )
 
 
-def framework_eval(cfg, task, dm: RankDataModule, repeats: int = 2) -> float:
-    """Samples/s of Trainer.validate (metrics included), best of a warm-up and repeats."""
+def framework_eval(cfg, task: L.LightningModule, dm: RankDataModule, repeats: int = 2) -> float:
+    """Samples/s of Trainer.validate (metrics included), median of repeats after a warm-up."""
     trainer = eval_trainer()
     n = len(dm.split("val"))
     rates = []
     for _ in range(repeats + 1):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         trainer.validate(task, datamodule=dm, verbose=False)
-        rates.append(n / (time.perf_counter() - t0))
+        rates.append(n / (CLOCK() - t0))
     return statistics.median(rates[1:])
+
+
+def bare_loss(
+    model: nn.Module, b: Batch, penalties: list[tuple[float, list[nn.Parameter]]]
+) -> torch.Tensor:
+    """The bare loops' loss of a batch: BCE of the logits (+ a model's ``*_loss`` terms, e.g.
+    DIEN's auxiliary loss) + the L2 penalties the task adds, as (coefficient, parameters)."""
+    out = model(b.features)
+    loss = F.binary_cross_entropy_with_logits(logits_of(out), b.label)
+    if isinstance(out, dict):
+        loss = loss + sum(v for k, v in out.items() if k.endswith("_loss"))
+    for coef, params in penalties:
+        if coef:
+            loss = loss + coef / 2 * sum(p.pow(2).sum() for p in params)
+    return loss
+
+
+def figures(
+    probs: torch.Tensor, y: torch.Tensor, group: torch.Tensor | None, grouped: bool
+) -> dict[str, float]:
+    """What the framework's validation reports, with plain functions over all predictions
+    (N,): AUC, log loss, NE, calibration and (where the data has groups and the task computes
+    them) grouped AUC."""
+    loss = logloss(probs, y)
+    rate = float(y.mean())
+    out = {
+        "auc": auc(probs, y),
+        "logloss": loss,
+        "ne": loss / -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate)),
+        "calibration": float(probs.sum()) / max(float(y.sum()), 1e-12),
+    }
+    if grouped and group is not None:
+        out["gauc"] = grouped_auc(probs, y, group)
+    return out
+
+
+class LightningFloor(L.LightningModule):
+    """The least a LightningModule does to train and validate ``model`` as the bare loops do:
+    a training step of :func:`bare_loss`, Adam, and a validation that keeps each batch's
+    probabilities and logs :func:`figures` with ``self.log``. Timed in the same Trainer over
+    the same data module as ranklab's task, it is what Lightning itself costs."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        penalties: list[tuple[float, list[nn.Parameter]]],
+        lr: float,
+        grouped: bool = True,
+    ) -> None:
+        super().__init__()
+        self.model, self.penalties, self.lr, self.grouped = model, penalties, lr, grouped
+        self.kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return bare_loss(self.model, batch, self.penalties)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+
+    def transfer_batch_to_device(self, batch: Batch, device: torch.device, idx: int) -> Batch:
+        # Lightning's default would rebuild the dataclass; any Lightning user writes this
+        return batch if batch.device == device else batch.to(device)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        probs = torch.sigmoid(logits_of(self.model(batch.features)))
+        self.kept.append((probs, batch.label, batch.group))
+
+    def on_validation_epoch_end(self) -> None:
+        probs, y, groups = zip(*self.kept)
+        group = torch.cat(groups) if groups[0] is not None else None
+        for k, v in figures(torch.cat(probs), torch.cat(y), group, self.grouped).items():
+            self.log(f"val/{k}", v)
+        self.kept.clear()
 
 
 def bare_train(
@@ -160,33 +243,24 @@ def bare_train(
     seed: int,
     clip: float | None = None,
 ) -> float:
-    """A plain loop: permutation, slice, forward, BCE (+ the L2 penalties the task adds: a
-    (coefficient, parameters) pair each, embeddings' and the other weights'), backward,
-    [gradient clipping, as the experiment's recipe asks,] Adam step."""
+    """A plain loop: permutation, slice, forward, :func:`bare_loss`, backward, [gradient
+    clipping, as the experiment's recipe asks,] Adam step."""
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     n = len(split)
     rates = []
     for epoch in range(epochs):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
         for i in range(0, n, batch_size):
             b = split.take(perm[i : i + batch_size])
             opt.zero_grad(set_to_none=True)
-            out = model(b.features)
-            logits = out["logits"] if isinstance(out, dict) else out
-            loss = F.binary_cross_entropy_with_logits(logits, b.label)
-            if isinstance(out, dict):
-                loss = loss + sum(v for k, v in out.items() if k.endswith("_loss"))
-            for coef, params in penalties:
-                if coef:
-                    loss = loss + coef / 2 * sum(p.pow(2).sum() for p in params)
-            loss.backward()
+            bare_loss(model, b, penalties).backward()
             if clip:
                 nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
-        rates.append(n / (time.perf_counter() - t0))
+        rates.append(n / (CLOCK() - t0))
     return statistics.median(rates[1:])
 
 
@@ -194,29 +268,20 @@ def bare_train(
 def bare_eval(
     model: nn.Module, split: TensorSplit, batch_size: int, repeats: int = 2, grouped: bool = True
 ) -> float:
-    """Inference over slices, then the figures the framework's validation reports, computed
-    with plain functions on the concatenated predictions: AUC, log loss, NE, calibration and
-    (where the data has groups and the task computes them) grouped AUC."""
+    """Inference over slices, then :func:`figures` of the concatenated predictions."""
     model.eval()
     n = len(split)
     rates = []
     for _ in range(repeats + 1):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         probs = torch.cat(
             [
                 torch.sigmoid(logits_of(model(split.take(slice(i, i + batch_size)).features)))
                 for i in range(0, n, batch_size)
             ]
         )
-        y = split.label
-        auc(probs, y)
-        loss = logloss(probs, y)
-        rate = float(y.mean())
-        loss / -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))  # NE
-        float(probs.sum()) / max(float(y.sum()), 1e-12)  # calibration
-        if grouped and split.group is not None:
-            grouped_auc(probs, y, split.group)
-        rates.append(n / (time.perf_counter() - t0))
+        figures(probs, split.label, split.group, grouped)
+        rates.append(n / (CLOCK() - t0))
     return statistics.median(rates[1:])
 
 
@@ -272,12 +337,18 @@ def penalties(
     return [(cfg.task.embedding_regularizer, emb), (cfg.task.net_regularizer, net)]
 
 
-def bench_model(cfg, epochs: int, repeats: int) -> dict:
-    """Alternate framework and bare runs ``repeats`` times; medians and raw figures."""
+def bench_model(cfg, epochs: int, repeats: int, floor: bool = True) -> dict:
+    """Alternate framework, Lightning-floor and bare runs ``repeats`` times; medians and raw
+    figures."""
     fw_tr, bare_tr, fw_ev, bare_ev, ind_tr, ind_ev = [], [], [], [], [], []
+    fl_tr: list[float] = []
+    fl_ev: list[float] = []
     clip = cfg.trainer.get("gradient_clip_val")
+    grouped = bool(cfg.task.get("grouped_metrics", True))
     for r in range(repeats):
         fw_tr.append(framework_train(cfg, epochs))
+        if floor:
+            fl_tr.append(framework_train(cfg, epochs, floor=True))
         dm, model, task = build(cfg)
         val_split = dm.split("val")
 
@@ -295,7 +366,9 @@ def bench_model(cfg, epochs: int, repeats: int) -> dict:
 
         bare_tr.append(bare(model, task.emb_params))
         fw_ev.append(framework_eval(cfg, task, dm))
-        grouped = bool(cfg.task.get("grouped_metrics", True))
+        if floor:
+            lf = LightningFloor(model, [], cfg.optimizer.lr, grouped)
+            fl_ev.append(framework_eval(cfg, lf, dm))
         bare_ev.append(bare_eval(model, val_split, dm.eval_batch_size, grouped=grouped))
         schema = dm.schema
         if cfg.model._target_.endswith(".DeepFM") and not schema.numeric and not schema.sequences:
@@ -323,6 +396,9 @@ def bench_model(cfg, epochs: int, repeats: int) -> dict:
             "bare_eval": bare_ev,
         },
     }
+    if floor:
+        res.update({"floor_train": med(fl_tr), "floor_eval": med(fl_ev)})
+        res["raw"].update({"floor_train": fl_tr, "floor_eval": fl_ev})
     if ind_tr:
         res.update(
             {
@@ -335,36 +411,42 @@ def bench_model(cfg, epochs: int, repeats: int) -> dict:
 
 
 def results_table(title: str, rows: list[tuple[str, dict]]) -> Table:
+    """Per stage: ranklab's samples/s, [the Lightning floor's,] the bare loop's, ranklab / bare
+    [and ranklab / floor: ranklab's own share of the cost]."""
+    floor = any("floor_train" in r for _, r in rows)
     table = Table(title=title)
-    for col in (
-        "model",
-        "train: ranklab",
-        "bare (same module)",
-        "ratio",
-        "eval: ranklab",
-        "bare (same module)",
-        "ratio",
-    ):
-        table.add_column(col, justify="right")
+    table.add_column("model", justify="right")
+    for stage in ("train", "eval"):
+        table.add_column(f"{stage}: ranklab", justify="right")
+        if floor:
+            table.add_column("Lightning floor", justify="right")
+        table.add_column("bare (same module)", justify="right")
+        table.add_column("ranklab / bare", justify="right")
+        if floor:
+            table.add_column("ranklab / floor", justify="right")
+
+    def cells(r: dict, stage: str, bare_key: str, hand_written: bool) -> list[str]:
+        fw, bare = r[f"framework_{stage}"], r[bare_key]
+        out = ["" if hand_written else f"{fw:,.0f}"]
+        fl = r.get(f"floor_{stage}")
+        if floor:
+            out.append("" if hand_written or fl is None else f"{fl:,.0f}")
+        out += [f"{bare:,.0f}", f"{fw / bare:.2f}"]
+        if floor:
+            out.append("" if hand_written or fl is None else f"{fw / fl:.2f}")
+        return out
+
     for name, r in rows:
         table.add_row(
             name,
-            f"{r['framework_train']:,.0f}",
-            f"{r['bare_train_same_module']:,.0f}",
-            f"{r['framework_train'] / r['bare_train_same_module']:.2f}",
-            f"{r['framework_eval']:,.0f}",
-            f"{r['bare_eval_same_module']:,.0f}",
-            f"{r['framework_eval'] / r['bare_eval_same_module']:.2f}",
+            *cells(r, "train", "bare_train_same_module", False),
+            *cells(r, "eval", "bare_eval_same_module", False),
         )
         if "bare_train_independent" in r:
             table.add_row(
                 f"{name} vs hand-written",
-                "",
-                f"{r['bare_train_independent']:,.0f}",
-                f"{r['framework_train'] / r['bare_train_independent']:.2f}",
-                "",
-                f"{r['bare_eval_independent']:,.0f}",
-                f"{r['framework_eval'] / r['bare_eval_independent']:.2f}",
+                *cells(r, "train", "bare_train_independent", True),
+                *cells(r, "eval", "bare_eval_independent", True),
             )
     return table
 
@@ -385,21 +467,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench")
     ap.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides")
+    ap.add_argument(
+        "--no-floor", action="store_true", help="skip the Lightning floor (a third of the time)"
+    )
+    ap.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time the process's CPU time, not wall time (use with --threads 1: a busy "
+        "neighbour then slows a run without lengthening its timings)",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    global CLOCK
+    CLOCK = time.process_time if args.cpu_time else time.perf_counter
     console = Console()
+    if not console.is_terminal:  # a log file: rich's 80 columns would truncate the table
+        console = Console(width=170)
     suites = [("CTR", *data_overrides(args.data_dir), args.models)]
     if args.seq_models:
         suites.append(("sequences", *seq_overrides(args.data_dir), args.seq_models))
     console.print(
         f"[bold]ranklab bench[/] · torch threads {torch.get_num_threads()} · "
         f"{args.repeats} repeats, {args.epochs} epochs each (first is warm-up) · medians"
+        + (" · CPU time" if args.cpu_time else "")
     )
     out: dict = {
         "threads": torch.get_num_threads(),
         "epochs": args.epochs,
         "repeats": args.repeats,
+        "clock": "process CPU time" if args.cpu_time else "wall",
         "suites": {},
     }
     for suite, data_ov, data_desc, models in suites:
@@ -413,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
                     *args.overrides,
                 ]
             )
-            rows.append((name, bench_model(cfg, args.epochs, args.repeats)))
+            rows.append((name, bench_model(cfg, args.epochs, args.repeats, not args.no_floor)))
             console.print(f"  {suite} · {name}: done")
         console.print(
             results_table(

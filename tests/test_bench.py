@@ -6,15 +6,24 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_smoke(tmp_path: Path) -> None:
+def load_throughput():
     spec = importlib.util.spec_from_file_location(
         "throughput", ROOT / "benchmarks" / "throughput.py"
     )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-floor", "--cpu-time"]], ids=["floor", "cpu-time"])
+def test_bench_smoke(tmp_path: Path, extra: list[str]) -> None:
+    bench = load_throughput()
     tiny = [
         "data.source.n_train=3000",
         "data.source.n_val=1000",
@@ -37,6 +46,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
             "1",
             "--out",
             str(tmp_path),
+            *extra,
             "--overrides",
             *tiny,
         ]
@@ -44,25 +54,55 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert rc == 0
     out = json.loads(next(tmp_path.glob("throughput-*.json")).read_text())
     res = out["suites"]["CTR"]["results"]["deepfm"]
-    for key in (
+    keys = [
         "framework_train",
         "bare_train_same_module",
         "bare_train_independent",
         "framework_eval",
         "bare_eval_same_module",
         "bare_eval_independent",
-    ):
+    ]
+    floor = ["floor_train", "floor_eval"]
+    for key in keys if extra else keys + floor:
         assert res[key] > 0, key
+    if extra:
+        assert not set(floor) & set(res) and out["clock"] == "process CPU time"
+
+
+def test_the_lightning_floor_does_the_tasks_work(tmp_path: Path) -> None:
+    """The floor is a fair measure of Lightning's own cost only if it does ranklab's work: the
+    same loss for a batch (task's penalties included) and the same validation figures."""
+    bench = load_throughput()
+    from ranklab.config import compose
+
+    over = ["task.embedding_regularizer=0.01", "task.net_regularizer=0.003"]
+    over += ["data.source.n_train=600", "data.source.n_val=700", "data.source.n_test=200"]
+    cfg = compose(["model=deepfm", *over, f"paths.cache_dir={tmp_path}/cache"])
+    dm, model, task = bench.build(cfg)
+    floor = bench.LightningFloor(model, bench.penalties(cfg, model, task.emb_params), 1e-3)
+    model.eval()  # dropout off: the two forward passes see the same network
+    batch = next(iter(dm.train_dataloader()))
+    with torch.no_grad():
+        assert float(floor.training_step(batch, 0)) == pytest.approx(
+            float(task.training_step(batch, 0)), rel=1e-6
+        )
+    logged = {}
+    for module in (task, floor):
+        trainer = bench.eval_trainer()
+        trainer.validate(module, datamodule=dm, verbose=False)
+        logged[module] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    # the synthetic data has users: grouped AUC too
+    names = ("auc", "logloss", "ne", "calibration", "gauc")
+    assert set(logged[floor]) == {f"val/{k}" for k in names}
+    assert set(logged[floor]) <= set(logged[task])
+    for key, value in logged[floor].items():
+        assert value == pytest.approx(logged[task][key], rel=1e-5), key
 
 
 def test_the_bare_loop_adds_the_penalties_the_task_adds(tmp_path: Path) -> None:
     """Same work on both sides: the bare loop's L2 terms sum to the task's regularisation (it
     left out ``net_regularizer``, which the tuned LR and FM set)."""
-    spec = importlib.util.spec_from_file_location(
-        "throughput", ROOT / "benchmarks" / "throughput.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_throughput()
     from ranklab.config import compose
 
     over = ["task.embedding_regularizer=0.01", "task.net_regularizer=0.003"]
@@ -94,9 +134,29 @@ def test_eval_phases_lie_inside_the_validate_call(tmp_path: Path) -> None:
     )
     res = bench.phases(cfg, repeats=2)
     assert res["rows"] == 1000
-    assert all(res[p] > 0 for p in bench.PHASES) and res["bare"] > 0
+    assert all(res[p] > 0 for p in bench.PHASES) and res["bare"] > 0 and res["floor"] > 0
     # medians of parts need not add up exactly; the parts lie inside the whole call
     assert max(res[p] for p in bench.PHASES) < res["ranklab"]
+
+
+def test_step_phases_split_every_sides_steps(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "step_phases", ROOT / "benchmarks" / "step_phases.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from ranklab.config import compose
+
+    over = ["data.source.n_train=2000", "data.source.n_val=500", "data.source.n_test=500"]
+    cfg = compose(["model=lr", *over, "data.batch_size=256", f"paths.cache_dir={tmp_path}/cache"])
+    res = bench.phases(cfg, epochs=2, repeats=1)
+    assert list(res) == ["bare", "Lightning floor", "ranklab"]
+    for side, phases in res.items():
+        assert phases["steps"] == 8, side  # 2000 rows / 256: the second epoch's steps
+        assert all(phases[p] >= 0 for p in [*bench.PHASES, bench.BETWEEN]), side
+        assert phases["backward"] > 0 and phases["forward + loss"] > 0, side
+    assert res["bare"]["closure end"] == 0  # a Lightning phase only
+    assert res["ranklab"]["closure end"] > 0 and res["Lightning floor"]["closure end"] > 0
 
 
 def test_structure_matched_model_approaches_the_bayes_ceiling() -> None:

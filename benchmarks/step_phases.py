@@ -1,0 +1,214 @@
+"""Where one training step spends its time: the bare loop, the Lightning floor and ranklab.
+
+    python benchmarks/step_phases.py --data-dir ../shared/data --model lr
+
+The counterpart of ``eval_phases.py`` for training. Three sides train the same nn.Module on
+the same batches, alternately, ``--repeats`` times: the bare loop of ``throughput.bare_train``,
+``throughput.LightningFloor`` (the least LightningModule that trains it, in ranklab's Trainer
+and data module) and ranklab's task as the benchmark runs it. Each Lightning step is cut by
+callback hooks; the bare step by clock reads between its lines:
+
+- ``forward + loss``: from ``on_train_batch_start`` to ``on_before_zero_grad`` (Lightning's
+  dispatch through the optimiser wrapper and closure, then ``training_step``); bare: the
+  forward pass and loss;
+- ``zero_grad``, ``backward``: the same work on every side;
+- ``closure end``: from ``on_after_backward`` to ``on_before_optimizer_step`` (Lightning only);
+- ``clip + optimiser``: gradient clipping (where the config asks for it) and Adam's update, to
+  ``on_train_batch_end``;
+- ``between steps``: from ``on_train_batch_end`` to the next ``on_train_batch_start`` (the next
+  batch's fetch and the loop's bookkeeping); bare: slicing the next batch.
+
+Medians over the steps of epochs 2..N, then over repeats, in milliseconds. By default one torch
+thread and each thread's CPU time (``time.thread_time``), which a busy neighbour on a shared
+machine does not lengthen; ``--threads N`` (N > 1) times wall time instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from ranklab.config import compose
+from ranklab.train import build
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import ROOT, LightningFloor, bare_loss, data_overrides, penalties
+
+PHASES = ["forward + loss", "zero_grad", "backward", "closure end", "clip + optimiser"]
+BETWEEN = "between steps"
+clock = time.thread_time
+
+
+class StepMarks(L.Callback):
+    """Clock reads at the hooks that bound each phase of a training step, per epoch."""
+
+    def __init__(self) -> None:
+        self.epochs: list[list[dict[str, float]]] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.epochs.append([])
+
+    def _mark(self, key: str) -> None:
+        self.epochs[-1][-1][key] = clock()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.epochs[-1].append({"start": clock()})
+
+    def on_before_zero_grad(self, trainer, pl_module, optimizer) -> None:
+        self._mark("forward + loss")
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self._mark("zero_grad")
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self._mark("backward")
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self._mark("closure end")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._mark("clip + optimiser")
+
+    def steps(self) -> list[dict[str, float]]:
+        """Each step of epochs 2..N as phase -> seconds (the last step of an epoch has no
+        ``between steps``: the epoch's end is not a step's cost)."""
+        out = []
+        for epoch in self.epochs[1:]:
+            for i, marks in enumerate(epoch):
+                prev, step = marks["start"], {}
+                for phase in PHASES:
+                    step[phase], prev = marks[phase] - prev, marks[phase]
+                if i + 1 < len(epoch):
+                    step[BETWEEN] = epoch[i + 1]["start"] - prev
+                out.append(step)
+        return out
+
+
+def lightning_steps(cfg, epochs: int, floor: bool) -> list[dict[str, float]]:
+    """Per-step phases of ranklab's fit (``floor``: the Lightning floor's), timed as
+    ``throughput.framework_train`` runs it (no validation, no lr schedule)."""
+    cfg = cfg.copy()
+    cfg.scheduler = {}
+    L.seed_everything(cfg.seed, verbose=False)
+    dm, model, task = build(cfg)
+    module: L.LightningModule = task
+    if floor:
+        module = LightningFloor(model, penalties(cfg, model, task.emb_params), cfg.optimizer.lr)
+    marks = StepMarks()
+    L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        deterministic=cfg.trainer.deterministic,
+        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[marks],
+    ).fit(module, datamodule=dm)
+    return marks.steps()
+
+
+def bare_steps(cfg, epochs: int) -> list[dict[str, float]]:
+    """Per-step phases of ``throughput.bare_train``'s loop, read between its lines."""
+    L.seed_everything(cfg.seed, verbose=False)
+    dm, model, task = build(cfg)
+    split, bs, clip = dm.split("train"), dm.batch_size, cfg.trainer.get("gradient_clip_val")
+    terms = penalties(cfg, model, task.emb_params)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
+    model.train()
+    n, out = len(split), []
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        for i in range(0, n, bs):
+            t0 = clock()
+            b = split.take(perm[i : i + bs])
+            t1 = clock()
+            loss = bare_loss(model, b, terms)
+            t2 = clock()
+            opt.zero_grad(set_to_none=True)
+            t3 = clock()
+            loss.backward()
+            t4 = clock()
+            if clip:
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            t5 = clock()
+            if epoch:
+                step = dict(zip(PHASES, (t2 - t1, t3 - t2, t4 - t3, 0.0, t5 - t4), strict=True))
+                out.append({**step, BETWEEN: t1 - t0})
+    return out
+
+
+def phases(cfg, epochs: int, repeats: int) -> dict[str, dict[str, Any]]:
+    """side -> phase -> median milliseconds, plus ``step`` (the median step's total)."""
+    sides = {
+        "bare": lambda: bare_steps(cfg, epochs),
+        "Lightning floor": lambda: lightning_steps(cfg, epochs, floor=True),
+        "ranklab": lambda: lightning_steps(cfg, epochs, floor=False),
+    }
+    runs: dict[str, list[list[dict[str, float]]]] = {k: [] for k in sides}
+    for _ in range(repeats):
+        for side, run in sides.items():
+            runs[side].append(run())
+    med = statistics.median
+    out: dict[str, dict[str, Any]] = {}
+    for side, reps in runs.items():
+        res = {
+            p: med(med(s[p] for s in steps if p in s) for steps in reps) * 1e3
+            for p in [*PHASES, BETWEEN]
+        }
+        res["step"] = med(med(sum(s.values()) for s in steps if BETWEEN in s) for steps in reps)
+        res["step"] *= 1e3
+        res["steps"] = len(reps[0])
+        out[side] = res
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--model", default="lr")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs per run (the first warms up)")
+    ap.add_argument("--repeats", type=int, default=5, help="alternating runs of each side")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (>1: wall time)")
+    ap.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides")
+    args = ap.parse_args(argv)
+    global clock
+    torch.set_num_threads(args.threads)
+    clock = time.thread_time if args.threads == 1 else time.perf_counter
+    data_ov, desc = data_overrides(args.data_dir)
+    cfg = compose(
+        [*data_ov, f"model={args.model}", "paths.cache_dir=" + str(ROOT / "cache"), *args.overrides]
+    )
+    res = phases(cfg, args.epochs, args.repeats)
+    kind = "CPU time" if clock is time.thread_time else "wall time"
+    print(
+        f"{args.model} on {desc}: batch {cfg.data.batch_size}, {torch.get_num_threads()} "
+        f"thread(s), {kind}; medians over steps of epochs 2..{args.epochs}, "
+        f"then over {args.repeats} repeats (ms)"
+    )
+    sides = list(res)
+    print(f"  {'phase':18s}" + "".join(f"{s:>17s}" for s in sides))
+    for p in [*PHASES, BETWEEN, "step"]:
+        print(f"  {p:18s}" + "".join(f"{res[s][p]:17.3f}" for s in sides))
+    bare = res["bare"]["step"]
+    print(f"  {'bare / side':18s}" + "".join(f"{bare / res[s]['step']:17.2f}" for s in sides))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
