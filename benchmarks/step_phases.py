@@ -40,7 +40,7 @@ from ranklab.config import compose
 from ranklab.train import build
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import ROOT, LightningFloor, bare_loss, data_overrides, penalties
+from throughput import ROOT, bare_loss, data_overrides, penalties, timed_fit
 
 PHASES = ["forward + loss", "zero_grad", "backward", "closure end", "clip + optimiser"]
 BETWEEN = "between steps"
@@ -95,28 +95,8 @@ class StepMarks(L.Callback):
 def lightning_steps(cfg, epochs: int, floor: bool) -> list[dict[str, float]]:
     """Per-step phases of ranklab's fit (``floor``: the Lightning floor's), timed as
     ``throughput.framework_train`` runs it (no validation, no lr schedule)."""
-    cfg = cfg.copy()
-    cfg.scheduler = {}
-    L.seed_everything(cfg.seed, verbose=False)
-    dm, model, task = build(cfg)
-    module: L.LightningModule = task
-    if floor:
-        module = LightningFloor(model, penalties(cfg, model, task.emb_params), cfg.optimizer.lr)
     marks = StepMarks()
-    L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        deterministic=cfg.trainer.deterministic,
-        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        callbacks=[marks],
-    ).fit(module, datamodule=dm)
+    timed_fit(cfg, epochs, marks, floor)
     return marks.steps()
 
 

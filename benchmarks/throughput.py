@@ -106,7 +106,16 @@ def data_overrides(data_dir: Path) -> tuple[list[str], str]:
 
 def framework_train(cfg, epochs: int, floor: bool = False) -> float:
     """Samples/s of Trainer.fit over epochs 2..N (epoch 1 warms up); with ``floor``, of the
-    same fit with the task replaced by :class:`LightningFloor` over the same model and data.
+    same fit with the task replaced by :class:`LightningFloor` over the same model and data."""
+    timer = EpochTimer()
+    timed_fit(cfg, epochs, timer, floor)
+    return statistics.median(n / t for n, t in zip(timer.samples[1:], timer.times[1:]))
+
+
+def timed_fit(cfg, epochs: int, timer: L.Callback, floor: bool = False) -> None:
+    """Fit ranklab's task (``floor``: :class:`LightningFloor` over the same model) for
+    ``epochs`` on the CPU, as ``ranklab-train`` would but without logger, checkpoints, progress
+    bar and validation, with ``timer`` as the only callback.
 
     Validation is off while timing, so the plateau lr schedule (which waits for a validation
     metric) is too; it acts once per epoch and costs nothing per batch.
@@ -117,7 +126,6 @@ def framework_train(cfg, epochs: int, floor: bool = False) -> float:
     dm, model, task = build(cfg)
     if floor:
         task = LightningFloor(model, penalties(cfg, model, task.emb_params), cfg.optimizer.lr)
-    timer = EpochTimer()
     trainer = L.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -133,7 +141,6 @@ def framework_train(cfg, epochs: int, floor: bool = False) -> float:
         callbacks=[timer],
     )
     trainer.fit(task, datamodule=dm)
-    return statistics.median(n / t for n, t in zip(timer.samples[1:], timer.times[1:]))
 
 
 def eval_trainer(callbacks: list[L.Callback] | None = None) -> L.Trainer:
