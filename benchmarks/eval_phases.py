@@ -6,7 +6,9 @@ Phases are cut by callback hooks: Lightning's set-up before ``on_validation_star
 start, the batches (forward and metric updates), the epoch end (the metrics' compute and
 ``self.log`` of each), and the teardown after ``on_validation_end``. The bare side is
 ``throughput.bare_eval`` (a no-grad loop over the same slices and the same metrics with plain
-functions). Between them, the whole call of ``throughput.LightningFloor`` (the least
+functions). The model is as built (untrained): its predictions, and so the AUC's sorts, differ
+from a trained model's in ``throughput.py``. Between them, the whole call of
+``throughput.LightningFloor`` (the least
 LightningModule that computes the bare side's figures and logs them with ``self.log``) in the
 same Trainer over the same data module: what Lightning itself costs. Medians over
 ``--repeats`` calls after two warm-ups, in milliseconds. On the smallest models the fixed
@@ -29,7 +31,7 @@ from ranklab.config import compose
 from ranklab.train import build
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import ROOT, LightningFloor, bare_eval, data_overrides, eval_trainer
+from throughput import ROOT, bare_eval, data_overrides, eval_trainer, floor_of
 
 PHASES = ["set-up", "loop start", "batches", "epoch end", "teardown"]
 
@@ -60,7 +62,7 @@ def phases(cfg, repeats: int) -> dict[str, float]:
     dm, model, task = build(cfg)
     marks = Marks()
     trainer = eval_trainer([marks])
-    floor = LightningFloor(model, [], cfg.optimizer.lr, bool(cfg.task.get("grouped_metrics", True)))
+    floor = floor_of(cfg, model, task)
     # a Trainer of its own: one Trainer's logged keys must keep their options across calls
     floor_trainer = eval_trainer([Marks()])
     rows, floor_ms = [], []

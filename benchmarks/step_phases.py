@@ -18,9 +18,12 @@ callback hooks; the bare step by clock reads between its lines:
 - ``between steps``: from ``on_train_batch_end`` to the next ``on_train_batch_start`` (the next
   batch's fetch and the loop's bookkeeping); bare: slicing the next batch.
 
-Medians over the steps of epochs 2..N, then over repeats, in milliseconds. By default one torch
-thread and each thread's CPU time (``time.thread_time``), which a busy neighbour on a shared
-machine does not lengthen; ``--threads N`` (N > 1) times wall time instead.
+Medians over the steps of epochs 2..N, then over repeats, in milliseconds; the mean step too
+(a cost paid on a few steps only, such as a periodic ``self.log``, moves the mean, not the
+median). ranklab's own ``on_train_batch_end`` runs after the callbacks', so it counts in
+``between steps``. By default one torch thread and each thread's CPU time
+(``time.thread_time``), which a busy neighbour on a shared machine does not lengthen;
+``--threads N`` (N > 1) times wall time instead.
 """
 
 from __future__ import annotations
@@ -34,13 +37,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
 
 from ranklab.config import compose
 from ranklab.train import build
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import ROOT, bare_loss, data_overrides, penalties, timed_fit
+from throughput import ROOT, bare_train, data_overrides, penalties, timed_fit
 
 PHASES = ["forward + loss", "zero_grad", "backward", "closure end", "clip + optimiser"]
 BETWEEN = "between steps"
@@ -100,39 +102,43 @@ def lightning_steps(cfg, epochs: int, floor: bool) -> list[dict[str, float]]:
     return marks.steps()
 
 
+class BareMarks:
+    """``throughput.bare_train``'s ``mark``: each phase's clock time, per step."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, float]] = []
+
+    def __call__(self, phase: str) -> None:
+        now = clock()
+        if phase == "start":
+            self.steps.append({})
+        else:
+            self.steps[-1][phase] = now - self.last
+        self.last = now
+
+
 def bare_steps(cfg, epochs: int) -> list[dict[str, float]]:
-    """Per-step phases of ``throughput.bare_train``'s loop, read between its lines."""
+    """Per-step phases of ``throughput.bare_train``'s loop over epochs 2..N."""
     L.seed_everything(cfg.seed, verbose=False)
     dm, model, task = build(cfg)
-    split, bs, clip = dm.split("train"), dm.batch_size, cfg.trainer.get("gradient_clip_val")
+    split = dm.split("train")
+    torch.use_deterministic_algorithms(bool(cfg.trainer.deterministic))  # as the Trainers do
+    marks = BareMarks()
     terms = penalties(cfg, model, task.emb_params)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
-    model.train()
-    n, out = len(split), []
-    for epoch in range(epochs):
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed + epoch))
-        for i in range(0, n, bs):
-            t0 = clock()
-            b = split.take(perm[i : i + bs])
-            t1 = clock()
-            loss = bare_loss(model, b, terms)
-            t2 = clock()
-            opt.zero_grad(set_to_none=True)
-            t3 = clock()
-            loss.backward()
-            t4 = clock()
-            if clip:
-                nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            t5 = clock()
-            if epoch:
-                step = dict(zip(PHASES, (t2 - t1, t3 - t2, t4 - t3, 0.0, t5 - t4), strict=True))
-                out.append({**step, BETWEEN: t1 - t0})
-    return out
+    clip = cfg.trainer.get("gradient_clip_val")
+    bare_train(
+        model, split, dm.batch_size, epochs, task.optimizer_factory, terms, cfg.seed, clip, marks
+    )
+    per_epoch = len(marks.steps) // epochs
+    return [{"closure end": 0.0, **s} for s in marks.steps[per_epoch:]]
 
 
 def phases(cfg, epochs: int, repeats: int) -> dict[str, dict[str, Any]]:
-    """side -> phase -> median milliseconds, plus ``step`` (the median step's total)."""
+    """side -> phase -> median milliseconds, plus ``step`` (the median step's total) and
+    ``mean step`` (the mean: what a cost paid on a few steps, e.g. a periodic ``self.log``,
+    adds). One torch thread: each thread's CPU time; more: wall time."""
+    global clock
+    clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
     sides = {
         "bare": lambda: bare_steps(cfg, epochs),
         "Lightning floor": lambda: lightning_steps(cfg, epochs, floor=True),
@@ -151,6 +157,8 @@ def phases(cfg, epochs: int, repeats: int) -> dict[str, dict[str, Any]]:
         }
         res["step"] = med(med(sum(s.values()) for s in steps if BETWEEN in s) for steps in reps)
         res["step"] *= 1e3
+        res["mean step"] = med(statistics.mean(sum(s.values()) for s in steps) for steps in reps)
+        res["mean step"] *= 1e3
         res["steps"] = len(reps[0])
         out[side] = res
     return out
@@ -164,18 +172,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="lr")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per run (the first warms up)")
     ap.add_argument("--repeats", type=int, default=5, help="alternating runs of each side")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (>1: wall time)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (>1: wall time; 0: torch default)"
+    )
     ap.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides")
     args = ap.parse_args(argv)
-    global clock
-    torch.set_num_threads(args.threads)
-    clock = time.thread_time if args.threads == 1 else time.perf_counter
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data_ov, desc = data_overrides(args.data_dir)
     cfg = compose(
         [*data_ov, f"model={args.model}", "paths.cache_dir=" + str(ROOT / "cache"), *args.overrides]
     )
     res = phases(cfg, args.epochs, args.repeats)
-    kind = "CPU time" if clock is time.thread_time else "wall time"
+    kind = "CPU time" if torch.get_num_threads() == 1 else "wall time"
     print(
         f"{args.model} on {desc}: batch {cfg.data.batch_size}, {torch.get_num_threads()} "
         f"thread(s), {kind}; medians over steps of epochs 2..{args.epochs}, "
@@ -183,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sides = list(res)
     print(f"  {'phase':18s}" + "".join(f"{s:>17s}" for s in sides))
-    for p in [*PHASES, BETWEEN, "step"]:
+    for p in [*PHASES, BETWEEN, "step", "mean step"]:
         print(f"  {p:18s}" + "".join(f"{res[s][p]:17.3f}" for s in sides))
     bare = res["bare"]["step"]
     print(f"  {'bare / side':18s}" + "".join(f"{bare / res[s]['step']:17.2f}" for s in sides))

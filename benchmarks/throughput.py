@@ -11,8 +11,8 @@ with ``self.log``) are timed alternately, ``--repeats`` times, and medians are r
 floor splits the framework's cost into Lightning's own (floor / bare) and ranklab's (ranklab /
 floor). DeepFM is also compared with an independent bare implementation (one embedding table,
 FM, MLP, Adam: what one would write by hand), which is the reference for the framework-overhead
-ratio. Machines here are noisy: read the ratios, not the absolute numbers; ``--cpu-time`` with
-``--threads 1`` times CPU time instead of wall time, which a busy neighbour does not inflate.
+ratio. Machines here are noisy: read the ratios, not the absolute numbers; ``--cpu-time`` times
+CPU time on one thread instead of wall time, which a busy neighbour does not inflate.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -36,6 +37,7 @@ from ranklab.config import compose
 from ranklab.data import RankDataModule, TensorSplit
 from ranklab.data.batch import Batch
 from ranklab.metrics import auc, grouped_auc, logloss
+from ranklab.tasks.base import OptimizerFactory
 from ranklab.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,10 +114,10 @@ def framework_train(cfg, epochs: int, floor: bool = False) -> float:
     return statistics.median(n / t for n, t in zip(timer.samples[1:], timer.times[1:]))
 
 
-def timed_fit(cfg, epochs: int, timer: L.Callback, floor: bool = False) -> None:
+def timed_fit(cfg, epochs: int, timer: L.Callback, floor: bool = False) -> L.LightningModule:
     """Fit ranklab's task (``floor``: :class:`LightningFloor` over the same model) for
     ``epochs`` on the CPU, as ``ranklab-train`` would but without logger, checkpoints, progress
-    bar and validation, with ``timer`` as the only callback.
+    bar and validation, with ``timer`` as the only callback; returns the fitted module.
 
     Validation is off while timing, so the plateau lr schedule (which waits for a validation
     metric) is too; it acts once per epoch and costs nothing per batch.
@@ -124,8 +126,7 @@ def timed_fit(cfg, epochs: int, timer: L.Callback, floor: bool = False) -> None:
     cfg.scheduler = {}
     L.seed_everything(cfg.seed, verbose=False)
     dm, model, task = build(cfg)
-    if floor:
-        task = LightningFloor(model, penalties(cfg, model, task.emb_params), cfg.optimizer.lr)
+    module: L.LightningModule = floor_of(cfg, model, task) if floor else task
     trainer = L.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -140,7 +141,8 @@ def timed_fit(cfg, epochs: int, timer: L.Callback, floor: bool = False) -> None:
         num_sanity_val_steps=0,
         callbacks=[timer],
     )
-    trainer.fit(task, datamodule=dm)
+    trainer.fit(module, datamodule=dm)
+    return module
 
 
 def eval_trainer(callbacks: list[L.Callback] | None = None) -> L.Trainer:
@@ -203,26 +205,27 @@ def figures(
 
 class LightningFloor(L.LightningModule):
     """The least a LightningModule does to train and validate ``model`` as the bare loops do:
-    a training step of :func:`bare_loss`, Adam, and a validation that keeps each batch's
-    probabilities and logs :func:`figures` with ``self.log``. Timed in the same Trainer over
-    the same data module as ranklab's task, it is what Lightning itself costs."""
+    a training step of :func:`bare_loss`, the run's optimiser, and a validation that keeps each
+    batch's probabilities and logs :func:`figures` with ``self.log``. Timed in the same Trainer
+    over the same data module as ranklab's task, it is what Lightning itself costs."""
 
     def __init__(
         self,
         model: nn.Module,
         penalties: list[tuple[float, list[nn.Parameter]]],
-        lr: float,
+        optimizer: OptimizerFactory,
         grouped: bool = True,
     ) -> None:
         super().__init__()
-        self.model, self.penalties, self.lr, self.grouped = model, penalties, lr, grouped
+        self.model, self.penalties, self.grouped = model, penalties, grouped
+        self.optimizer = optimizer
         self.kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return bare_loss(self.model, batch, self.penalties)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        return self.optimizer(self.model.parameters())
 
     def transfer_batch_to_device(self, batch: Batch, device: torch.device, idx: int) -> Batch:
         # Lightning's default would rebuild the dataclass; any Lightning user writes this
@@ -240,20 +243,31 @@ class LightningFloor(L.LightningModule):
         self.kept.clear()
 
 
+def floor_of(cfg, model: nn.Module, task) -> LightningFloor:
+    """The Lightning floor of ranklab's ``task`` over its ``model``: the same penalties,
+    optimiser and grouped metrics."""
+    grouped = bool(cfg.task.get("grouped_metrics", True))
+    terms = penalties(cfg, model, task.emb_params)
+    return LightningFloor(model, terms, task.optimizer_factory, grouped)
+
+
 def bare_train(
     model: nn.Module,
     split: TensorSplit,
     batch_size: int,
     epochs: int,
-    lr: float,
+    optimizer: OptimizerFactory,
     penalties: list[tuple[float, list[nn.Parameter]]],
     seed: int,
     clip: float | None = None,
+    mark: Callable[[str], None] | None = None,
 ) -> float:
     """A plain loop: permutation, slice, forward, :func:`bare_loss`, backward, [gradient
-    clipping, as the experiment's recipe asks,] Adam step."""
+    clipping, as the experiment's recipe asks,] the run's optimiser (``params -> optimizer``).
+
+    ``mark(phase)``, if given, is called as each phase of a step ends (``step_phases.py``)."""
     torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = optimizer(model.parameters())
     model.train()
     n = len(split)
     rates = []
@@ -261,12 +275,25 @@ def bare_train(
         t0 = CLOCK()
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
         for i in range(0, n, batch_size):
+            if mark:
+                mark("start")
             b = split.take(perm[i : i + batch_size])
+            if mark:
+                mark("between steps")
             opt.zero_grad(set_to_none=True)
-            bare_loss(model, b, penalties).backward()
+            if mark:
+                mark("zero_grad")
+            loss = bare_loss(model, b, penalties)
+            if mark:
+                mark("forward + loss")
+            loss.backward()
+            if mark:
+                mark("backward")
             if clip:
                 nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
+            if mark:
+                mark("clip + optimiser")
         rates.append(n / (CLOCK() - t0))
     return statistics.median(rates[1:])
 
@@ -357,15 +384,19 @@ def bench_model(cfg, epochs: int, repeats: int, floor: bool = True) -> dict:
         if floor:
             fl_tr.append(framework_train(cfg, epochs, floor=True))
         dm, model, task = build(cfg)
+        # the Trainers above set it for the process; said here, it holds for the first too
+        torch.use_deterministic_algorithms(bool(cfg.trainer.deterministic))
         val_split = dm.split("val")
 
-        def bare(m: nn.Module, emb: list[nn.Parameter], dm=dm, seed=cfg.seed + r) -> float:
+        def bare(
+            m: nn.Module, emb: list[nn.Parameter], dm=dm, task=task, seed=cfg.seed + r
+        ) -> float:
             return bare_train(
                 m,
                 dm.split("train"),
                 dm.batch_size,
                 epochs,
-                cfg.optimizer.lr,
+                task.optimizer_factory,
                 penalties(cfg, m, emb),
                 seed,
                 clip,
@@ -374,8 +405,7 @@ def bench_model(cfg, epochs: int, repeats: int, floor: bool = True) -> dict:
         bare_tr.append(bare(model, task.emb_params))
         fw_ev.append(framework_eval(cfg, task, dm))
         if floor:
-            lf = LightningFloor(model, [], cfg.optimizer.lr, grouped)
-            fl_ev.append(framework_eval(cfg, lf, dm))
+            fl_ev.append(framework_eval(cfg, floor_of(cfg, model, task), dm))
         bare_ev.append(bare_eval(model, val_split, dm.eval_batch_size, grouped=grouped))
         schema = dm.schema
         if cfg.model._target_.endswith(".DeepFM") and not schema.numeric and not schema.sequences:
@@ -480,10 +510,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--cpu-time",
         action="store_true",
-        help="time the process's CPU time, not wall time (use with --threads 1: a busy "
+        help="time the process's CPU time, not wall time, on one torch thread (a busy "
         "neighbour then slows a run without lengthening its timings)",
     )
     args = ap.parse_args(argv)
+    if args.cpu_time and args.threads > 1:
+        ap.error("--cpu-time times one thread's work: give --threads 1 (or leave it out)")
+    if args.cpu_time:
+        args.threads = 1
     if args.threads:
         torch.set_num_threads(args.threads)
     global CLOCK

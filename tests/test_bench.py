@@ -79,7 +79,7 @@ def test_the_lightning_floor_does_the_tasks_work(tmp_path: Path) -> None:
     over += ["data.source.n_train=600", "data.source.n_val=700", "data.source.n_test=200"]
     cfg = compose(["model=deepfm", *over, f"paths.cache_dir={tmp_path}/cache"])
     dm, model, task = bench.build(cfg)
-    floor = bench.LightningFloor(model, bench.penalties(cfg, model, task.emb_params), 1e-3)
+    floor = bench.floor_of(cfg, model, task)
     model.eval()  # dropout off: the two forward passes see the same network
     batch = next(iter(dm.train_dataloader()))
     with torch.no_grad():
@@ -97,6 +97,31 @@ def test_the_lightning_floor_does_the_tasks_work(tmp_path: Path) -> None:
     assert set(logged[floor]) <= set(logged[task])
     for key, value in logged[floor].items():
         assert value == pytest.approx(logged[task][key], rel=1e-5), key
+
+
+def test_the_floor_trains_the_same_weights_as_ranklab(tmp_path: Path) -> None:
+    """The floor and ranklab, fitted as the bench fits them, end with the same weights bit for
+    bit: the same batches in the same order, loss, penalties, optimiser and gradient clipping
+    (a floor that left one out would train other weights)."""
+    import lightning as L
+
+    bench = load_throughput()
+    from ranklab.config import compose
+
+    over = ["task.embedding_regularizer=0.01", "task.net_regularizer=0.003", "model.dropout=0"]
+    over += ["data.source.n_train=1200", "data.source.n_val=200", "data.source.n_test=200"]
+    over += ["data.batch_size=256", "trainer.gradient_clip_val=0.05", "optimizer=adamw"]
+    cfg = compose(["model=deepfm", *over, f"paths.cache_dir={tmp_path}/cache"])
+    fitted = [bench.timed_fit(cfg, 2, L.Callback(), floor=f).model for f in (False, True)]
+    ours, floor = (dict(m.named_parameters()) for m in fitted)
+    assert ours.keys() == floor.keys()
+    L.seed_everything(cfg.seed, verbose=False)  # as timed_fit does: the initial weights
+    moved = bench.build(cfg)[1].state_dict()
+    for name, p in ours.items():
+        assert torch.equal(p, floor[name]), name
+        assert not torch.equal(p, moved[name]), name  # it trained
+    opt = bench.floor_of(cfg, fitted[1], bench.build(cfg)[2]).configure_optimizers()
+    assert isinstance(opt, torch.optim.AdamW)
 
 
 def test_the_bare_loop_adds_the_penalties_the_task_adds(tmp_path: Path) -> None:
