@@ -27,11 +27,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ranklab.config import compose
 from ranklab.train import build
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import ROOT, bare_eval, data_overrides, eval_trainer, floor_of
+from throughput import ROOT, bare_eval, bench_config, data_overrides, eval_trainer, floor_of
 
 PHASES = ["set-up", "loop start", "batches", "epoch end", "teardown"]
 
@@ -100,14 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     data_ov, desc = data_overrides(args.data_dir)
-    cfg = compose(
-        [
-            *data_ov,
-            f"model={args.model}",
-            "paths.cache_dir=" + str(ROOT / "cache"),
-            *args.overrides,
-        ]
-    )
+    cfg = bench_config(data_ov, args.model, args.overrides)
     res = phases(cfg, args.repeats)
     print(
         f"{args.model} on {desc}: {res['rows']:,} validation rows, "

@@ -38,11 +38,17 @@ from typing import Any
 import lightning as L
 import torch
 
-from ranklab.config import compose
 from ranklab.train import build
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import ROOT, bare_train, data_overrides, penalties, timed_fit
+from throughput import (
+    ROOT,
+    bare_train,
+    bench_config,
+    data_overrides,
+    penalties,
+    timed_fit,
+)
 
 PHASES = ["forward + loss", "zero_grad", "backward", "closure end", "clip + optimiser"]
 BETWEEN = "between steps"
@@ -180,9 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     data_ov, desc = data_overrides(args.data_dir)
-    cfg = compose(
-        [*data_ov, f"model={args.model}", "paths.cache_dir=" + str(ROOT / "cache"), *args.overrides]
-    )
+    cfg = bench_config(data_ov, args.model, args.overrides)
     res = phases(cfg, args.epochs, args.repeats)
     kind = "CPU time" if torch.get_num_threads() == 1 else "wall time"
     print(

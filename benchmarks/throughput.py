@@ -29,6 +29,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -104,6 +105,13 @@ def data_overrides(data_dir: Path) -> tuple[list[str], str]:
         ],
         "synthetic, Frappe-shaped (no real data found)",
     )
+
+
+def bench_config(data_ov: list[str], model: str, overrides: list[str]) -> DictConfig:
+    """The config a benchmark times: the data (``data_overrides``), the model, the
+    repository's cache folder, and the command line's extra overrides."""
+    cache = "paths.cache_dir=" + str(ROOT / "cache")
+    return compose([*data_ov, f"model={model}", cache, *overrides])
 
 
 def framework_train(cfg, epochs: int, floor: bool = False) -> float:
@@ -543,14 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     for suite, data_ov, data_desc, models in suites:
         rows = []
         for name in models:
-            cfg = compose(
-                [
-                    *data_ov,
-                    f"model={name}",
-                    "paths.cache_dir=" + str(ROOT / "cache"),
-                    *args.overrides,
-                ]
-            )
+            cfg = bench_config(data_ov, name, args.overrides)
             rows.append((name, bench_model(cfg, args.epochs, args.repeats, not args.no_floor)))
             console.print(f"  {suite} · {name}: done")
         console.print(
