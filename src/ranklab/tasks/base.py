@@ -164,13 +164,14 @@ class BaseTask(L.LightningModule):
         it at the step's end (``on_train_batch_end``), before any validation or checkpoint.
         The step's optimiser update has then been made, from a NaN: those weights are never
         saved (:class:`~ranklab.callbacks.Resumable` checks the loss first)."""
-        epoch, step = int(self.current_epoch), int(self.global_step)
         defer = self.defer_loss_check
         if not (total.is_cuda if defer is None else defer):
             if not bool(torch.isfinite(total)):
+                epoch, step = int(self.current_epoch), int(self.global_step)
                 raise self._diverged(float(total.detach()), epoch, step)
             return total
         self.check_loss()  # a step left unchecked (a hook that never ran): before it is lost
+        epoch, step = int(self.current_epoch), int(self.global_step)  # for check_loss to name
         if self._loss_host is None:
             self._loss_host = torch.empty((), dtype=torch.float32, pin_memory=total.is_cuda)
         self._loss_host.copy_(total.detach().float(), non_blocking=True)
