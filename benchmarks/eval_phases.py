@@ -17,7 +17,6 @@ phases are what separates the framework from the bare loop.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import statistics
 import sys
@@ -30,7 +29,7 @@ import torch
 from ranklab.train import build
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import ROOT, bare_eval, bench_config, data_overrides, eval_trainer, floor_of
+from throughput import bare_eval, eval_trainer, floor_of, model_cli, model_config
 
 PHASES = ["set-up", "loop start", "batches", "epoch end", "teardown"]
 
@@ -87,19 +86,9 @@ def phases(cfg, repeats: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    ap.add_argument("--model", default="lr")
-    ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    ap.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides")
+    ap = model_cli(__doc__, repeats=10, threads=0, threads_help="torch threads (0: torch default)")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data_ov, desc = data_overrides(args.data_dir)
-    cfg = bench_config(data_ov, args.model, args.overrides)
+    cfg, desc = model_config(args)
     res = phases(cfg, args.repeats)
     print(
         f"{args.model} on {desc}: {res['rows']:,} validation rows, "

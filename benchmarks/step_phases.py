@@ -28,7 +28,6 @@ median). ranklab's own ``on_train_batch_end`` runs after the callbacks', so it c
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -41,14 +40,7 @@ import torch
 from ranklab.train import build
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import (
-    ROOT,
-    bare_train,
-    bench_config,
-    data_overrides,
-    penalties,
-    timed_fit,
-)
+from throughput import bare_train, model_cli, model_config, penalties, timed_fit
 
 PHASES = ["forward + loss", "zero_grad", "backward", "closure end", "clip + optimiser"]
 BETWEEN = "between steps"
@@ -171,22 +163,15 @@ def phases(cfg, epochs: int, repeats: int) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ap = model_cli(
+        __doc__,
+        repeats=5,
+        threads=1,
+        threads_help="torch threads (>1: wall time; 0: torch default)",
     )
-    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    ap.add_argument("--model", default="lr")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per run (the first warms up)")
-    ap.add_argument("--repeats", type=int, default=5, help="alternating runs of each side")
-    ap.add_argument(
-        "--threads", type=int, default=1, help="torch threads (>1: wall time; 0: torch default)"
-    )
-    ap.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data_ov, desc = data_overrides(args.data_dir)
-    cfg = bench_config(data_ov, args.model, args.overrides)
+    cfg, desc = model_config(args)
     res = phases(cfg, args.epochs, args.repeats)
     kind = "CPU time" if torch.get_num_threads() == 1 else "wall time"
     print(

@@ -114,6 +114,30 @@ def bench_config(data_ov: list[str], model: str, overrides: list[str]) -> DictCo
     return compose([*data_ov, f"model={model}", cache, *overrides])
 
 
+def model_cli(doc: str, repeats: int, threads: int, threads_help: str) -> argparse.ArgumentParser:
+    """The command line of a one-model script (``eval_phases.py``, ``step_phases.py``):
+    ``--data-dir``, ``--model``, ``--repeats``, ``--threads``, ``--overrides``; see
+    :func:`model_config`."""
+    ap = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--model", default="lr")
+    ap.add_argument("--repeats", type=int, default=repeats, help="alternating runs of each side")
+    ap.add_argument("--threads", type=int, default=threads, help=threads_help)
+    ap.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides")
+    return ap
+
+
+def model_config(args: argparse.Namespace) -> tuple[DictConfig, str]:
+    """For :func:`model_cli`'s arguments: sets the torch threads asked for (0: torch's
+    default) and returns the config to time and its data's description."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data_ov, desc = data_overrides(args.data_dir)
+    return bench_config(data_ov, args.model, args.overrides), desc
+
+
 def framework_train(cfg, epochs: int, floor: bool = False) -> float:
     """Samples/s of Trainer.fit over epochs 2..N (epoch 1 warms up); with ``floor``, of the
     same fit with the task replaced by :class:`LightningFloor` over the same model and data."""

@@ -12,10 +12,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_throughput():
-    spec = importlib.util.spec_from_file_location(
-        "throughput", ROOT / "benchmarks" / "throughput.py"
-    )
+def load_bench(name: str):
+    """The script ``benchmarks/<name>.py`` as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     return bench
@@ -23,7 +22,7 @@ def load_throughput():
 
 @pytest.mark.parametrize("extra", [[], ["--no-floor", "--cpu-time"]], ids=["floor", "cpu-time"])
 def test_bench_smoke(tmp_path: Path, extra: list[str]) -> None:
-    bench = load_throughput()
+    bench = load_bench("throughput")
     tiny = [
         "data.source.n_train=3000",
         "data.source.n_val=1000",
@@ -72,7 +71,7 @@ def test_bench_smoke(tmp_path: Path, extra: list[str]) -> None:
 def test_the_lightning_floor_does_the_tasks_work(tmp_path: Path) -> None:
     """The floor is a fair measure of Lightning's own cost only if it does ranklab's work: the
     same loss for a batch (task's penalties included) and the same validation figures."""
-    bench = load_throughput()
+    bench = load_bench("throughput")
     from ranklab.config import compose
 
     over = ["task.embedding_regularizer=0.01", "task.net_regularizer=0.003"]
@@ -105,7 +104,7 @@ def test_the_floor_trains_the_same_weights_as_ranklab(tmp_path: Path) -> None:
     (a floor that left one out would train other weights)."""
     import lightning as L
 
-    bench = load_throughput()
+    bench = load_bench("throughput")
     from ranklab.config import compose
 
     over = ["task.embedding_regularizer=0.01", "task.net_regularizer=0.003", "model.dropout=0"]
@@ -127,7 +126,7 @@ def test_the_floor_trains_the_same_weights_as_ranklab(tmp_path: Path) -> None:
 def test_the_bare_loop_adds_the_penalties_the_task_adds(tmp_path: Path) -> None:
     """Same work on both sides: the bare loop's L2 terms sum to the task's regularisation (it
     left out ``net_regularizer``, which the tuned LR and FM set)."""
-    bench = load_throughput()
+    bench = load_bench("throughput")
     from ranklab.config import compose
 
     over = ["task.embedding_regularizer=0.01", "task.net_regularizer=0.003"]
@@ -141,11 +140,7 @@ def test_the_bare_loop_adds_the_penalties_the_task_adds(tmp_path: Path) -> None:
 
 
 def test_eval_phases_lie_inside_the_validate_call(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "eval_phases", ROOT / "benchmarks" / "eval_phases.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("eval_phases")
     from ranklab.config import compose
 
     cfg = compose(
@@ -165,11 +160,7 @@ def test_eval_phases_lie_inside_the_validate_call(tmp_path: Path) -> None:
 
 
 def test_step_phases_split_every_sides_steps(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "step_phases", ROOT / "benchmarks" / "step_phases.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("step_phases")
     from ranklab.config import compose
 
     over = ["data.source.n_train=2000", "data.source.n_val=500", "data.source.n_test=500"]
@@ -185,9 +176,7 @@ def test_step_phases_split_every_sides_steps(tmp_path: Path) -> None:
 
 
 def test_structure_matched_model_approaches_the_bayes_ceiling() -> None:
-    spec = importlib.util.spec_from_file_location("ceiling", ROOT / "benchmarks" / "seq_ceiling.py")
-    ceiling = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ceiling)
+    ceiling = load_bench("seq_ceiling")
     small = ["n_train=30000", "n_val=4000", "n_test=4000", "n_users=2000", "n_items=100"]
     test_auc, bayes = ceiling.main([*small, "--epochs", "6", "--batch-size", "256"])
     # the model has the generator's form, so it gets close to the ceiling but never above it
@@ -197,11 +186,7 @@ def test_structure_matched_model_approaches_the_bayes_ceiling() -> None:
 
 def test_gpu_bench_runs_on_the_cpu_as_a_smoke_test(tmp_path: Path) -> None:
     """`make bench-gpu` without CUDA: tiny Criteo-shaped data, both models, the JSON written."""
-    spec = importlib.util.spec_from_file_location(
-        "gpu_throughput", ROOT / "benchmarks" / "gpu_throughput.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("gpu_throughput")
     args = ["--rows", "4096", "--batch", "1024", "--max-vocab", "200", "--epochs", "2"]
     args += ["--repeats", "1", "--precision", "32-true", "--out", str(tmp_path)]
     args += ["--overrides", f"paths.cache_dir={tmp_path}/cache", "model.hidden_units=[32]"]
@@ -221,11 +206,7 @@ def test_bench_data_smoke(tmp_path: Path) -> None:
     """`make bench-data` end to end on a small file, the peer skipped; both layouts and the
     streamed build encode the same rows, and the loaders' figures (in memory, out of core,
     bare) are all measured."""
-    spec = importlib.util.spec_from_file_location(
-        "data_throughput", ROOT / "benchmarks" / "data_throughput.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("data_throughput")
     out = tmp_path / "out.json"
     args = ["--rows", "4000", "--repeats", "1", "--work", str(tmp_path), "--no-peer"]
     args += ["--budget", "2MB", "--block-rows", "1000"]  # the streamed row too
